@@ -1,0 +1,445 @@
+//! `cargo xtask ci`: every check, in order, failing fast.
+//!
+//! Each step prints a header and its duration; the run ends with a summary. Nothing is skipped
+//! silently: when a step has nothing to do (no fuzz targets yet, a guarded package that does
+//! not exist yet) it says so in its output.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::cmd::{self, Cmd, Error, Result};
+use crate::{json, tools};
+
+/// Set for the tests: tests that need a service skip (loudly) only when this is unset;
+/// under xtask they must fail instead.
+pub(crate) const XTASK_ENV: &str = "PORTAL_BACKUP_XTASK";
+
+/// Seconds each fuzz target runs for, unless `PORTAL_BACKUP_FUZZ_SECONDS` says otherwise.
+const DEFAULT_FUZZ_SECONDS: u64 = 30;
+
+/// Packages whose default-feature-free normal dependency tree must not pull in a cloud SDK or
+/// an HTTP stack (so integrators writing a KMS backend compile only what they use).
+const ISOLATED_PACKAGES: &[&str] = &["envelope"];
+
+struct Step {
+    name: &'static str,
+    what: &'static str,
+    run: fn(&Ctx) -> Result,
+}
+
+const STEPS: &[Step] = &[
+    Step {
+        name: "fmt",
+        what: "formatting (rustfmt)",
+        run: fmt,
+    },
+    Step {
+        name: "clippy",
+        what: "lints on all targets and features, warnings denied",
+        run: clippy,
+    },
+    Step {
+        name: "test",
+        what: "unit, integration and doc tests",
+        run: test,
+    },
+    Step {
+        name: "doc",
+        what: "rustdoc, warnings denied",
+        run: doc,
+    },
+    Step {
+        name: "guard",
+        what: "feature isolation: no cloud SDK or HTTP stack without features",
+        run: guard,
+    },
+    Step {
+        name: "deny",
+        what: "cargo-deny: bans, licenses, sources",
+        run: deny,
+    },
+    Step {
+        name: "fuzz",
+        what: "bounded fuzz run of every crates/*/fuzz target",
+        run: fuzz,
+    },
+];
+
+/// What the steps share: the workspace root and facts from `cargo metadata`.
+struct Ctx {
+    root: PathBuf,
+    /// Workspace members, from `cargo metadata --no-deps`.
+    packages: Vec<Package>,
+    /// Where cargo builds (respects `CARGO_TARGET_DIR`); tools are cached in its `tools/`.
+    target_dir: PathBuf,
+}
+
+struct Package {
+    name: String,
+    has_lib: bool,
+}
+
+/// Runs the named steps (all when `only` is empty) in their fixed order.
+pub(crate) fn run(root: &Path, only: &[&str]) -> Result {
+    for name in only {
+        if !STEPS.iter().any(|s| s.name == *name) {
+            let names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
+            return Err(Error::msg(format!(
+                "unknown step `{name}`; steps are: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    let steps: Vec<&Step> = STEPS
+        .iter()
+        .filter(|s| only.is_empty() || only.contains(&s.name))
+        .collect();
+
+    let started = Instant::now();
+    lockfile_unchanged(root)?;
+    let ctx = Ctx::load(root)?;
+    let total = steps.len();
+    let mut done: Vec<(&str, Duration)> = Vec::new();
+    for (index, step) in steps.into_iter().enumerate() {
+        let number = index.saturating_add(1);
+        println!("\n==> [{number}/{total}] {}: {}", step.name, step.what);
+        let step_started = Instant::now();
+        let outcome = (step.run)(&ctx);
+        let took = step_started.elapsed();
+        if let Err(err) = outcome {
+            println!(
+                "<== [{number}/{total}] {} FAILED after {}",
+                step.name,
+                secs(took)
+            );
+            summary(&done, started.elapsed());
+            return Err(Error::msg(format!("step `{}` failed: {err}", step.name)));
+        }
+        println!("<== [{number}/{total}] {} ok in {}", step.name, secs(took));
+        done.push((step.name, took));
+    }
+    summary(&done, started.elapsed());
+    println!("ci: all {total} steps passed");
+    Ok(())
+}
+
+fn summary(done: &[(&str, Duration)], total: Duration) {
+    println!("\nci summary:");
+    for (name, took) in done {
+        println!("  {name:<8} ok {:>8}", secs(*took));
+    }
+    println!("  {:<8}    {:>8}", "total", secs(total));
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// In CI, `cargo xtask` itself (a plain `cargo run`) would silently rewrite a stale or missing
+/// `Cargo.lock`, after which every `--locked` step would pass. Catch that here.
+fn lockfile_unchanged(root: &Path) -> Result {
+    if std::env::var_os("CI").is_none() {
+        println!("lockfile: CI is unset, so local Cargo.lock edits are allowed");
+        return Ok(());
+    }
+    let status = Cmd::new("git", root)
+        .args(["status", "--porcelain", "--", "Cargo.lock"])
+        .read()?;
+    if status.trim().is_empty() {
+        println!("lockfile: Cargo.lock is committed and unchanged");
+        Ok(())
+    } else {
+        Err(Error::msg(format!(
+            "Cargo.lock is missing or stale in the commit (git status: `{}`): run cargo \
+             (e.g. `cargo check --workspace`) locally and commit Cargo.lock",
+            status.trim()
+        )))
+    }
+}
+
+impl Ctx {
+    fn load(root: &Path) -> Result<Self> {
+        let text = cmd::cargo(root)
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .read()?;
+        let metadata = json::parse(&text)?;
+        let target_dir = metadata
+            .get("target_directory")
+            .and_then(json::Value::as_str)
+            .map(PathBuf::from)
+            .ok_or_else(|| Error::msg("cargo metadata: no target_directory"))?;
+        let packages = metadata
+            .get("packages")
+            .map(json::Value::as_array)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| {
+                let name = p.get("name")?.as_str()?.to_owned();
+                let has_lib = p
+                    .get("targets")
+                    .map(json::Value::as_array)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|t| t.get("kind"))
+                    .flat_map(json::Value::as_array)
+                    .any(|k| k.as_str().is_some_and(|k| k.ends_with("lib")));
+                Some(Package { name, has_lib })
+            })
+            .collect();
+        Ok(Self {
+            root: root.to_path_buf(),
+            packages,
+            target_dir,
+        })
+    }
+
+    fn has_package(&self, name: &str) -> bool {
+        self.packages.iter().any(|p| p.name == name)
+    }
+
+    fn tools_dir(&self) -> PathBuf {
+        self.target_dir.join("tools")
+    }
+
+    fn cargo(&self) -> Cmd {
+        cmd::cargo(&self.root)
+    }
+}
+
+fn fmt(ctx: &Ctx) -> Result {
+    ctx.cargo().args(["fmt", "--all", "--check"]).run()
+}
+
+fn clippy(ctx: &Ctx) -> Result {
+    ctx.cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--locked",
+        ])
+        .args(["--", "-D", "warnings"])
+        .run()
+}
+
+fn test(ctx: &Ctx) -> Result {
+    let common = ["--workspace", "--all-features", "--locked"];
+    if tools::has_nextest(&ctx.root) {
+        ctx.cargo()
+            .env(XTASK_ENV, "1")
+            .args(["nextest", "run"])
+            .args(common)
+            .run()?;
+    } else {
+        println!("cargo-nextest is not installed: running the tests with `cargo test` instead");
+        ctx.cargo()
+            .env(XTASK_ENV, "1")
+            .arg("test")
+            .args(common)
+            .run()?;
+    }
+    // nextest does not run doctests; `cargo test --doc` errors when no package has a library.
+    if ctx.packages.iter().any(|p| p.has_lib) {
+        ctx.cargo()
+            .env(XTASK_ENV, "1")
+            .args(["test", "--doc"])
+            .args(common)
+            .run()
+    } else {
+        println!("no workspace package has a library target yet: no doctests to run");
+        Ok(())
+    }
+}
+
+fn doc(ctx: &Ctx) -> Result {
+    ctx.cargo()
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args([
+            "doc",
+            "--workspace",
+            "--all-features",
+            "--no-deps",
+            "--locked",
+        ])
+        .run()
+}
+
+fn guard(ctx: &Ctx) -> Result {
+    for package in ISOLATED_PACKAGES {
+        if !ctx.has_package(package) {
+            println!("package `{package}` is not in the workspace (cargo metadata): not guarded");
+            continue;
+        }
+        let tree = ctx
+            .cargo()
+            .args([
+                "tree",
+                "-p",
+                package,
+                "--no-default-features",
+                "-e",
+                "normal",
+            ])
+            .args([
+                "--target", "all", "--prefix", "none", "--format", "{p}", "--locked",
+            ])
+            .read()?;
+        let offenders = isolation_offenders(&tree);
+        if !offenders.is_empty() {
+            return Err(Error::msg(format!(
+                "`{package}` without default features depends on {}; put them behind a feature",
+                offenders.join(", ")
+            )));
+        }
+        let count = tree.lines().filter(|l| !l.trim().is_empty()).count();
+        println!(
+            "`{package}` (no default features, normal deps, all targets): {count} crates, \
+             none of them a cloud SDK or HTTP stack"
+        );
+    }
+    Ok(())
+}
+
+/// The crates in `cargo tree --prefix none --format {p}` output that break feature isolation:
+/// AWS or Google crates, reqwest, hyper (and their `-`-suffixed companions).
+fn isolation_offenders(tree: &str) -> Vec<String> {
+    let mut offenders: Vec<String> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| {
+            name.starts_with("aws-")
+                || name.starts_with("google-")
+                || ["reqwest", "hyper"]
+                    .iter()
+                    .any(|c| *name == *c || name.starts_with(&format!("{c}-")))
+        })
+        .map(str::to_owned)
+        .collect();
+    offenders.sort();
+    offenders.dedup();
+    offenders
+}
+
+fn deny(ctx: &Ctx) -> Result {
+    let cargo_deny = tools::cargo_deny(&ctx.root, &ctx.tools_dir())?;
+    // Advisories need the RustSec database from GitHub, which CI cannot reach.
+    Cmd::new(cargo_deny, &ctx.root)
+        .args(["--locked", "check", "bans", "licenses", "sources"])
+        .run()
+}
+
+fn fuzz(ctx: &Ctx) -> Result {
+    let seconds = fuzz_seconds()?;
+    let dirs = fuzz_dirs(&ctx.root)?;
+    if dirs.is_empty() {
+        println!("no crates/*/fuzz directory exists yet: nothing to fuzz");
+        return Ok(());
+    }
+    let cargo_fuzz = tools::cargo_fuzz(&ctx.root, &ctx.tools_dir())?;
+    for dir in dirs {
+        // cargo-fuzz works from the crate directory, with its targets in `fuzz/`.
+        let crate_dir = dir.parent().unwrap_or(&ctx.root);
+        // cargo-fuzz passes nightly-only flags (`-Z sanitizer`, sancov passes); the one stable
+        // toolchain accepts them with RUSTC_BOOTSTRAP=1.
+        let fuzz_cmd = || {
+            Cmd::new(&cargo_fuzz, crate_dir)
+                .env("RUSTC_BOOTSTRAP", "1")
+                .arg("fuzz")
+        };
+        let listed = fuzz_cmd().arg("list").read()?;
+        let targets: Vec<&str> = listed.split_whitespace().collect();
+        if targets.is_empty() {
+            return Err(Error::msg(format!(
+                "{} has no fuzz targets; add one or remove the directory",
+                dir.display()
+            )));
+        }
+        fuzz_cmd().arg("build").run()?;
+        for target in targets {
+            let started = Instant::now();
+            fuzz_cmd()
+                .args(["run", target, "--"])
+                .arg(format!("-max_total_time={seconds}"))
+                .run()
+                .map_err(|e| {
+                    Error::msg(format!(
+                        "{e}\nfuzz target `{target}` failed on an input: see the artifact path \
+                         above; reproduce in {} with \
+                         `RUSTC_BOOTSTRAP=1 cargo fuzz run {target} <artifact>`",
+                        crate_dir
+                            .strip_prefix(&ctx.root)
+                            .unwrap_or(crate_dir)
+                            .display()
+                    ))
+                })?;
+            println!(
+                "fuzz target `{target}`: no failure in {}",
+                secs(started.elapsed())
+            );
+        }
+    }
+    Ok(())
+}
+
+fn fuzz_seconds() -> Result<u64> {
+    match std::env::var("PORTAL_BACKUP_FUZZ_SECONDS") {
+        Err(_) => Ok(DEFAULT_FUZZ_SECONDS),
+        Ok(text) => match text.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(Error::msg(format!(
+                "PORTAL_BACKUP_FUZZ_SECONDS must be a positive number of seconds, not `{text}`"
+            ))),
+        },
+    }
+}
+
+/// `crates/*/fuzz` directories in cargo-fuzz layout (with a `Cargo.toml`), sorted.
+fn fuzz_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let crates = root.join("crates");
+    if !crates.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(&crates)? {
+        let fuzz = entry?.path().join("fuzz");
+        if fuzz.join("Cargo.toml").is_file() {
+            dirs.push(fuzz);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_offenders_are_named() {
+        let tree = "envelope v0.1.0 (/x/crates/envelope)\naes-gcm v0.11.1\n\
+                    aws-sdk-kms v1.129.0\nhyper v1.7.0\nhyper-util v0.1.0\n\
+                    google-cloud-kms-v1 v1.16.0\nreqwest v0.13.0\nhyperlocal-ish v1.0.0\n\
+                    aws-sdk-kms v1.129.0 (*)\n";
+        assert_eq!(
+            isolation_offenders(tree),
+            [
+                "aws-sdk-kms",
+                "google-cloud-kms-v1",
+                "hyper",
+                "hyper-util",
+                "reqwest"
+            ]
+        );
+        assert!(isolation_offenders("envelope v0.1.0\nsha2 v0.11.0\n").is_empty());
+    }
+
+    #[test]
+    fn step_names_are_unique_and_in_ci_order() {
+        let names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            ["fmt", "clippy", "test", "doc", "guard", "deny", "fuzz"]
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The workspace's task runner, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
+//!
+//! This is the only place CI logic lives: `.ci/run` calls `cargo xtask ci` and nothing else.
+//! It depends on nothing but `std`, and shells out to `cargo` and a few cargo plugins. Missing
+//! plugins are installed once into `target/tools` (see [`tools`]).
+//!
+//! Run `cargo xtask help` for the commands.
+
+mod bench;
+mod ci;
+mod cmd;
+mod json;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cmd::{Error, Result};
+
+const HELP: &str = "\
+Usage: cargo xtask <command> [args]
+
+Commands:
+  ci [STEP...]  The CI entry point (.ci/run calls it). Runs every step in order, fails fast:
+                  fmt, clippy, test, doc, guard, deny, fuzz
+                Names given as arguments run only those steps (for local iteration).
+  test          Only the test step: nextest (or cargo test) plus doctests, with
+                PORTAL_BACKUP_XTASK=1 so that tests needing a service fail instead of skip.
+  demo          The main job. For now: seal and open a share with a local key
+                (cargo run --release -p envelope --example seal_open).
+  bench         Runs the criterion benches, then writes docs/benchmarks.md and
+                docs/benchmarks.json (medians, and ratios to each group's `baseline*` bench).
+  services      Lists the services that tests need (none yet).
+  help          This text.
+
+Environment:
+  PORTAL_BACKUP_FUZZ_SECONDS  seconds per fuzz target in `ci` (default 30)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["ci", steps @ ..] => ci::run(&root(), steps),
+        ["test"] => ci::run(&root(), &["test"]),
+        ["demo"] => demo(&root()),
+        ["bench"] => bench::run(&root()),
+        ["services"] => {
+            services();
+            Ok(())
+        }
+        [] | ["help" | "--help" | "-h"] => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => Err(Error::msg(format!(
+            "unknown command `{}`; run `cargo xtask help`",
+            other.join(" ")
+        ))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this package's directory.
+fn root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
+}
+
+/// The main job of a fresh machine (the README's first command).
+///
+/// Until the backup-flow CLI demo exists, this seals and opens one share with a local key.
+/// When it does, change this one function (and the README's sentence about it).
+fn demo(root: &Path) -> Result {
+    cmd::cargo(root)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "envelope",
+            "--example",
+            "seal_open",
+        ])
+        .run()
+}
+
+/// Services that the tests need, and how `ci` provides them.
+fn services() {
+    println!(
+        "No service-backed tests exist yet, so `cargo xtask ci` starts no services.\n\
+         When one is added, list it here and start/stop it from the `ci` test step."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `.ci/run` must run exactly the README's test command: `cargo xtask ci`.
+    #[test]
+    fn ci_entry_point_calls_cargo_xtask_ci() {
+        let run = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+        let commands: Vec<&str> = run
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect();
+        assert!(
+            commands
+                .iter()
+                .any(|line| *line == "exec cargo xtask ci" || *line == "cargo xtask ci"),
+            ".ci/run must call `cargo xtask ci`; it runs: {commands:?}"
+        );
+    }
+
+    /// The README states the two commands of a fresh machine.
+    #[test]
+    fn readme_names_the_two_commands() {
+        let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+        for command in ["cargo xtask demo", "cargo xtask ci"] {
+            assert!(
+                readme.contains(&format!("\n{command}\n")),
+                "README.md must show `{command}` on a line of its own"
+            );
+        }
+    }
+
+    /// Every command the README mentions is one `main` knows.
+    #[test]
+    fn help_lists_every_command() {
+        for command in ["ci", "test", "demo", "bench", "services", "help"] {
+            assert!(
+                HELP.lines().any(|l| l.trim_start().starts_with(command)),
+                "{command}"
+            );
+        }
+    }
+}

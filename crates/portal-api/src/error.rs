@@ -92,6 +92,15 @@ pub enum Error {
         credential: &'static str,
     },
 
+    /// An argument was rejected before any request was made.
+    #[error("invalid {name}: {reason}")]
+    InvalidArgument {
+        /// The argument, e.g. `"walletId"`.
+        name: &'static str,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
     /// A client setting was rejected.
     #[error("invalid client configuration: {reason}")]
     InvalidConfig {

@@ -5,6 +5,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
 pub mod client_api;
 pub mod common;
 pub mod custodian_api;
@@ -13,6 +16,8 @@ pub mod mpc;
 pub mod paths;
 pub mod secret;
 
+#[cfg(feature = "client")]
+pub use client::{Client, ClientBuilder};
 pub use common::{BackupMethod, Curve, SharePairStatus, SharePairUpdateStatus};
 pub use error::{Error, ErrorBody, JsonError, Result, TransportKind};
 pub use secret::{ApiKey, SecretShare};

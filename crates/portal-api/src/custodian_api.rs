@@ -1,10 +1,9 @@
 //! Custodian API (`https://api.portalhq.io/api/v3/custodians/me/...`): clients, client session
 //! tokens and eject. Authenticated with the Custodian (Portal) API Key.
 //!
-//! `GET /clients/{clientId}` returns a [`ClientDetails`](crate::client_api::ClientDetails) and
-//! `GET .../ejectable-backup-shares` an
-//! [`EjectableBackupShares`](crate::client_api::EjectableBackupShares), shared with the Client
-//! API.
+//! `GET /clients/{clientId}` returns a [`ClientDetails`] and `GET .../ejectable-backup-shares`
+//! an [`EjectableBackupShares`](crate::client_api::EjectableBackupShares), shared with the
+//! Client API.
 
 use serde::{Deserialize, Serialize};
 

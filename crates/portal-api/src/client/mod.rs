@@ -345,7 +345,8 @@ impl fmt::Debug for Client {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Host2 {
+/// Which Portal host a call goes to.
+enum Target {
     Api,
     Mpc,
 }
@@ -359,7 +360,7 @@ enum Auth {
 /// One logical request.
 struct Call<'a> {
     method: Method,
-    host: Host2,
+    host: Target,
     template: &'static str,
     params: &'a [&'a str],
     query: &'a [(&'static str, String)],
@@ -462,7 +463,7 @@ impl Client {
     async fn mpc<T: DeserializeOwned>(&self, template: &'static str, body: Bytes) -> Result<T> {
         let call = Call {
             method: Method::POST,
-            host: Host2::Mpc,
+            host: Target::Mpc,
             template,
             params: &[],
             query: &[],
@@ -746,7 +747,7 @@ impl Client {
     ) -> Call<'a> {
         Call {
             method,
-            host: Host2::Api,
+            host: Target::Api,
             template,
             params,
             query: &[],
@@ -786,8 +787,8 @@ impl Client {
 
     fn url(&self, call: &Call<'_>) -> Result<Url> {
         let mut url = match call.host {
-            Host2::Api => self.shared.api_base.clone(),
-            Host2::Mpc => self.shared.mpc_base.clone(),
+            Target::Api => self.shared.api_base.clone(),
+            Target::Mpc => self.shared.mpc_base.clone(),
         };
         let segments = paths::fill(call.template, call.params).ok_or(Error::InvalidConfig {
             reason: "route parameters do not match the route",
@@ -826,8 +827,8 @@ impl Client {
             };
         let url = self.url(&call)?;
         let limiter = match call.host {
-            Host2::Api => &self.shared.api_limiter,
-            Host2::Mpc => &self.shared.mpc_limiter,
+            Target::Api => &self.shared.api_limiter,
+            Target::Mpc => &self.shared.mpc_limiter,
         };
         let mut retry: u32 = 0;
         let result = loop {

@@ -1,0 +1,240 @@
+//! Opening and rewrapping: both unwrap the data key through a keyring and check the header
+//! tag before they trust it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::context::EncryptionContext;
+use crate::crypto::{GCM_TAG_LEN, KeySchedule};
+use crate::error::{Error, KmsError, Result};
+use crate::format::{self, MAX_WRAPPED_KEYS, Parsed};
+use crate::kek::{Keyring, WrappedKey};
+use crate::secret::{DataKey, Plaintext};
+
+/// Opens an envelope sealed under `context` with any KEK of `keyring`.
+///
+/// To open several envelopes that share a data key (the shares of one backup) with one KMS
+/// call, use an [`Opener`].
+///
+/// # Errors
+/// [`Error::Format`] for bytes that are not a well-formed v1 envelope;
+/// [`Error::NoMatchingKek`] when no KEK of the keyring matches a wrapped key;
+/// [`Error::Kms`] when the only matching KEKs failed for a non-cryptographic reason (worth a
+/// retry if [`Error::is_retryable`]); [`Error::Decrypt`] for a wrong context, a wrong key or
+/// tampered bytes, with no detail on which.
+pub async fn open(
+    keyring: &Keyring,
+    context: &EncryptionContext,
+    envelope: &[u8],
+) -> Result<Plaintext> {
+    let parsed = format::parse(envelope)?;
+    if parsed.context != *context {
+        return Err(Error::Decrypt);
+    }
+    let (_, (_, keys)) = unwrap_verified(keyring, &parsed).await?;
+    open_payload(&keys, &parsed)
+}
+
+/// Opens envelopes, remembering the data keys it has unwrapped (as derived keys, zeroized on
+/// drop) so that envelopes sealed under one data key, such as the two shares of a backup, cost
+/// one KMS unwrap in all.
+///
+/// A remembered key is used only for an envelope that carries the very same wrapped key under
+/// the very same KEK context, and only after the envelope's header tag verifies under it.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use envelope::{EncryptionContext, Keyring, Opener, Sealer, local::LocalKek};
+///
+/// let keyring = Keyring::new().with(Arc::new(LocalKek::generate()?));
+/// let client = EncryptionContext::new().with("client-id", "cl_1")?;
+/// let sealer = Sealer::new(&keyring, client.clone()).await?;
+/// let (secp, ed) = (client.clone().with("curve", "SECP256K1")?, client.with("curve", "ED25519")?);
+/// let (a, b) = (sealer.seal(&secp, b"one")?, sealer.seal(&ed, b"two")?);
+///
+/// let opener = Opener::new(&keyring);
+/// assert_eq!(opener.open(&secp, &a).await?.expose_secret(), b"one");
+/// assert_eq!(opener.open(&ed, &b).await?.expose_secret(), b"two"); // no second unwrap
+/// # Ok::<_, envelope::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Opener<'k> {
+    keyring: &'k Keyring,
+    remembered: Mutex<Vec<Remembered>>,
+}
+
+/// How many unwrapped data keys an [`Opener`] keeps.
+const REMEMBERED_KEYS: usize = 32;
+
+struct Remembered {
+    wrapped: WrappedKey,
+    kek_context: EncryptionContext,
+    keys: Arc<KeySchedule>,
+}
+
+impl std::fmt::Debug for Remembered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remembered")
+            .field("wrapped", &self.wrapped.key_ref())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'k> Opener<'k> {
+    /// An opener over a keyring.
+    #[must_use]
+    pub fn new(keyring: &'k Keyring) -> Self {
+        Self {
+            keyring,
+            remembered: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Opens an envelope sealed under `context`.
+    ///
+    /// # Errors
+    /// As [`open`].
+    pub async fn open(&self, context: &EncryptionContext, envelope: &[u8]) -> Result<Plaintext> {
+        let parsed = format::parse(envelope)?;
+        if parsed.context != *context {
+            return Err(Error::Decrypt);
+        }
+        if let Some(keys) = self.recall(&parsed) {
+            return open_payload(&keys, &parsed);
+        }
+        let (index, keys) = unwrap_verified(self.keyring, &parsed).await?;
+        let keys = Arc::new(keys.1);
+        let mut remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if remembered.len() >= REMEMBERED_KEYS {
+            remembered.remove(0);
+        }
+        if let Some(wrapped) = parsed.wrapped.get(index) {
+            remembered.push(Remembered {
+                wrapped: wrapped.clone(),
+                kek_context: parsed.kek_context.clone(),
+                keys: Arc::clone(&keys),
+            });
+        }
+        drop(remembered);
+        open_payload(&keys, &parsed)
+    }
+
+    fn recall(&self, parsed: &Parsed<'_>) -> Option<Arc<KeySchedule>> {
+        let remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        remembered
+            .iter()
+            .filter(|r| r.kek_context == parsed.kek_context && parsed.wrapped.contains(&r.wrapped))
+            .find(|r| {
+                r.keys
+                    .verify_header_tag(parsed.tagged_header, parsed.header_tag)
+            })
+            .map(|r| Arc::clone(&r.keys))
+    }
+}
+
+fn open_payload(keys: &KeySchedule, parsed: &Parsed<'_>) -> Result<Plaintext> {
+    let plaintext = keys.open_payload(&parsed.nonce, parsed.fixed_header, parsed.payload)?;
+    Ok(Plaintext::new(plaintext))
+}
+
+/// What [`rewrap`] does with the wrapped keys already in the envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RewrapMode {
+    /// Drop them: afterwards only the new keyring's KEKs can open the envelope.
+    Replace,
+    /// Keep them and add the new keyring's KEKs (skipping KEKs that already have an entry).
+    Add,
+}
+
+/// Wraps the envelope's data key under the KEKs of `to`, without touching the payload: the
+/// ciphertext bytes stay identical and the plaintext never leaves this function (it is
+/// decrypted once, into a zeroizing buffer, to prove the envelope is intact before it is
+/// rewrapped).
+///
+/// # Errors
+/// As [`open`] for the unwrap under `from`; [`Error::Kms`] when a KEK of `to` fails;
+/// [`Error::Invalid`] for an empty `to` or more than 16 wrapped keys in all.
+pub async fn rewrap(
+    from: &Keyring,
+    envelope: &[u8],
+    to: &Keyring,
+    mode: RewrapMode,
+) -> Result<Vec<u8>> {
+    if to.is_empty() {
+        return Err(Error::Invalid(
+            "rewrap needs at least one key-encryption key".into(),
+        ));
+    }
+    let parsed = format::parse(envelope)?;
+    let (_, (key, keys)) = unwrap_verified(from, &parsed).await?;
+    drop(open_payload(&keys, &parsed)?);
+
+    let mut wrapped: Vec<WrappedKey> = match mode {
+        RewrapMode::Replace => Vec::new(),
+        RewrapMode::Add => parsed.wrapped.clone(),
+    };
+    for kek in to.keks() {
+        if wrapped.iter().any(|w| kek.can_unwrap(w.key_ref())) {
+            continue;
+        }
+        wrapped.push(kek.wrap(&key, &parsed.kek_context).await?);
+    }
+    if wrapped.len() > MAX_WRAPPED_KEYS {
+        return Err(Error::Invalid(format!(
+            "an envelope holds at most {MAX_WRAPPED_KEYS} wrapped keys"
+        )));
+    }
+
+    let mut out = Vec::with_capacity(envelope.len().saturating_add(256));
+    out.extend_from_slice(parsed.fixed_header);
+    format::write_wrapped_keys(&mut out, &wrapped);
+    let tag = keys.header_tag(&out);
+    out.extend_from_slice(&tag);
+    format::write_payload_len(&mut out, parsed.payload.len().saturating_sub(GCM_TAG_LEN));
+    out.extend_from_slice(parsed.payload);
+    Ok(out)
+}
+
+/// Finds a wrapped key that a KEK of the keyring unwraps to a data key matching the header
+/// tag, and returns its index with the key. Tries every matching pair in order, so one bad or
+/// unreachable entry does not stop another from opening the envelope.
+async fn unwrap_verified(
+    keyring: &Keyring,
+    parsed: &Parsed<'_>,
+) -> Result<(usize, (DataKey, KeySchedule))> {
+    let mut matched = false;
+    let mut backend_error: Option<KmsError> = None;
+    for (index, wrapped) in parsed.wrapped.iter().enumerate() {
+        for kek in keyring.candidates(wrapped.key_ref()) {
+            matched = true;
+            match kek.unwrap(wrapped, &parsed.kek_context).await {
+                Ok(key) => {
+                    let keys = KeySchedule::derive(&key);
+                    if keys.verify_header_tag(parsed.tagged_header, parsed.header_tag) {
+                        return Ok((index, (key, keys)));
+                    }
+                }
+                Err(KmsError::UnwrapFailed) => {}
+                Err(other) => {
+                    // Keep the most useful failure: a retryable one beats the others.
+                    if backend_error.as_ref().is_none_or(|e| !e.is_retryable()) {
+                        backend_error = Some(other);
+                    }
+                }
+            }
+        }
+    }
+    if !matched {
+        return Err(Error::NoMatchingKek {
+            wrapped: parsed.wrapped.iter().map(|w| w.key_ref().clone()).collect(),
+        });
+    }
+    Err(backend_error.map_or(Error::Decrypt, Error::Kms))
+}

@@ -1,0 +1,131 @@
+//! The conformance kit, run on the local KEK, and on deliberately broken KEKs that it must
+#![allow(clippy::unwrap_used)] // the deliberately broken KEKs below are test fixtures
+//! catch.
+
+use std::sync::Arc;
+
+use envelope::conformance::{self, check_kek};
+use envelope::local::LocalKek;
+use envelope::{DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, KmsError, WrappedKey};
+
+mod local_kek {
+    envelope::kek_conformance_tests!(envelope::local::LocalKek::generate().unwrap());
+}
+
+mod local_kek_through_arc_dyn {
+    envelope::kek_conformance_tests!({
+        let kek: std::sync::Arc<dyn envelope::KeyEncryptionKey> =
+            std::sync::Arc::new(envelope::local::LocalKek::generate().unwrap());
+        kek
+    });
+}
+
+/// Wraps with a local key but ignores the context: the bug kms-aead ships.
+#[derive(Debug)]
+struct IgnoresContext(LocalKek);
+
+#[async_trait::async_trait]
+impl KeyEncryptionKey for IgnoresContext {
+    fn provider(&self) -> &str {
+        "broken"
+    }
+    fn key_id(&self) -> &str {
+        "ignores-context"
+    }
+    async fn wrap(&self, key: &DataKey, _: &EncryptionContext) -> Result<WrappedKey, KmsError> {
+        let w = self.0.wrap(key, &EncryptionContext::new()).await?;
+        Ok(WrappedKey::new(
+            KeyRef::new("broken", "ignores-context").unwrap(),
+            w.bytes().to_vec(),
+        )
+        .unwrap())
+    }
+    async fn unwrap(&self, w: &WrappedKey, _: &EncryptionContext) -> Result<DataKey, KmsError> {
+        let inner = WrappedKey::new(
+            KeyRef::new("local", self.0.key_id()).unwrap(),
+            w.bytes().to_vec(),
+        )
+        .unwrap();
+        self.0.unwrap(&inner, &EncryptionContext::new()).await
+    }
+}
+
+/// "Wraps" by storing the key in the clear.
+#[derive(Debug)]
+struct Plain;
+
+#[async_trait::async_trait]
+impl KeyEncryptionKey for Plain {
+    fn provider(&self) -> &str {
+        "plain"
+    }
+    fn key_id(&self) -> &str {
+        "plain"
+    }
+    async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<WrappedKey, KmsError> {
+        let mut bytes = ctx.canonical_bytes();
+        bytes.extend_from_slice(key.expose_secret());
+        Ok(WrappedKey::new(KeyRef::new("plain", "plain").unwrap(), bytes).unwrap())
+    }
+    async fn unwrap(&self, w: &WrappedKey, ctx: &EncryptionContext) -> Result<DataKey, KmsError> {
+        let c = ctx.canonical_bytes();
+        match w.bytes().strip_prefix(c.as_slice()) {
+            Some(k) => DataKey::from_slice(k).ok_or(KmsError::UnwrapFailed),
+            None => Err(KmsError::UnwrapFailed),
+        }
+    }
+}
+
+/// Records a key reference it does not accept itself.
+#[derive(Debug)]
+struct WrongLabel(LocalKek);
+
+#[async_trait::async_trait]
+impl KeyEncryptionKey for WrongLabel {
+    fn provider(&self) -> &str {
+        "local"
+    }
+    fn key_id(&self) -> &str {
+        "configured-id"
+    }
+    async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<WrappedKey, KmsError> {
+        self.0.wrap(key, ctx).await
+    }
+    async fn unwrap(&self, w: &WrappedKey, ctx: &EncryptionContext) -> Result<DataKey, KmsError> {
+        self.0.unwrap(w, ctx).await
+    }
+}
+
+#[tokio::test]
+async fn a_kek_that_ignores_the_context_fails_context_bound() {
+    let broken = IgnoresContext(LocalKek::generate().unwrap());
+    conformance::round_trip(&broken).await.unwrap();
+    let failure = check_kek(&broken).await.unwrap_err();
+    assert_eq!(failure.check, "context_bound");
+}
+
+#[tokio::test]
+async fn a_kek_that_stores_the_key_in_the_clear_is_caught() {
+    let failure = check_kek(&Plain).await.unwrap_err();
+    // Binds the context, so the first check it fails is tampering (a flipped bit in the
+    // key part still "unwraps").
+    assert_eq!(failure.check, "tampered_wrap_rejected");
+    let failure = conformance::key_ref_recorded(&Plain).await.unwrap_err();
+    assert_eq!(failure.check, "key_ref_recorded");
+    assert!(failure.reason.contains("in the clear"));
+}
+
+#[tokio::test]
+async fn a_kek_that_rejects_its_own_key_reference_is_caught() {
+    let failure = check_kek(&WrongLabel(LocalKek::generate().unwrap()))
+        .await
+        .unwrap_err();
+    assert_eq!(failure.check, "key_ref_recorded");
+}
+
+#[tokio::test]
+async fn check_kek_passes_through_arc_dyn() {
+    let kek: Arc<dyn KeyEncryptionKey> = Arc::new(LocalKek::generate().unwrap());
+    check_kek(&kek).await.unwrap();
+    assert_eq!(conformance::CHECKS.len(), 6);
+}

@@ -23,7 +23,8 @@ pub(crate) const GCM_TAG_LEN: usize = 16;
 /// Length of the header tag.
 pub(crate) const HEADER_TAG_LEN: usize = 32;
 
-const KDF_INFO: &[u8] = b"portal-backup envelope v1 suite 0x0001";
+/// Short enough that each HKDF-Expand block is one SHA-256 compression (32 + 20 + 1 ≤ 55).
+const KDF_INFO: &[u8] = b"PBEV v1 suite 0x0001";
 const OKM_LEN: usize = 32 + 32 + NONCE_LEN;
 
 /// The keys derived from one data key.

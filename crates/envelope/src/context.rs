@@ -142,37 +142,89 @@ impl EncryptionContext {
     /// # Errors
     /// [`FormatError`] naming the rule the bytes break.
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(bytes);
-        let ctx = Self::decode(&mut r)?;
-        r.finish()?;
-        Ok(ctx)
+        Ok(CanonicalContext::parse(bytes)?.to_context())
     }
 
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, FormatError> {
-        let count = usize::from(r.u16("context entry count")?);
-        if count > MAX_CONTEXT_ENTRIES {
+    /// Whether `canonical` encodes exactly this context, without decoding it.
+    pub(crate) fn matches(&self, canonical: CanonicalContext<'_>) -> bool {
+        canonical.len() == self.entries.len()
+            && canonical
+                .entries()
+                .zip(&self.entries)
+                .all(|((k, v), (mk, mv))| k == mk && v == mv)
+    }
+}
+
+/// A canonical context encoding borrowed from an envelope, validated once so that reading it
+/// again needs no checks and no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CanonicalContext<'a> {
+    bytes: &'a [u8],
+    len: usize,
+}
+
+impl<'a> CanonicalContext<'a> {
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes);
+        let len = usize::from(r.u16("context entry count")?);
+        if len > MAX_CONTEXT_ENTRIES {
             return Err(FormatError::LimitExceeded {
                 field: "context entry count",
-                actual: count,
+                actual: len,
                 limit: MAX_CONTEXT_ENTRIES,
             });
         }
-        let mut entries = BTreeMap::new();
-        let mut previous: Option<String> = None;
-        for _ in 0..count {
+        let mut previous: Option<&str> = None;
+        for _ in 0..len {
             let key = r.str_u16("context key", MAX_CONTEXT_KEY_LEN)?;
             let value = r.str_u16("context value", MAX_CONTEXT_VALUE_LEN)?;
-            check_entry(&key, &value)?;
-            if previous.as_deref().is_some_and(|p| p >= key.as_str()) {
+            check_entry(key, value)?;
+            if previous.is_some_and(|p| p >= key) {
                 return Err(FormatError::Invalid {
                     field: "context",
                     reason: "keys not in strictly ascending order",
                 });
             }
-            previous = Some(key.clone());
-            entries.insert(key, value);
+            previous = Some(key);
         }
-        Ok(Self { entries })
+        r.finish()?;
+        Ok(Self { bytes, len })
+    }
+
+    pub(crate) fn len(self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn bytes(self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The entries in key order.
+    pub(crate) fn entries(self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let mut r = Reader::new(self.bytes);
+        let _count = r.u16("context entry count");
+        std::iter::from_fn(move || {
+            // Validated in `parse`: these reads cannot fail.
+            let key = r.str_u16("context key", MAX_CONTEXT_KEY_LEN).ok()?;
+            let value = r.str_u16("context value", MAX_CONTEXT_VALUE_LEN).ok()?;
+            Some((key, value))
+        })
+    }
+
+    pub(crate) fn to_context(self) -> EncryptionContext {
+        EncryptionContext {
+            entries: self
+                .entries()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// Whether every entry of `self` is in `other` with the same value (both sorted).
+    pub(crate) fn is_subset_of(self, other: Self) -> bool {
+        let mut theirs = other.entries();
+        self.entries()
+            .all(|(k, v)| theirs.by_ref().any(|(ok, ov)| ok == k && ov == v))
     }
 }
 

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::context::{EncryptionContext, put_u16};
+use crate::context::{CanonicalContext, EncryptionContext, put_u16};
 use crate::crypto::{GCM_TAG_LEN, HEADER_TAG_LEN, NONCE_LEN};
 use crate::error::FormatError;
 use crate::kek::{KeyRef, MAX_KEY_ID_LEN, MAX_PROVIDER_LEN, MAX_WRAPPED_LEN, WrappedKey};
@@ -29,13 +29,14 @@ const MAX_CONTEXT_SECTION: usize = u16::MAX as usize;
 /// Largest binary envelope accepted: the header caps plus the payload cap, rounded up.
 const MAX_ENVELOPE_LEN: usize = MAX_PLAINTEXT_LEN + 1024 * 1024;
 
-/// A parsed envelope, borrowing its payload from the input bytes.
+/// A parsed envelope, borrowing every field from the input bytes: parsing allocates only the
+/// list of wrapped keys.
 #[derive(Debug)]
 pub(crate) struct Parsed<'a> {
     pub(crate) nonce: [u8; NONCE_LEN],
-    pub(crate) context: EncryptionContext,
-    pub(crate) kek_context: EncryptionContext,
-    pub(crate) wrapped: Vec<WrappedKey>,
+    pub(crate) context: CanonicalContext<'a>,
+    pub(crate) kek_context: CanonicalContext<'a>,
+    pub(crate) wrapped: Vec<WrappedRef<'a>>,
     /// The fixed header: everything before the wrapped-key count. The payload's AAD.
     pub(crate) fixed_header: &'a [u8],
     /// Everything before the header tag: what the tag covers.
@@ -43,6 +44,30 @@ pub(crate) struct Parsed<'a> {
     pub(crate) header_tag: &'a [u8],
     /// Ciphertext and GCM tag.
     pub(crate) payload: &'a [u8],
+}
+
+/// A wrapped data key as it stands in an envelope, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WrappedRef<'a> {
+    pub(crate) provider: &'a str,
+    pub(crate) key_id: &'a str,
+    pub(crate) bytes: &'a [u8],
+}
+
+impl WrappedRef<'_> {
+    pub(crate) fn key_ref(&self) -> KeyRef {
+        KeyRef::validated(self.provider, self.key_id)
+    }
+
+    pub(crate) fn to_wrapped_key(self) -> WrappedKey {
+        WrappedKey::validated(self.key_ref(), self.bytes.to_vec())
+    }
+
+    pub(crate) fn is(&self, owned: &WrappedKey) -> bool {
+        self.bytes == owned.bytes()
+            && self.key_id == owned.key_ref().key_id()
+            && self.provider == owned.key_ref().provider()
+    }
 }
 
 /// The parts of a new envelope's header.
@@ -145,7 +170,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, FormatError> {
     let nonce = r.array::<NONCE_LEN>("nonce")?;
     let context = context_section(&mut r, "context")?;
     let kek_context = context_section(&mut r, "KEK context")?;
-    if !kek_context.is_subset_of(&context) {
+    if !kek_context.is_subset_of(context) {
         return Err(FormatError::Invalid {
             field: "KEK context",
             reason: "not a subset of the context",
@@ -177,18 +202,21 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, FormatError> {
                 limit: MAX_PROVIDER_LEN,
             });
         }
-        let provider = std::str::from_utf8(r.take(provider_len, "provider")?)
-            .map_err(|_| FormatError::Invalid {
+        let provider = std::str::from_utf8(r.take(provider_len, "provider")?).map_err(|_| {
+            FormatError::Invalid {
                 field: "provider",
                 reason: "not UTF-8",
-            })?
-            .to_owned();
+            }
+        })?;
         let key_id = r.str_u16("key id", MAX_KEY_ID_LEN)?;
-        let wrapped_bytes = r.bytes_u16("wrapped key", MAX_WRAPPED_LEN)?.to_vec();
-        wrapped.push(WrappedKey::parsed(
-            KeyRef::parsed(provider, key_id)?,
-            wrapped_bytes,
-        )?);
+        let bytes = r.bytes_u16("wrapped key", MAX_WRAPPED_LEN)?;
+        KeyRef::check(provider, key_id)?;
+        WrappedKey::check(bytes)?;
+        wrapped.push(WrappedRef {
+            provider,
+            key_id,
+            bytes,
+        });
     }
     let tag_start = consumed(bytes, &r);
     let header_tag = r.take(HEADER_TAG_LEN, "header tag")?;
@@ -223,12 +251,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, FormatError> {
     })
 }
 
-fn context_section(
-    r: &mut Reader<'_>,
+fn context_section<'a>(
+    r: &mut Reader<'a>,
     field: &'static str,
-) -> Result<EncryptionContext, FormatError> {
-    let section = r.bytes_u16(field, MAX_CONTEXT_SECTION)?;
-    EncryptionContext::from_canonical_bytes(section)
+) -> Result<CanonicalContext<'a>, FormatError> {
+    CanonicalContext::parse(r.bytes_u16(field, MAX_CONTEXT_SECTION)?)
 }
 
 fn consumed(all: &[u8], r: &Reader<'_>) -> usize {

@@ -36,9 +36,9 @@ pub fn inspect(envelope: &[u8]) -> Result<EnvelopeInfo, FormatError> {
         version: format::VERSION,
         suite: format::SUITE_AES256GCM_HKDF_SHA256,
         nonce: hex::encode(parsed.nonce),
-        context: parsed.context,
-        kek_context: parsed.kek_context,
-        wrapped_keys: parsed.wrapped.iter().map(|w| w.key_ref().clone()).collect(),
+        context: parsed.context.to_context(),
+        kek_context: parsed.kek_context.to_context(),
+        wrapped_keys: parsed.wrapped.iter().map(|w| w.key_ref()).collect(),
         plaintext_len: parsed
             .payload
             .len()

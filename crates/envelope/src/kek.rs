@@ -38,9 +38,16 @@ impl KeyRef {
         Ok(Self { provider, key_id })
     }
 
-    pub(crate) fn parsed(provider: String, key_id: String) -> Result<Self, FormatError> {
-        check_key_ref(&provider, &key_id)?;
-        Ok(Self { provider, key_id })
+    pub(crate) fn check(provider: &str, key_id: &str) -> Result<(), FormatError> {
+        check_key_ref(provider, key_id)
+    }
+
+    /// From fields already checked with [`KeyRef::check`].
+    pub(crate) fn validated(provider: &str, key_id: &str) -> Self {
+        Self {
+            provider: provider.to_owned(),
+            key_id: key_id.to_owned(),
+        }
     }
 
     /// The provider name.
@@ -100,9 +107,13 @@ impl WrappedKey {
         Ok(Self { key_ref, bytes })
     }
 
-    pub(crate) fn parsed(key_ref: KeyRef, bytes: Vec<u8>) -> Result<Self, FormatError> {
-        check_wrapped(&bytes)?;
-        Ok(Self { key_ref, bytes })
+    pub(crate) fn check(bytes: &[u8]) -> Result<(), FormatError> {
+        check_wrapped(bytes)
+    }
+
+    /// From bytes already checked with [`WrappedKey::check`].
+    pub(crate) fn validated(key_ref: KeyRef, bytes: Vec<u8>) -> Self {
+        Self { key_ref, bytes }
     }
 
     /// The key that wrapped it.

@@ -27,7 +27,7 @@ pub async fn open(
     envelope: &[u8],
 ) -> Result<Plaintext> {
     let parsed = format::parse(envelope)?;
-    if parsed.context != *context {
+    if !context.matches(parsed.context) {
         return Err(Error::Decrypt);
     }
     let (_, (_, keys)) = unwrap_verified(keyring, &parsed).await?;
@@ -68,7 +68,8 @@ const REMEMBERED_KEYS: usize = 32;
 
 struct Remembered {
     wrapped: WrappedKey,
-    kek_context: EncryptionContext,
+    /// Canonical bytes of the KEK context the key was unwrapped under.
+    kek_context: Vec<u8>,
     keys: Arc<KeySchedule>,
 }
 
@@ -96,7 +97,7 @@ impl<'k> Opener<'k> {
     /// As [`open`].
     pub async fn open(&self, context: &EncryptionContext, envelope: &[u8]) -> Result<Plaintext> {
         let parsed = format::parse(envelope)?;
-        if parsed.context != *context {
+        if !context.matches(parsed.context) {
             return Err(Error::Decrypt);
         }
         if let Some(keys) = self.recall(&parsed) {
@@ -113,8 +114,8 @@ impl<'k> Opener<'k> {
         }
         if let Some(wrapped) = parsed.wrapped.get(index) {
             remembered.push(Remembered {
-                wrapped: wrapped.clone(),
-                kek_context: parsed.kek_context.clone(),
+                wrapped: wrapped.to_wrapped_key(),
+                kek_context: parsed.kek_context.bytes().to_vec(),
                 keys: Arc::clone(&keys),
             });
         }
@@ -129,7 +130,10 @@ impl<'k> Opener<'k> {
             .unwrap_or_else(PoisonError::into_inner);
         remembered
             .iter()
-            .filter(|r| r.kek_context == parsed.kek_context && parsed.wrapped.contains(&r.wrapped))
+            .filter(|r| {
+                r.kek_context == parsed.kek_context.bytes()
+                    && parsed.wrapped.iter().any(|w| w.is(&r.wrapped))
+            })
             .find(|r| {
                 r.keys
                     .verify_header_tag(parsed.tagged_header, parsed.header_tag)
@@ -176,15 +180,16 @@ pub async fn rewrap(
     let (_, (key, keys)) = unwrap_verified(from, &parsed).await?;
     drop(open_payload(&keys, &parsed)?);
 
+    let kek_context = parsed.kek_context.to_context();
     let mut wrapped: Vec<WrappedKey> = match mode {
         RewrapMode::Replace => Vec::new(),
-        RewrapMode::Add => parsed.wrapped.clone(),
+        RewrapMode::Add => parsed.wrapped.iter().map(|w| w.to_wrapped_key()).collect(),
     };
     for kek in to.keks() {
         if wrapped.iter().any(|w| kek.can_unwrap(w.key_ref())) {
             continue;
         }
-        wrapped.push(kek.wrap(&key, &parsed.kek_context).await?);
+        wrapped.push(kek.wrap(&key, &kek_context).await?);
     }
     if wrapped.len() > MAX_WRAPPED_KEYS {
         return Err(Error::Invalid(format!(
@@ -211,10 +216,12 @@ async fn unwrap_verified(
 ) -> Result<(usize, (DataKey, KeySchedule))> {
     let mut matched = false;
     let mut backend_error: Option<KmsError> = None;
+    let kek_context = parsed.kek_context.to_context();
     for (index, wrapped) in parsed.wrapped.iter().enumerate() {
+        let wrapped = wrapped.to_wrapped_key();
         for kek in keyring.candidates(wrapped.key_ref()) {
             matched = true;
-            match kek.unwrap(wrapped, &parsed.kek_context).await {
+            match kek.unwrap(&wrapped, &kek_context).await {
                 Ok(key) => {
                     let keys = KeySchedule::derive(&key);
                     if keys.verify_header_tag(parsed.tagged_header, parsed.header_tag) {
@@ -233,7 +240,7 @@ async fn unwrap_verified(
     }
     if !matched {
         return Err(Error::NoMatchingKek {
-            wrapped: parsed.wrapped.iter().map(|w| w.key_ref().clone()).collect(),
+            wrapped: parsed.wrapped.iter().map(|w| w.key_ref()).collect(),
         });
     }
     Err(backend_error.map_or(Error::Decrypt, Error::Kms))

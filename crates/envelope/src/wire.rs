@@ -67,13 +67,12 @@ impl<'a> Reader<'a> {
         &mut self,
         field: &'static str,
         limit: usize,
-    ) -> Result<String, FormatError> {
+    ) -> Result<&'a str, FormatError> {
         let bytes = self.bytes_u16(field, limit)?;
-        let s = std::str::from_utf8(bytes).map_err(|_| FormatError::Invalid {
+        std::str::from_utf8(bytes).map_err(|_| FormatError::Invalid {
             field,
             reason: "not UTF-8",
-        })?;
-        Ok(s.to_owned())
+        })
     }
 
     pub(crate) fn finish(self) -> Result<(), FormatError> {

@@ -45,15 +45,19 @@ pub(crate) fn run(root: &Path) -> Result {
     let since = SystemTime::now()
         .checked_sub(Duration::from_secs(2))
         .unwrap_or(SystemTime::UNIX_EPOCH);
+    // Criterion resolves a relative CARGO_TARGET_DIR against the bench's package directory,
+    // not the workspace root; name its output directory explicitly so both sides agree.
+    let criterion_dir = target_dir.join("criterion");
     for (package, bench) in BENCHES {
         cmd::cargo(root)
+            .env("CRITERION_HOME", &criterion_dir)
             .args(["bench", "--locked", "-p", package, "--bench", bench])
             .run()?;
     }
-    let results = collect(&target_dir.join("criterion"), since)?;
+    let results = collect(&criterion_dir, since)?;
     if results.is_empty() {
         return Err(Error::msg(
-            "the benches wrote no criterion results (target/criterion/**/new/estimates.json)",
+            "the benches wrote no criterion results (<target>/criterion/**/new/estimates.json)",
         ));
     }
     let rows = with_ratios(results);

@@ -17,6 +17,9 @@ pub(crate) const XTASK_ENV: &str = "PORTAL_BACKUP_XTASK";
 /// Seconds each fuzz target runs for, unless `PORTAL_BACKUP_FUZZ_SECONDS` says otherwise.
 const DEFAULT_FUZZ_SECONDS: u64 = 30;
 
+/// libFuzzer's per-input time limit (its default is 1200 s).
+const FUZZ_INPUT_TIMEOUT_SECONDS: u64 = 10;
+
 /// Packages whose default-feature-free normal dependency tree must not pull in a cloud SDK or
 /// an HTTP stack (so integrators writing a KMS backend compile only what they use).
 const ISOLATED_PACKAGES: &[&str] = &["envelope"];
@@ -361,6 +364,8 @@ fn fuzz(ctx: &Ctx) -> Result {
             fuzz_cmd()
                 .args(["run", target, "--"])
                 .arg(format!("-max_total_time={seconds}"))
+                // A hang is a finding too; without this one slow input could block for 20 min.
+                .arg(format!("-timeout={FUZZ_INPUT_TIMEOUT_SECONDS}"))
                 .run()
                 .map_err(|e| {
                     Error::msg(format!(

@@ -1,0 +1,1186 @@
+//! The HTTP side: the axum router with every Portal route, the API layer (faults, rejection
+//! counting, request log without secrets), the admin routes under `/_sim/`, and [`PortalSim`],
+//! a running server on loopback.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::serve::{IncomingStream, Listener};
+use portal_api::client_api::{
+    ClientDetails, EjectClientRequest, PrepareEjectRequest, PrepareEjectResponse,
+    SharePairStatusUpdate, StoreCipherTextRequest,
+};
+use portal_api::custodian_api::{CreateClientRequest, CreateSessionRequest, EnableEjectRequest};
+use portal_api::mpc::{BackupRequest, GenerateRequest, RecoverRequest};
+use portal_api::{ApiKey, JsonError, paths};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+use crate::Error;
+use crate::config::SimConfig;
+use crate::error_body::{ApiError, RejectionNote};
+use crate::faults::{FaultRule, FaultState, Injection};
+use crate::report::{Recorder, Report, ViolationKind};
+use crate::rng::SimRng;
+use crate::state::{SimClient, SimCustodian, State as SimState};
+use crate::webhook::Webhook;
+
+/// Mixed into the seed of the fault stream, so faults do not depend on how many ids and shares
+/// were drawn before.
+const FAULT_STREAM: u64 = 0x5EED_FA17_0000_0001;
+
+/// A simulated Portal: the state, the fault rules and the report, shared by every clone.
+///
+/// [`PortalSim::start`] runs one on a loopback port; [`Simulator::router`] gives the axum
+/// router to embed elsewhere (dropped-connection faults then answer 503 instead, since only
+/// [`PortalSim`]'s listener can close a connection without a response).
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<SimState>,
+    faults: Mutex<FaultState>,
+    webhook: Option<Webhook>,
+    default_custodian: SimCustodian,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator")
+            .field("state", &*self.state())
+            .field("webhook", &self.inner.webhook.is_some())
+            .field("default_custodian", &self.inner.default_custodian.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Builds a simulator (no server) from a configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFault`] for an invalid fault rule, [`Error::InvalidConfig`] for an
+    /// unusable webhook URL or secret.
+    pub fn new(config: SimConfig) -> Result<Self, Error> {
+        for rule in &config.faults {
+            rule.validate()?;
+        }
+        let webhook = match &config.mode {
+            crate::BackupMode::SelfManaged(w) => Some(Webhook::new(w)?),
+            crate::BackupMode::PortalManaged => None,
+        };
+        let (state_rng, fault_rng) = match config.seed {
+            Some(seed) => (SimRng::seeded(seed), SimRng::seeded(seed ^ FAULT_STREAM)),
+            None => (SimRng::from_os(), SimRng::from_os()),
+        };
+        let mut state = SimState::new(
+            config.mode.backup_with_portal(),
+            config.backup_method,
+            config.status_view,
+            state_rng,
+        );
+        let custodian = state.create_custodian("portal-sim", config.custodian_api_key.as_ref());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                faults: Mutex::new(FaultState::new(config.faults, fault_rng)),
+                webhook,
+                default_custodian: custodian,
+            }),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, SimState> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fault_state(&self) -> MutexGuard<'_, FaultState> {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The custodian created at start (its key is
+    /// [`SimConfig::custodian_api_key`](crate::SimConfig::custodian_api_key) when set).
+    #[must_use]
+    pub fn default_custodian(&self) -> SimCustodian {
+        let custodian = &self.inner.default_custodian;
+        SimCustodian {
+            id: custodian.id.clone(),
+            api_key: ApiKey::from(custodian.api_key.expose_secret()),
+        }
+    }
+
+    /// Creates another custodian with a random API key.
+    #[must_use]
+    pub fn create_custodian(&self, name: &str) -> SimCustodian {
+        self.state().create_custodian(name, None)
+    }
+
+    /// Creates a client of the default custodian and returns every credential a test needs.
+    #[must_use]
+    pub fn create_client(&self) -> SimClient {
+        let custodian = &self.inner.default_custodian;
+        self.state().sim_client_with(
+            &custodian.id,
+            ApiKey::from(custodian.api_key.expose_secret()),
+        )
+    }
+
+    /// Creates a client of the given custodian.
+    ///
+    /// # Errors
+    /// [`Error::UnknownCustodian`] if there is no such custodian.
+    pub fn create_client_for(&self, custodian_id: &str) -> Result<SimClient, Error> {
+        self.state()
+            .sim_client(custodian_id)
+            .ok_or(Error::UnknownCustodian)
+    }
+
+    /// The invariant report so far.
+    #[must_use]
+    pub fn report(&self) -> Report {
+        self.state().recorder.snapshot()
+    }
+
+    /// Clears the report (violations, rejections and counters).
+    pub fn reset_report(&self) {
+        self.state().recorder = Recorder::default();
+    }
+
+    /// Replaces every fault rule.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFault`] if a rule is invalid; nothing changes then.
+    pub fn set_faults(&self, rules: Vec<FaultRule>) -> Result<(), Error> {
+        for rule in &rules {
+            rule.validate()?;
+        }
+        self.fault_state().set(rules);
+        Ok(())
+    }
+
+    /// Adds one fault rule after the existing ones.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFault`] if the rule is invalid.
+    pub fn add_fault(&self, rule: FaultRule) -> Result<(), Error> {
+        rule.validate()?;
+        self.fault_state().push(rule);
+        Ok(())
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.fault_state().set(Vec::new());
+    }
+
+    /// The fault rules in force.
+    #[must_use]
+    pub fn faults(&self) -> Vec<FaultRule> {
+        self.fault_state().rules()
+    }
+
+    /// Moves the simulated clock forward (eject windows and session tokens expire).
+    pub fn advance_clock(&self, by: Duration) {
+        self.state().advance_clock(by);
+    }
+
+    /// What `GET /clients/me` shows for a client, without going through HTTP.
+    #[must_use]
+    pub fn client_details(&self, client_id: &str) -> Option<ClientDetails> {
+        self.state().client_me(client_id)
+    }
+
+    /// The client ciphertext Portal holds for a backup share pair, if any.
+    #[must_use]
+    pub fn stored_cipher_text(&self, backup_share_pair_id: &str) -> Option<String> {
+        self.state().stored_cipher_text(backup_share_pair_id)
+    }
+
+    /// The axum router: every Portal route (on one host; both base URLs can point at it) and
+    /// the admin routes under `/_sim/`.
+    pub fn router(&self) -> Router {
+        let api = Router::new()
+            .route(paths::MPC_GENERATE, post(generate))
+            .route(paths::MPC_BACKUP, post(backup))
+            .route(paths::MPC_RECOVER, post(recover))
+            .route(paths::CLIENT_ME, get(client_me))
+            .route(paths::BACKUP_SHARE_PAIRS, patch(update_backup_pairs))
+            // The Swift SDK sends the status update with a trailing slash.
+            .route(
+                &format!("{}/", paths::BACKUP_SHARE_PAIRS),
+                patch(update_backup_pairs),
+            )
+            .route(paths::BACKUP_SHARE_PAIR, patch(store_cipher_text))
+            .route(paths::BACKUP_SHARE_PAIR_CIPHER_TEXT, get(cipher_text))
+            .route(paths::SIGNING_SHARE_PAIRS, patch(update_signing_pairs))
+            .route(
+                &format!("{}/", paths::SIGNING_SHARE_PAIRS),
+                patch(update_signing_pairs),
+            )
+            .route(paths::WALLET_BACKUP_SHARE_PAIRS, get(wallet_backup_pairs))
+            .route(paths::WALLET_SIGNING_SHARE_PAIRS, get(wallet_signing_pairs))
+            .route(paths::WALLET_PREPARE_EJECT, post(prepare_eject))
+            .route(paths::WALLET_EJECTABLE_BACKUP_SHARES, get(client_ejectable))
+            .route(paths::WALLET_COMPLETE_EJECT, patch(complete_eject))
+            .route(paths::CLIENT_EJECT, post(eject_client))
+            .route(
+                paths::CUSTODIAN_CLIENTS,
+                post(custodian_create_client).get(custodian_list_clients),
+            )
+            .route(paths::CUSTODIAN_CLIENT, get(custodian_get_client))
+            .route(
+                paths::CUSTODIAN_CLIENT_SESSIONS,
+                post(custodian_create_session),
+            )
+            .route(paths::CUSTODIAN_ENABLE_EJECT, patch(custodian_enable_eject))
+            .route(
+                paths::CUSTODIAN_EJECTABLE_BACKUP_SHARES,
+                get(custodian_ejectable),
+            )
+            .route_layer(middleware::from_fn_with_state(self.clone(), api_layer));
+        let admin = Router::new()
+            .route("/_sim/health", get(|| async { "ok" }))
+            .route("/_sim/custodians", post(admin_create_custodian))
+            .route("/_sim/clients", post(admin_create_client))
+            .route(
+                "/_sim/faults",
+                get(admin_get_faults)
+                    .put(admin_put_faults)
+                    .post(admin_add_fault)
+                    .delete(admin_clear_faults),
+            )
+            .route("/_sim/report", get(admin_report).delete(admin_reset_report))
+            .route("/_sim/clock/advance", post(admin_advance_clock));
+        api.merge(admin)
+            .fallback(unknown_route)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(self.clone())
+    }
+}
+
+// ---- the API layer ---------------------------------------------------------------------
+
+async fn api_layer(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |m| m.as_str().to_owned(),
+    );
+    let kill = request
+        .extensions()
+        .get::<ConnectInfo<KillSwitch>>()
+        .map(|c| c.0.clone());
+    sim.state().recorder.request();
+    let (latency, injection) = sim.fault_state().decide(&method, &route);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if injection != Injection::None {
+        sim.state().recorder.fault();
+    }
+    let injected = match injection {
+        Injection::None | Injection::DropAfter => None,
+        Injection::Error(status) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let id = if code.is_server_error() {
+                "INTERNAL_ERROR"
+            } else {
+                "BAD_REQUEST"
+            };
+            Some((code, Json(json!({"id": id, "message": "injected fault"}))).into_response())
+        }
+        Injection::Throttle(secs) => {
+            let mut r = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({"id": "TOO_MANY_REQUESTS", "message": "Too many requests"})),
+            )
+                .into_response();
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+            Some(r)
+        }
+        Injection::Drop => Some(drop_connection(kill.as_ref())),
+    };
+    if let Some(response) = injected {
+        tracing::info!(%method, %route, status = response.status().as_u16(), ?injection, "fault injected");
+        return response;
+    }
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    if (400..500).contains(&status) {
+        let reason = response
+            .extensions()
+            .get::<RejectionNote>()
+            .map_or_else(|| format!("HTTP {status}"), |n| n.0.clone());
+        sim.state()
+            .recorder
+            .rejection(&method, &route, status, &reason);
+    }
+    tracing::info!(%method, %route, status, "request");
+    if injection == Injection::DropAfter {
+        tracing::info!(%method, %route, "fault injected: connection dropped after the request took effect");
+        return drop_connection(kill.as_ref());
+    }
+    response
+}
+
+/// Closes the connection without a response (or answers 503 where that is impossible).
+fn drop_connection(kill: Option<&KillSwitch>) -> Response {
+    match kill {
+        Some(k) => {
+            k.trigger();
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"id": "INTERNAL_ERROR", "message": "injected fault (connection drop)"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn unknown_route(State(sim): State<Simulator>, request: Request) -> Response {
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let error = ApiError::not_found("no such route");
+    let mut state = sim.state();
+    state.recorder.request();
+    state
+        .recorder
+        .rejection(&method, &path, 404, &error.reason());
+    error.into_response()
+}
+
+async fn method_not_allowed(State(sim): State<Simulator>, request: Request) -> Response {
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let error = ApiError::flat(405, "BAD_REQUEST", "method not allowed");
+    let mut state = sim.state();
+    state.recorder.request();
+    state
+        .recorder
+        .rejection(&method, &path, 405, &error.reason());
+    error.into_response()
+}
+
+// ---- helpers -----------------------------------------------------------------------------
+
+/// The bearer token, or Portal's 401 for a missing or malformed header.
+fn bearer(headers: &HeaderMap) -> Result<Zeroizing<String>, ApiError> {
+    let value = headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized_bare("Authorization header is missing"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized_bare("Incorrect API key format"))?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.contains(' '))
+        .ok_or_else(|| ApiError::unauthorized_bare("Incorrect API key format"))?;
+    Ok(Zeroizing::new(token.to_owned()))
+}
+
+fn client_of(sim: &Simulator, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = bearer(headers)?;
+    sim.state().auth_client(&token)
+}
+
+fn custodian_of(sim: &Simulator, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = bearer(headers)?;
+    sim.state()
+        .auth_custodian(&token)
+        .map_err(ApiError::into_custodian)
+}
+
+/// Parses a JSON body; the error names where parsing failed, never the input.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {}", JsonError::from(e))))
+}
+
+/// Like [`parse`], with an empty body meaning the default (`{}`).
+fn parse_or_default<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.trim_ascii().is_empty() {
+        Ok(T::default())
+    } else {
+        parse(body)
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+fn json_ok<T: Serialize>(value: &T) -> Answer {
+    Ok(Json(value).into_response())
+}
+
+// ---- Enclave MPC API ---------------------------------------------------------------------
+
+async fn generate(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let _request: GenerateRequest = parse_or_default(&body)?;
+    let shares = sim.state().generate(&client_id)?;
+    json_ok(&shares)
+}
+
+async fn backup(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let request: BackupRequest = parse(&body)?;
+    let generate_response = request.parse_generate_response().map_err(|_| {
+        ApiError::bad_request("generateResponse must be the JSON text of a /v1/generate response")
+    })?;
+    let plan = sim.state().prepare_backup(&client_id, &generate_response)?;
+    if let Some(webhook) = &sim.inner.webhook {
+        for item in &plan.items {
+            if let Err(step) = webhook
+                .deliver(&plan.client_id, &item.webhook_method, &item.custodian_share)
+                .await
+            {
+                return Err(webhook_failed(&sim, &client_id, "backup", &step));
+            }
+        }
+    }
+    let shares = sim.state().commit_backup(plan);
+    json_ok(&shares)
+}
+
+async fn recover(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let request: RecoverRequest = parse(&body)?;
+    let backup_response = request.parse_backup_response().map_err(|_| {
+        ApiError::bad_request("backupResponse must be the JSON text of a /v1/backup response")
+    })?;
+    let plan = sim.state().prepare_recover(&client_id, &backup_response)?;
+    if let Some(webhook) = &sim.inner.webhook {
+        for item in &plan.items {
+            if let Err(step) = webhook
+                .fetch_contains(&plan.client_id, &item.custodian_share)
+                .await
+            {
+                let detail = format!("{step} (backup pair {})", item.backup_pair_id);
+                return Err(webhook_failed(&sim, &client_id, "recover", &detail));
+            }
+        }
+    }
+    let shares = sim.state().commit_recover(plan);
+    json_ok(&shares)
+}
+
+fn webhook_failed(sim: &Simulator, client_id: &str, operation: &str, step: &str) -> ApiError {
+    sim.state().recorder.violation(
+        ViolationKind::WebhookFailed,
+        client_id,
+        None,
+        format!("{operation}: {step}"),
+    );
+    ApiError::flat(
+        400,
+        "WEBHOOK_FAILED",
+        format!("self-managed backup webhook failed during {operation}"),
+    )
+}
+
+// ---- Client API --------------------------------------------------------------------------
+
+async fn client_me(State(sim): State<Simulator>, headers: HeaderMap) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let details = sim
+        .state()
+        .client_me(&client_id)
+        .ok_or_else(|| ApiError::not_found("client not found"))?;
+    json_ok(&details)
+}
+
+async fn update_backup_pairs(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let update: SharePairStatusUpdate = parse(&body)?;
+    sim.state().update_backup(&client_id, &update)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn update_signing_pairs(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let update: SharePairStatusUpdate = parse(&body)?;
+    sim.state().update_signing(&client_id, &update)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn store_cipher_text(
+    State(sim): State<Simulator>,
+    Path(pair_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let request: StoreCipherTextRequest = parse(&body)?;
+    sim.state()
+        .store_cipher_text(&client_id, &pair_id, request.client_cipher_text)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn cipher_text(
+    State(sim): State<Simulator>,
+    Path(pair_id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let text = sim.state().cipher_text(&client_id, &pair_id)?;
+    json_ok(&json!({"cipherText": text}))
+}
+
+async fn wallet_backup_pairs(
+    State(sim): State<Simulator>,
+    Path(wallet_id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let pairs = sim.state().wallet_backup_pairs(&client_id, &wallet_id)?;
+    json_ok(&pairs)
+}
+
+async fn wallet_signing_pairs(
+    State(sim): State<Simulator>,
+    Path(wallet_id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let pairs = sim.state().wallet_signing_pairs(&client_id, &wallet_id)?;
+    json_ok(&pairs)
+}
+
+async fn prepare_eject(
+    State(sim): State<Simulator>,
+    Path(wallet_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let request: PrepareEjectRequest = parse(&body)?;
+    let share = sim
+        .state()
+        .prepare_eject(&client_id, &wallet_id, &request.backup_method)?;
+    json_ok(&PrepareEjectResponse { share })
+}
+
+async fn client_ejectable(
+    State(sim): State<Simulator>,
+    Path(wallet_id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let shares = sim.state().ejectable(&client_id, &wallet_id, true)?;
+    json_ok(&shares)
+}
+
+async fn complete_eject(
+    State(sim): State<Simulator>,
+    Path(wallet_id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    sim.state().complete_eject(&client_id, &wallet_id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn eject_client(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Answer {
+    let client_id = client_of(&sim, &headers)?;
+    let _request: EjectClientRequest = parse(&body)?;
+    let at = sim.state().eject_client(&client_id)?;
+    json_ok(&format!("Client ejected at {at}"))
+}
+
+// ---- Custodian API -----------------------------------------------------------------------
+
+async fn custodian_create_client(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let custodian_id = custodian_of(&sim, &headers)?;
+    let request: CreateClientRequest = parse_or_default(&body).map_err(ApiError::into_custodian)?;
+    let created = sim.state().create_client(
+        &custodian_id,
+        request.is_account_abstracted.unwrap_or(false),
+    )?;
+    json_ok(&created)
+}
+
+async fn custodian_list_clients(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Answer {
+    let custodian_id = custodian_of(&sim, &headers)?;
+    let list = sim.state().list_clients(
+        &custodian_id,
+        query.get("cursor").map(String::as_str),
+        query.get("take").map(String::as_str),
+    )?;
+    json_ok(&list)
+}
+
+async fn custodian_get_client(
+    State(sim): State<Simulator>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let custodian_id = custodian_of(&sim, &headers)?;
+    let details = sim
+        .state()
+        .custodian_get_client(&custodian_id, &client_id)?;
+    json_ok(&details)
+}
+
+async fn custodian_create_session(
+    State(sim): State<Simulator>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let custodian_id = custodian_of(&sim, &headers)?;
+    let _request: CreateSessionRequest =
+        parse_or_default(&body).map_err(ApiError::into_custodian)?;
+    let session = sim.state().create_session(&custodian_id, &client_id)?;
+    json_ok(&session)
+}
+
+async fn custodian_enable_eject(
+    State(sim): State<Simulator>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let custodian_id = custodian_of(&sim, &headers)?;
+    let request: EnableEjectRequest = parse(&body).map_err(ApiError::into_custodian)?;
+    let answer = sim
+        .state()
+        .enable_eject(&custodian_id, &client_id, &request)?;
+    json_ok(&answer)
+}
+
+async fn custodian_ejectable(
+    State(sim): State<Simulator>,
+    Path((client_id, wallet_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let custodian_id = custodian_of(&sim, &headers)?;
+    let shares = sim
+        .state()
+        .custodian_ejectable(&custodian_id, &client_id, &wallet_id)?;
+    json_ok(&shares)
+}
+
+// ---- admin routes --------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct AdminCustodianRequest {
+    name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct AdminClientRequest {
+    custodian_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdminClockRequest {
+    seconds: u64,
+}
+
+/// A fault rule as JSON, or as its text form.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RuleInput {
+    Text(String),
+    Rule(FaultRule),
+}
+
+impl RuleInput {
+    fn into_rule(self) -> Result<FaultRule, Error> {
+        let rule = match self {
+            Self::Text(text) => text.parse()?,
+            Self::Rule(rule) => rule,
+        };
+        rule.validate()?;
+        Ok(rule)
+    }
+}
+
+fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"id": "BAD_REQUEST", "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn admin_parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Box<Response>> {
+    parse_or_default(body).map_err(|e| Box::new(admin_error(StatusCode::BAD_REQUEST, e.reason())))
+}
+
+async fn admin_create_custodian(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let request: AdminCustodianRequest = match admin_parse(&body) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    let custodian = sim.create_custodian(request.name.as_deref().unwrap_or("custodian"));
+    Json(json!({"id": custodian.id, "apiKey": custodian.api_key.expose_secret()})).into_response()
+}
+
+async fn admin_create_client(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let request: AdminClientRequest = match admin_parse(&body) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    let created = match request.custodian_id {
+        Some(id) => sim.create_client_for(&id),
+        None => Ok(sim.create_client()),
+    };
+    match created {
+        Ok(c) => Json(json!({
+            "custodianId": c.custodian_id,
+            "custodianApiKey": c.custodian_api_key.expose_secret(),
+            "clientId": c.client_id,
+            "clientApiKey": c.client_api_key.expose_secret(),
+            "clientSessionToken": c.client_session_token.expose_secret(),
+        }))
+        .into_response(),
+        Err(_) => admin_error(StatusCode::NOT_FOUND, "unknown custodian"),
+    }
+}
+
+async fn admin_get_faults(State(sim): State<Simulator>) -> Response {
+    Json(sim.faults()).into_response()
+}
+
+async fn admin_put_faults(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let inputs: Vec<RuleInput> = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return admin_error(StatusCode::BAD_REQUEST, e.reason()),
+    };
+    let rules: Result<Vec<FaultRule>, Error> =
+        inputs.into_iter().map(RuleInput::into_rule).collect();
+    match rules.and_then(|rules| sim.set_faults(rules)) {
+        Ok(()) => Json(sim.faults()).into_response(),
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn admin_add_fault(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let input: RuleInput = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return admin_error(StatusCode::BAD_REQUEST, e.reason()),
+    };
+    match input.into_rule().and_then(|rule| sim.add_fault(rule)) {
+        Ok(()) => Json(sim.faults()).into_response(),
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn admin_clear_faults(State(sim): State<Simulator>) -> Response {
+    sim.clear_faults();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_report(
+    State(sim): State<Simulator>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let report = sim.report();
+    if query.get("format").is_some_and(|f| f == "text") {
+        let mut r = format!("{report}\n").into_response();
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    } else {
+        Json(report).into_response()
+    }
+}
+
+async fn admin_reset_report(State(sim): State<Simulator>) -> Response {
+    sim.reset_report();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_advance_clock(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let request: AdminClockRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return admin_error(StatusCode::BAD_REQUEST, e.reason()),
+    };
+    sim.advance_clock(Duration::from_secs(request.seconds));
+    StatusCode::NO_CONTENT.into_response()
+}
+
+// ---- the listener that can drop connections ------------------------------------------------
+
+/// Per-connection switch: once triggered, the connection reads EOF and refuses writes, so the
+/// pending response is never sent and the socket is closed.
+#[derive(Clone, Debug, Default)]
+struct KillSwitch(Arc<AtomicBool>);
+
+impl KillSwitch {
+    fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A TCP listener whose connections carry a [`KillSwitch`].
+#[derive(Debug)]
+struct SimListener(TcpListener);
+
+/// A TCP stream that a [`KillSwitch`] can cut.
+#[derive(Debug)]
+struct KillableStream {
+    inner: TcpStream,
+    kill: KillSwitch,
+}
+
+impl Listener for SimListener {
+    type Io = KillableStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((inner, addr)) => {
+                    // Small request/response exchanges: do not wait for more data to batch.
+                    let _ = inner.set_nodelay(true);
+                    return (
+                        KillableStream {
+                            inner,
+                            kill: KillSwitch::default(),
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl Connected<IncomingStream<'_, SimListener>> for KillSwitch {
+    fn connect_info(stream: IncomingStream<'_, SimListener>) -> Self {
+        stream.io().kill.clone()
+    }
+}
+
+fn killed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection dropped by fault injection",
+    )
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.kill.is_triggered() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.kill.is_triggered() {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.kill.is_triggered() {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// ---- a running server ------------------------------------------------------------------------
+
+/// A running simulator: an HTTP server serving both Portal hosts (API and MPC paths) and the
+/// admin routes. Dropping it stops the server; [`shutdown`](Self::shutdown) stops it gracefully
+/// and waits.
+///
+/// ```
+/// # async fn run() -> Result<(), portal_sim::Error> {
+/// use portal_sim::{PortalSim, SimConfig};
+///
+/// let sim = PortalSim::start(SimConfig::new().with_seed(1)).await?;
+/// let keys = sim.create_client();
+/// // Point portal_api::ClientBuilder's api and mpc base urls at sim.base_url(), use
+/// // keys.client_api_key / keys.custodian_api_key, run the flow, then:
+/// assert!(sim.report().is_clean(), "{}", sim.report());
+/// sim.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
+/// ```
+pub struct PortalSim {
+    sim: Simulator,
+    addr: SocketAddr,
+    base_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl fmt::Debug for PortalSim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortalSim")
+            .field("base_url", &self.base_url)
+            .field("sim", &self.sim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PortalSim {
+    /// Binds [`SimConfig::listen`] (loopback, ephemeral port by default) and serves.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] if the address cannot be bound, and the errors of [`Simulator::new`].
+    pub async fn start(config: SimConfig) -> Result<Self, Error> {
+        let listen = config.listen;
+        let sim = Simulator::new(config)?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| Error::Bind { source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { source })?;
+        let host = if addr.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        } else {
+            addr
+        };
+        let base_url = format!("http://{host}");
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = sim
+            .router()
+            .into_make_service_with_connect_info::<KillSwitch>();
+        let task = tokio::spawn(async move {
+            axum::serve(SimListener(listener), app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        tracing::info!(%base_url, "portal-sim listening");
+        Ok(Self {
+            sim,
+            addr,
+            base_url,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// The simulator behind the server (state, faults, report).
+    #[must_use]
+    pub fn simulator(&self) -> &Simulator {
+        &self.sim
+    }
+
+    /// The bound address.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`: serves every route of both Portal hosts and `/_sim/`.
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The base URL to use as Portal's API host (`https://api.portalhq.io` in production).
+    #[must_use]
+    pub fn api_base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The base URL to use as Portal's MPC host (`https://mpc-client.portalhq.io`).
+    #[must_use]
+    pub fn mpc_base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// See [`Simulator::default_custodian`].
+    #[must_use]
+    pub fn default_custodian(&self) -> SimCustodian {
+        self.sim.default_custodian()
+    }
+
+    /// See [`Simulator::create_custodian`].
+    #[must_use]
+    pub fn create_custodian(&self, name: &str) -> SimCustodian {
+        self.sim.create_custodian(name)
+    }
+
+    /// See [`Simulator::create_client`].
+    #[must_use]
+    pub fn create_client(&self) -> SimClient {
+        self.sim.create_client()
+    }
+
+    /// See [`Simulator::create_client_for`].
+    ///
+    /// # Errors
+    /// [`Error::UnknownCustodian`] if there is no such custodian.
+    pub fn create_client_for(&self, custodian_id: &str) -> Result<SimClient, Error> {
+        self.sim.create_client_for(custodian_id)
+    }
+
+    /// See [`Simulator::report`].
+    #[must_use]
+    pub fn report(&self) -> Report {
+        self.sim.report()
+    }
+
+    /// See [`Simulator::reset_report`].
+    pub fn reset_report(&self) {
+        self.sim.reset_report();
+    }
+
+    /// See [`Simulator::set_faults`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidFault`] if a rule is invalid.
+    pub fn set_faults(&self, rules: Vec<FaultRule>) -> Result<(), Error> {
+        self.sim.set_faults(rules)
+    }
+
+    /// See [`Simulator::add_fault`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidFault`] if the rule is invalid.
+    pub fn add_fault(&self, rule: FaultRule) -> Result<(), Error> {
+        self.sim.add_fault(rule)
+    }
+
+    /// See [`Simulator::clear_faults`].
+    pub fn clear_faults(&self) {
+        self.sim.clear_faults();
+    }
+
+    /// See [`Simulator::advance_clock`].
+    pub fn advance_clock(&self, by: Duration) {
+        self.sim.advance_clock(by);
+    }
+
+    /// See [`Simulator::client_details`].
+    #[must_use]
+    pub fn client_details(&self, client_id: &str) -> Option<ClientDetails> {
+        self.sim.client_details(client_id)
+    }
+
+    /// See [`Simulator::stored_cipher_text`].
+    #[must_use]
+    pub fn stored_cipher_text(&self, backup_share_pair_id: &str) -> Option<String> {
+        self.sim.stored_cipher_text(backup_share_pair_id)
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
+    ///
+    /// # Errors
+    /// [`Error::Server`] if the server task failed.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(source)) => Err(Error::Server { source }),
+                Err(join) => Err(Error::Server {
+                    source: io::Error::other(join.to_string()),
+                }),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully (for the binary).
+    ///
+    /// # Errors
+    /// [`Error::Server`] if the server task failed.
+    pub async fn run_until<F: Future<Output = ()> + Send>(self, signal: F) -> Result<(), Error> {
+        signal.await;
+        self.shutdown().await
+    }
+}
+
+impl Drop for PortalSim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -115,13 +115,13 @@ pub(crate) fn run(root: &Path, only: &[&str]) -> Result {
                 step.name,
                 secs(took)
             );
-            summary(&done, started.elapsed());
+            summary(&done, Some((step.name, took)), started.elapsed());
             return Err(Error::msg(format!("step `{}` failed: {err}", step.name)));
         }
         println!("<== [{number}/{total}] {} ok in {}", step.name, secs(took));
         done.push((step.name, took));
     }
-    summary(&done, started.elapsed());
+    summary(&done, None, started.elapsed());
     if total == STEPS.len() {
         println!("ci: all {total} steps passed");
     } else {
@@ -130,12 +130,15 @@ pub(crate) fn run(root: &Path, only: &[&str]) -> Result {
     Ok(())
 }
 
-fn summary(done: &[(&str, Duration)], total: Duration) {
+fn summary(done: &[(&str, Duration)], failed: Option<(&str, Duration)>, total: Duration) {
     println!("\nci summary:");
     for (name, took) in done {
-        println!("  {name:<8} ok {:>8}", secs(*took));
+        println!("  {name:<8} ok     {:>8}", secs(*took));
     }
-    println!("  {:<8}    {:>8}", "total", secs(total));
+    if let Some((name, took)) = failed {
+        println!("  {name:<8} FAILED {:>8}", secs(took));
+    }
+    println!("  {:<8}        {:>8}", "total", secs(total));
 }
 
 fn secs(d: Duration) -> String {

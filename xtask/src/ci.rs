@@ -47,6 +47,11 @@ const STEPS: &[Step] = &[
         run: test,
     },
     Step {
+        name: "spec",
+        what: "an independent Python opener reads the golden vectors per docs/ciphertext-format.md",
+        run: spec,
+    },
+    Step {
         name: "doc",
         what: "rustdoc, warnings denied",
         run: doc,
@@ -263,6 +268,20 @@ fn test(ctx: &Ctx) -> Result {
     }
 }
 
+/// The spec check: `docs/spec-check/open_vectors.py`, written from `docs/ciphertext-format.md`
+/// alone, must open (or reject) every golden vector exactly as recorded.
+fn spec(ctx: &Ctx) -> Result {
+    let script = ctx.root.join("docs/spec-check/open_vectors.py");
+    if !script.is_file() {
+        return Err(Error::msg(format!("{} is missing", script.display())));
+    }
+    let pythonpath = tools::python_library(&ctx.root, &ctx.tools_dir(), tools::CRYPTOGRAPHY)?;
+    Cmd::new(tools::python(), &ctx.root)
+        .env("PYTHONPATH", pythonpath)
+        .arg(script)
+        .run()
+}
+
 fn doc(ctx: &Ctx) -> Result {
     ctx.cargo()
         .env("RUSTDOCFLAGS", "-D warnings")
@@ -452,7 +471,9 @@ mod tests {
         let names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
         assert_eq!(
             names,
-            ["fmt", "clippy", "test", "doc", "guard", "deny", "fuzz"]
+            [
+                "fmt", "clippy", "test", "spec", "doc", "guard", "deny", "fuzz"
+            ]
         );
     }
 }

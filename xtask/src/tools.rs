@@ -81,6 +81,77 @@ pub(crate) fn cargo_fuzz(root: &Path, tools: &Path) -> Result<PathBuf> {
     }
 }
 
+/// A Python library from PyPI (with its dependencies), installed into its own directory under
+/// `target/tools/py/` and used through `PYTHONPATH`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PipLibrary {
+    /// The directory name under `target/tools/py/`.
+    pub(crate) dir: &'static str,
+    /// The pip requirement, e.g. `cryptography>=42`.
+    pub(crate) requirement: &'static str,
+    /// A module whose import proves the install works.
+    pub(crate) import: &'static str,
+}
+
+/// `cryptography`, for the independent Python opener of the envelope format.
+pub(crate) const CRYPTOGRAPHY: PipLibrary = PipLibrary {
+    dir: "cryptography",
+    requirement: "cryptography>=42",
+    import: "cryptography.hazmat.primitives.ciphers.aead",
+};
+
+/// The `PYTHONPATH` directory holding `lib`, installing it into `tools` if needed.
+pub(crate) fn python_library(root: &Path, tools: &Path, lib: PipLibrary) -> Result<PathBuf> {
+    let dir = tools.join("py").join(lib.dir);
+    let imports = |dir: &Path| {
+        Cmd::new(python(), root)
+            .env("PYTHONPATH", dir)
+            .args(["-c", &format!("import {}", lib.import)])
+            .succeeds()
+    };
+    if imports(&dir) {
+        return Ok(dir);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    println!(
+        "installing {} from PyPI into {}",
+        lib.requirement,
+        dir.display()
+    );
+    let started = Instant::now();
+    Cmd::new(python(), root)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["--no-warn-script-location", "--target"])
+        .arg(&dir)
+        .arg(lib.requirement)
+        .run()?;
+    if !imports(&dir) {
+        return Err(Error::msg(format!(
+            "{} installed but `import {}` fails",
+            lib.requirement, lib.import
+        )));
+    }
+    println!(
+        "installed {} in {:.1}s",
+        lib.requirement,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(dir)
+}
+
+/// The Python interpreter (`$PYTHON`, else `python3`).
+pub(crate) fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
 /// Whether `cargo nextest` is available.
 pub(crate) fn has_nextest(root: &Path) -> bool {
     cmd::cargo(root).args(["nextest", "--version"]).succeeds()
@@ -150,8 +221,4 @@ fn cargo_install(root: &Path, tools: &Path, krate: &str, version: &str) -> Resul
         started.elapsed().as_secs_f64()
     );
     Ok(tools.join("bin").join(krate))
-}
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }

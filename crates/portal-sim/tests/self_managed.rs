@@ -1,0 +1,256 @@
+//! Self-Managed Backups: custodian backup shares go to an in-test webhook and must come back.
+// The webhook handlers and helpers are not #[test] functions, so clippy.toml's test allowances
+// do not cover them; they panic or index on broken fixtures, which is what a test wants.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test webhook and helpers"
+)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use portal_api::client_api::SharePairStatusUpdate;
+use portal_api::{ApiKey, SharePairUpdateStatus, paths};
+use portal_sim::{PortalSim, SimConfig, ViolationKind, WebhookConfig};
+use serde_json::{Value, json};
+use support::{client_for, start, wallet};
+
+const SECRET: &str = "webhook-secret-for-tests";
+
+/// How the test webhook misbehaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Mode {
+    #[default]
+    Good,
+    /// `/backup/fetch` answers an empty list.
+    ForgetShares,
+    /// `/backup/fetch` never answers.
+    HangOnFetch,
+}
+
+#[derive(Default)]
+struct Hook {
+    mode: Mode,
+    shares: HashMap<String, Vec<String>>,
+    received: Vec<(String, String)>,
+    fetches: usize,
+}
+
+type Shared = Arc<Mutex<Hook>>;
+
+async fn on_backup(
+    State(hook): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if headers
+        .get("x-webhook-secret")
+        .and_then(|v| v.to_str().ok())
+        != Some(SECRET)
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let client_id = body["clientId"].as_str().unwrap_or_default().to_owned();
+    let method = body["backupMethod"].as_str().unwrap_or_default().to_owned();
+    let share = body["share"].as_str().unwrap_or_default().to_owned();
+    let mut hook = hook
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    hook.received.push((client_id.clone(), method));
+    hook.shares.entry(client_id).or_default().push(share);
+    StatusCode::OK.into_response()
+}
+
+async fn on_fetch(
+    State(hook): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if headers
+        .get("x-webhook-secret")
+        .and_then(|v| v.to_str().ok())
+        != Some(SECRET)
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let (mode, shares) = {
+        let mut hook = hook
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hook.fetches = hook.fetches.saturating_add(1);
+        let shares = hook
+            .shares
+            .get(body["clientId"].as_str().unwrap_or_default())
+            .cloned()
+            .unwrap_or_default();
+        (hook.mode, shares)
+    };
+    match mode {
+        Mode::Good => Json(json!({"backupShares": shares})).into_response(),
+        Mode::ForgetShares => Json(json!({"backupShares": []})).into_response(),
+        Mode::HangOnFetch => std::future::pending().await,
+    }
+}
+
+async fn webhook(mode: Mode) -> (SocketAddr, Shared) {
+    let hook: Shared = Arc::new(Mutex::new(Hook {
+        mode,
+        ..Hook::default()
+    }));
+    let app = Router::new()
+        .route("/hooks/backup", post(on_backup))
+        .route("/hooks/backup/fetch", post(on_fetch))
+        .with_state(Arc::clone(&hook));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, hook)
+}
+
+async fn self_managed_sim(addr: SocketAddr, secret: &str, timeout: Duration) -> PortalSim {
+    start(
+        SimConfig::new().with_seed(3).with_webhook(
+            WebhookConfig::new(format!("http://{addr}/hooks/"), ApiKey::from(secret))
+                .with_timeout(timeout),
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn backup_and_recover_through_the_webhook() {
+    let (addr, hook) = webhook(Mode::Good).await;
+    let sim = self_managed_sim(addr, SECRET, Duration::from_secs(10)).await;
+    let keys = sim.create_client();
+    let client = client_for(&sim, &keys);
+    let generated = wallet(&client).await;
+    let me = client.client_me().await.unwrap();
+    assert!(!me.backup_with_portal_enabled());
+
+    let backup = client.backup(&generated).await.unwrap();
+    {
+        let hook = hook.lock().unwrap();
+        let methods: Vec<_> = hook.received.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(methods, ["CUSTOM-SECP256K1", "CUSTOM-ED25519"]);
+        assert!(hook.received.iter().all(|(c, _)| c == &keys.client_id));
+        assert_eq!(hook.fetches, 2);
+        let stored = &hook.shares[&keys.client_id];
+        for (share, id) in stored.iter().zip(backup.ids()) {
+            let parsed: Value = serde_json::from_str(share).unwrap();
+            assert_eq!(parsed["backupSharePairId"], id.as_str());
+            assert_eq!(parsed["clientId"], keys.client_id.as_str());
+        }
+    }
+
+    // Portal stores no ciphertext in this mode.
+    let pair = backup.secp256k1.as_ref().unwrap().id.clone();
+    let err = client.store_cipher_text(&pair, "ct").await.unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    sim.reset_report();
+
+    // Marking stored without a Portal ciphertext is how this mode works: no violation.
+    client
+        .update_backup_share_pairs(&SharePairStatusUpdate::backup(
+            backup.ids(),
+            SharePairUpdateStatus::StoredClientBackupShare,
+        ))
+        .await
+        .unwrap();
+    let recovered = client.recover(&backup).await.unwrap();
+    assert_eq!(recovered.ids().len(), 2);
+    assert_eq!(hook.lock().unwrap().fetches, 4);
+    let report = sim.report();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[tokio::test]
+async fn backup_fails_when_fetch_does_not_return_the_share() {
+    let (addr, hook) = webhook(Mode::ForgetShares).await;
+    let sim = self_managed_sim(addr, SECRET, Duration::from_secs(10)).await;
+    let keys = sim.create_client();
+    let client = client_for(&sim, &keys);
+    let generated = wallet(&client).await;
+    let err = client.backup(&generated).await.unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert_eq!(err.error_id(), Some("WEBHOOK_FAILED"));
+    assert_eq!(hook.lock().unwrap().received.len(), 1);
+    // No backup pair was created.
+    let me = client.client_me().await.unwrap();
+    assert!(me.wallets.iter().all(|w| w.backup_share_pairs.is_empty()));
+    let report = sim.report();
+    let failures: Vec<_> = report.violations_of(ViolationKind::WebhookFailed).collect();
+    assert_eq!(failures.len(), 1, "{report}");
+    assert!(failures[0].detail.contains("did not return"), "{report}");
+    assert_eq!(report.rejected(paths::MPC_BACKUP, "WEBHOOK_FAILED"), 1);
+}
+
+#[tokio::test]
+async fn backup_fails_on_a_wrong_secret_or_a_missed_deadline() {
+    let (addr, _hook) = webhook(Mode::Good).await;
+    let sim = self_managed_sim(addr, "not-the-secret", Duration::from_secs(10)).await;
+    let keys = sim.create_client();
+    let client = client_for(&sim, &keys);
+    let generated = wallet(&client).await;
+    assert_eq!(
+        client.backup(&generated).await.unwrap_err().error_id(),
+        Some("WEBHOOK_FAILED")
+    );
+    let report = sim.report();
+    assert!(
+        report.to_string().contains("POST /backup answered 401"),
+        "{report}"
+    );
+    drop(sim);
+
+    let (addr, _hook) = webhook(Mode::HangOnFetch).await;
+    let sim = self_managed_sim(addr, SECRET, Duration::from_millis(300)).await;
+    let keys = sim.create_client();
+    let client = client_for(&sim, &keys);
+    let generated = wallet(&client).await;
+    assert_eq!(
+        client.backup(&generated).await.unwrap_err().error_id(),
+        Some("WEBHOOK_FAILED")
+    );
+    let report = sim.report();
+    assert!(
+        report.to_string().contains("no answer within the deadline"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn recover_fails_when_the_webhook_lost_the_share() {
+    let (addr, hook) = webhook(Mode::Good).await;
+    let sim = self_managed_sim(addr, SECRET, Duration::from_secs(10)).await;
+    let keys = sim.create_client();
+    let client = client_for(&sim, &keys);
+    let generated = wallet(&client).await;
+    let backup = client.backup(&generated).await.unwrap();
+    client
+        .update_backup_share_pairs(&SharePairStatusUpdate::backup(
+            backup.ids(),
+            SharePairUpdateStatus::StoredClientBackupShare,
+        ))
+        .await
+        .unwrap();
+    hook.lock().unwrap().shares.clear();
+    let err = client.recover(&backup).await.unwrap_err();
+    assert_eq!(err.error_id(), Some("WEBHOOK_FAILED"));
+    assert_eq!(
+        sim.report()
+            .violations_of(ViolationKind::WebhookFailed)
+            .count(),
+        1
+    );
+}

@@ -693,3 +693,32 @@ fn binary_refuses_bad_arguments() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--webhook-url"));
 }
+
+#[tokio::test]
+async fn every_portal_api_route_template_is_served() {
+    let sim = start(SimConfig::new()).await;
+    let http = http();
+    for template in portal_api::paths::ALL {
+        let path: String = template
+            .split('/')
+            .map(|s| if s.starts_with('{') { "some-id" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        let mut statuses = Vec::new();
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::POST,
+            reqwest::Method::PATCH,
+        ] {
+            let r = http
+                .request(method, format!("{}{path}", sim.base_url()))
+                .send()
+                .await
+                .unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        // Unauthenticated: 401 on the route's own method, 405 on the others, never 404.
+        assert!(statuses.contains(&401), "{template}: {statuses:?}");
+        assert!(!statuses.contains(&404), "{template}: {statuses:?}");
+    }
+}

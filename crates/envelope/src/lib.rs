@@ -20,6 +20,8 @@ mod wire;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod local;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 
 pub use context::{
     EncryptionContext, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_KEY_LEN, MAX_CONTEXT_VALUE_LEN,

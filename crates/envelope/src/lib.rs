@@ -20,6 +20,8 @@ mod wire;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod local;
+#[cfg(feature = "aws-kms")]
+pub mod aws;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 

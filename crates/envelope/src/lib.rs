@@ -22,6 +22,8 @@ pub mod conformance;
 pub mod local;
 #[cfg(feature = "aws-kms")]
 pub mod aws;
+#[cfg(feature = "gcp-kms")]
+pub mod gcp;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 

@@ -17,15 +17,21 @@ mod seal;
 mod secret;
 mod wire;
 
-#[cfg(feature = "conformance")]
-pub mod conformance;
-pub mod local;
 #[cfg(feature = "aws-kms")]
 pub mod aws;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 #[cfg(feature = "gcp-kms")]
 pub mod gcp;
+pub mod local;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+
+/// Guides whose code compiles and runs as doctests.
+pub mod docs {
+    #[doc = include_str!("docs/writing_a_kms_backend.md")]
+    pub mod writing_a_kms_backend {}
+}
 
 pub use context::{
     EncryptionContext, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_KEY_LEN, MAX_CONTEXT_VALUE_LEN,

@@ -20,6 +20,7 @@ pub mod hsm;
 #[cfg(feature = "aws-kms")]
 pub mod moto;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,7 +38,12 @@ pub fn tool_missing(tool: &str, detail: &str) {
             "{tool} is required under `cargo xtask ci` but is not usable: {detail} (see xtask/TOOLS-NEEDED.md)"
         );
     }
-    eprintln!("SKIPPED: {tool} not installed; run cargo xtask ci ({detail})");
+    // Straight to the process's stderr, past the test harness's output capture, so that the
+    // skip is visible even when the test passes.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {tool} not installed; run cargo xtask ci ({detail})"
+    );
 }
 
 /// The workspace root (two levels above this crate).

@@ -239,29 +239,25 @@ fn clippy(ctx: &Ctx) -> Result {
 }
 
 fn test(ctx: &Ctx) -> Result {
+    // The KMS tests start their services themselves (moto on loopback, a fresh SoftHSM2
+    // token); xtask installs the tools so that under it nothing is skipped.
+    let moto = tools::python_library(&ctx.root, &ctx.tools_dir(), tools::MOTO)?;
+    tools::softhsm2(&ctx.root)?;
+    let cargo = || {
+        ctx.cargo()
+            .env(XTASK_ENV, "1")
+            .env("PORTAL_BACKUP_MOTO_PYTHONPATH", &moto)
+    };
     let common = ["--workspace", "--all-features", "--locked"];
     if !tools::has_nextest(&ctx.root) {
         // Plain `cargo test` runs the doctests too.
         println!("cargo-nextest is not installed: running the tests with `cargo test` instead");
-        return ctx
-            .cargo()
-            .env(XTASK_ENV, "1")
-            .arg("test")
-            .args(common)
-            .run();
+        return cargo().arg("test").args(common).run();
     }
-    ctx.cargo()
-        .env(XTASK_ENV, "1")
-        .args(["nextest", "run"])
-        .args(common)
-        .run()?;
+    cargo().args(["nextest", "run"]).args(common).run()?;
     // nextest does not run doctests; `cargo test --doc` errors when no package has a library.
     if ctx.packages.iter().any(|p| p.has_lib) {
-        ctx.cargo()
-            .env(XTASK_ENV, "1")
-            .args(["test", "--doc"])
-            .args(common)
-            .run()
+        cargo().args(["test", "--doc"]).args(common).run()
     } else {
         println!("no workspace package has a library target yet: no doctests to run");
         Ok(())

@@ -100,6 +100,36 @@ pub(crate) const CRYPTOGRAPHY: PipLibrary = PipLibrary {
     import: "cryptography.hazmat.primitives.ciphers.aead",
 };
 
+/// `moto`, the AWS emulator the `aws-kms` tests start on loopback.
+pub(crate) const MOTO: PipLibrary = PipLibrary {
+    dir: "moto",
+    requirement: "moto[server]>=5.1.5",
+    import: "moto.server",
+};
+
+/// Makes sure SoftHSM2 (the PKCS#11 module the `pkcs11` tests use) is installed, installing
+/// Debian's `softhsm2` package when it is not.
+pub(crate) fn softhsm2(root: &Path) -> Result {
+    if Cmd::new("softhsm2-util", root).arg("--version").succeeds() {
+        return Ok(());
+    }
+    println!("softhsm2-util not found: installing Debian's softhsm2 package");
+    let apt = |args: &[&str]| {
+        Cmd::new("apt-get", root)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(args)
+            .run()
+    };
+    apt(&["update", "-qq"])
+        .and_then(|()| apt(&["install", "-y", "-qq", "softhsm2"]))
+        .map_err(|e| {
+            Error::msg(format!(
+                "{e}\nthe pkcs11 tests need SoftHSM2: install it (Debian: `apt-get install \
+                 softhsm2`) and run again"
+            ))
+        })
+}
+
 /// The `PYTHONPATH` directory holding `lib`, installing it into `tools` if needed.
 pub(crate) fn python_library(root: &Path, tools: &Path, lib: PipLibrary) -> Result<PathBuf> {
     let dir = tools.join("py").join(lib.dir);

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Features
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod error;
+mod key;
+mod store;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod docs;
+#[cfg(all(feature = "fs", unix))]
+pub mod fs;
+pub mod memory;
+
+pub use error::{BoxError, Report, Result, StorageError};
+pub use key::{ABSENT, BackupKey, BackupKeyBuilder, MAX_PART_LEN, MAX_PATH_LEN, ShareKind};
+pub use store::{BackupStore, BackupStoreExt, Capabilities, DynBackupStore, PutMode, PutOptions};

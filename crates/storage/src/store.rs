@@ -1,0 +1,324 @@
+//! The store trait, its options and capabilities.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::StorageError;
+use crate::key::BackupKey;
+
+/// What a store can do. Operations it cannot do return [`StorageError::NotSupported`], never
+/// a fake success (a Portal-managed store cannot delete, list or create only; an
+/// append-only bucket cannot overwrite).
+///
+/// Build one from [`Capabilities::all`] or [`Capabilities::default`] (nothing) and set the
+/// fields:
+///
+/// ```
+/// let mut caps = storage::Capabilities::all();
+/// caps.delete = false;
+/// caps.list = false;
+/// assert!(caps.conditional_create);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`PutMode::Create`] is atomic: of many concurrent create-only puts of one key, exactly
+    /// one succeeds and the others get [`StorageError::AlreadyExists`].
+    pub conditional_create: bool,
+    /// [`PutMode::Overwrite`] replaces an object atomically (a reader sees the old or the new
+    /// body, never a mix).
+    pub overwrite: bool,
+    /// [`BackupStore::delete`] works.
+    pub delete: bool,
+    /// [`BackupStore::list`] works.
+    pub list: bool,
+    /// A put that returned `Ok` survives a crash of this process (and, where the medium
+    /// allows, of the machine). False for [`MemoryStore`](crate::memory::MemoryStore).
+    pub durable: bool,
+}
+
+impl Capabilities {
+    /// Every capability.
+    #[must_use]
+    pub fn all() -> Self {
+        Self {
+            conditional_create: true,
+            overwrite: true,
+            delete: true,
+            list: true,
+            durable: true,
+        }
+    }
+}
+
+/// How a put treats an object already stored under the key. Modelled on object_store's
+/// `PutMode`; new modes (for example a compare-and-swap on a version) may be added, so a
+/// store matches with a `_` arm that returns [`StorageError::NotSupported`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PutMode {
+    /// Store only if nothing is stored under the key; otherwise fail with
+    /// [`StorageError::AlreadyExists`] and leave the stored object as it was. The default:
+    /// a backup is never silently replaced.
+    #[default]
+    Create,
+    /// Store, replacing whatever is stored under the key.
+    Overwrite,
+}
+
+impl PutMode {
+    /// The operation's name in [`StorageError::NotSupported`]: `"put (create only)"` or
+    /// `"put (overwrite)"`.
+    #[must_use]
+    pub fn operation(self) -> &'static str {
+        match self {
+            Self::Create => "put (create only)",
+            Self::Overwrite => "put (overwrite)",
+        }
+    }
+}
+
+/// Options of [`BackupStore::put`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PutOptions {
+    /// Create only (the default) or overwrite.
+    pub mode: PutMode,
+}
+
+impl PutOptions {
+    /// Create only: fail with [`StorageError::AlreadyExists`] if something is stored.
+    #[must_use]
+    pub fn create() -> Self {
+        Self {
+            mode: PutMode::Create,
+        }
+    }
+
+    /// Overwrite whatever is stored.
+    #[must_use]
+    pub fn overwrite() -> Self {
+        Self {
+            mode: PutMode::Overwrite,
+        }
+    }
+}
+
+impl From<PutMode> for PutOptions {
+    fn from(mode: PutMode) -> Self {
+        Self { mode }
+    }
+}
+
+/// Where backup ciphertexts are kept: Portal, a directory, a database, a bucket.
+///
+/// A store keeps opaque bytes under a [`BackupKey`]. It never sees a key or a plaintext
+/// share: what it is given is already envelope-encrypted.
+///
+/// # Contract
+/// * `get` after a successful `put` returns exactly the body put, whatever its size (the
+///   conformance kit checks 5 MiB), until the next successful `put` or `delete` of that key.
+/// * A `put` is atomic: a concurrent or later `get` sees the old body or the new one, never a
+///   mix, a prefix or an empty object, even if the writer crashes (for a
+///   [`durable`](Capabilities::durable) store, even if the process dies right after).
+/// * [`PutMode::Create`] fails with [`StorageError::AlreadyExists`] if anything is stored
+///   under the key, and then changes nothing; of many concurrent create-only puts of one key
+///   exactly one succeeds. A store that cannot guarantee that reports
+///   `conditional_create: false` and returns [`StorageError::NotSupported`] for it.
+/// * `get` of a key with nothing stored fails with [`StorageError::NotFound`].
+/// * `delete` removes the object; deleting a key with nothing stored succeeds (as on S3).
+/// * `list(client_id)` returns the keys of that client's objects (exactly that client: not
+///   `cl_10`'s for `cl_1`), sorted by [path form](BackupKey#path-form).
+/// * Whatever [`capabilities`](Self::capabilities) says is missing returns
+///   [`StorageError::NotSupported`] naming the operation and the store, and does nothing.
+/// * Transport failures worth retrying are [`StorageError::Unavailable`].
+/// * Safe to use from many tasks at once through `Arc<dyn BackupStore>`.
+///
+/// # Implementing
+/// Map keys to names with [`BackupKey::to_path`] (and back with [`BackupKey::from_path`]),
+/// or to columns with its accessors. Prove the store with
+/// `conformance::check_store` (feature `conformance`), or one test per check with
+/// `store_conformance_tests!`. The guide `storage::docs::writing_a_store` (same feature)
+/// walks through a complete store.
+///
+/// # Wrappers
+/// A decorator (retries, metrics, replication) implements this trait over an inner store
+/// and must forward *every* method, [`capabilities`](Self::capabilities) included; mark the
+/// impl `#[deny(clippy::missing_trait_methods)]` as the `Arc` and `Box` impls here are.
+///
+/// # Example
+/// ```
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use storage::{BackupKey, BackupStore, PutOptions, memory::MemoryStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store: Arc<dyn BackupStore> = Arc::new(MemoryStore::new());
+/// let key = BackupKey::client_backup("cl_1", "bsp_1", "SECP256K1")?;
+/// store.put(&key, Bytes::from_static(b"ciphertext"), PutOptions::create()).await?;
+/// assert_eq!(store.get(&key).await?, "ciphertext");
+/// let again = store.put(&key, Bytes::from_static(b"other"), PutOptions::create()).await;
+/// assert!(again.unwrap_err().is_already_exists());
+/// # Ok::<_, storage::StorageError>(()) }).unwrap();
+/// ```
+#[async_trait::async_trait]
+pub trait BackupStore: fmt::Debug + Send + Sync + 'static {
+    /// A short name for errors and logs: `memory`, `fs`, `portal`, `postgres`, `s3`, or an
+    /// integrator's own.
+    fn name(&self) -> &'static str;
+
+    /// What this store can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Stores `body` under `key`.
+    ///
+    /// # Errors
+    /// [`StorageError::AlreadyExists`] for [`PutMode::Create`] when something is stored;
+    /// [`StorageError::NotSupported`] for a mode the store cannot do; transport and backend
+    /// errors.
+    async fn put(
+        &self,
+        key: &BackupKey,
+        body: Bytes,
+        options: PutOptions,
+    ) -> Result<(), StorageError>;
+
+    /// The body stored under `key`.
+    ///
+    /// # Errors
+    /// [`StorageError::NotFound`] when nothing is stored; transport and backend errors.
+    async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError>;
+
+    /// Removes what is stored under `key`; succeeds if nothing is.
+    ///
+    /// # Errors
+    /// [`StorageError::NotSupported`] unless [`Capabilities::delete`]; transport and backend
+    /// errors.
+    async fn delete(&self, key: &BackupKey) -> Result<(), StorageError>;
+
+    /// The keys of every object stored for `client_id`, sorted by path form.
+    ///
+    /// # Errors
+    /// [`StorageError::NotSupported`] unless [`Capabilities::list`];
+    /// [`StorageError::InvalidKey`] for a client id that breaks the
+    /// [rules](BackupKey#rules-for-every-part); transport and backend errors.
+    async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError>;
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<T: BackupStore + ?Sized> BackupStore for Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn put(
+        &self,
+        key: &BackupKey,
+        body: Bytes,
+        options: PutOptions,
+    ) -> Result<(), StorageError> {
+        (**self).put(key, body, options).await
+    }
+    async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
+        (**self).get(key).await
+    }
+    async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
+        (**self).delete(key).await
+    }
+    async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
+        (**self).list(client_id).await
+    }
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<T: BackupStore + ?Sized> BackupStore for Box<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn put(
+        &self,
+        key: &BackupKey,
+        body: Bytes,
+        options: PutOptions,
+    ) -> Result<(), StorageError> {
+        (**self).put(key, body, options).await
+    }
+    async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
+        (**self).get(key).await
+    }
+    async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
+        (**self).delete(key).await
+    }
+    async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
+        (**self).list(client_id).await
+    }
+}
+
+/// Conveniences over any [`BackupStore`]. Implemented for every store; do not implement it.
+#[async_trait::async_trait]
+pub trait BackupStoreExt: BackupStore {
+    /// `put` with [`PutMode::Create`]: stores a new object, never replaces one.
+    ///
+    /// # Errors
+    /// As [`BackupStore::put`].
+    async fn put_new(&self, key: &BackupKey, body: Bytes) -> Result<(), StorageError> {
+        self.put(key, body, PutOptions::create()).await
+    }
+
+    /// `put` with [`PutMode::Overwrite`].
+    ///
+    /// # Errors
+    /// As [`BackupStore::put`].
+    async fn put_overwrite(&self, key: &BackupKey, body: Bytes) -> Result<(), StorageError> {
+        self.put(key, body, PutOptions::overwrite()).await
+    }
+
+    /// The body under `key`, or `None` when nothing is stored.
+    ///
+    /// # Errors
+    /// As [`BackupStore::get`], except [`StorageError::NotFound`].
+    async fn get_opt(&self, key: &BackupKey) -> Result<Option<Bytes>, StorageError> {
+        match self.get(key).await {
+            Ok(body) => Ok(Some(body)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<T: BackupStore + ?Sized> BackupStoreExt for T {}
+
+/// `dyn BackupStore`, as named in signatures that take any store.
+pub type DynBackupStore = dyn BackupStore;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_safe_ones() {
+        assert_eq!(PutOptions::default().mode, PutMode::Create);
+        assert_eq!(Capabilities::default(), {
+            let mut c = Capabilities::all();
+            c.conditional_create = false;
+            c.overwrite = false;
+            c.delete = false;
+            c.list = false;
+            c.durable = false;
+            c
+        });
+        assert_eq!(
+            PutOptions::from(PutMode::Overwrite),
+            PutOptions::overwrite()
+        );
+    }
+}

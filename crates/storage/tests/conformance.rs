@@ -1,0 +1,246 @@
+//! The conformance kit, run on the memory store (directly, through `Arc<dyn BackupStore>`,
+//! and with capabilities taken away), and on deliberately broken stores that it must catch
+//! at the expected check.
+#![allow(clippy::unwrap_used)] // the broken stores below are test fixtures
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use storage::conformance::{self, check_store};
+use storage::memory::MemoryStore;
+use storage::{BackupKey, BackupStore, Capabilities, PutMode, PutOptions, StorageError};
+
+mod memory_store {
+    storage::store_conformance_tests!(storage::memory::MemoryStore::new());
+}
+
+mod memory_store_through_arc_dyn {
+    storage::store_conformance_tests!({
+        let store: std::sync::Arc<dyn storage::BackupStore> =
+            std::sync::Arc::new(storage::memory::MemoryStore::new());
+        store
+    });
+}
+
+mod memory_store_like_portal {
+    // Portal-managed: overwrite only; no delete, list or create-only.
+    storage::store_conformance_tests!({
+        let mut caps = storage::Capabilities::all();
+        caps.conditional_create = false;
+        caps.delete = false;
+        caps.list = false;
+        storage::memory::MemoryStore::with_capabilities(caps)
+    });
+}
+
+mod memory_store_create_only {
+    // Write-once: create-only, no overwrite.
+    storage::store_conformance_tests!({
+        let mut caps = storage::Capabilities::all();
+        caps.overwrite = false;
+        storage::memory::MemoryStore::with_capabilities(caps)
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_store_passes_through_arc_dyn_and_box_dyn() {
+    let store: Arc<dyn BackupStore> = Arc::new(MemoryStore::new());
+    check_store(&store).await.unwrap();
+    let store: Box<dyn BackupStore> = Box::new(MemoryStore::new());
+    check_store(&store).await.unwrap();
+    assert_eq!(conformance::CHECKS.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kit_removes_only_what_it_wrote() {
+    let store = MemoryStore::new();
+    let theirs =
+        BackupKey::client_backup("conformance-0000000000000000", "bsp", "ED25519").unwrap();
+    let mine = BackupKey::custodian_backup("cl_real", "GDRIVE").unwrap();
+    for key in [&theirs, &mine] {
+        store
+            .put(key, Bytes::from_static(b"keep me"), PutOptions::create())
+            .await
+            .unwrap();
+    }
+    check_store(&store).await.unwrap();
+    assert_eq!(store.keys(), [mine, theirs]); // in path order
+}
+
+/// What each broken store below gets wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bug {
+    /// Create-only silently overwrites.
+    CreateOverwrites,
+    /// Create-only checks, then (after a yield) inserts: racing creates all win.
+    RacyCreate,
+    /// Copies the map, yields, writes the copy back: concurrent writes get lost.
+    LosesWrites,
+    /// Lists by string prefix without the separator: `cl_1` lists `cl_10`'s keys.
+    ListsByPrefix,
+    /// Says it can delete; `delete` does nothing.
+    DeleteIsANoOp,
+    /// Truncates bodies over 1 MiB.
+    Truncates,
+    /// Ignores the curve in the storage name.
+    IgnoresCurve,
+    /// Overwrites in place without truncating, as a file opened without `O_TRUNC`.
+    NoTruncate,
+}
+
+#[derive(Debug)]
+struct Broken {
+    bug: Bug,
+    map: Mutex<BTreeMap<String, Bytes>>,
+}
+
+impl Broken {
+    fn new(bug: Bug) -> Self {
+        Self {
+            bug,
+            map: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn name_of(&self, key: &BackupKey) -> String {
+        if self.bug == Bug::IgnoresCurve {
+            let [a, b, _, d, e] = key.segments();
+            format!("{a}/{b}/{d}/{e}")
+        } else {
+            key.to_path()
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BackupStore for Broken {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+    async fn put(
+        &self,
+        key: &BackupKey,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> Result<(), StorageError> {
+        let name = self.name_of(key);
+        let body = if self.bug == Bug::Truncates {
+            body.slice(..body.len().min(1 << 20))
+        } else {
+            body
+        };
+        let exists = self.map.lock().unwrap().contains_key(&name);
+        match opts.mode {
+            PutMode::Create if exists && self.bug != Bug::CreateOverwrites => {
+                return Err(StorageError::AlreadyExists { key: key.clone() });
+            }
+            PutMode::Overwrite if exists && self.bug == Bug::NoTruncate => {
+                let mut map = self.map.lock().unwrap();
+                let old = map.get(&name).cloned().unwrap_or_default();
+                let mut merged = body.to_vec();
+                merged.extend_from_slice(old.get(body.len().min(old.len())..).unwrap());
+                map.insert(name, merged.into());
+                return Ok(());
+            }
+            _ => {}
+        }
+        if matches!(self.bug, Bug::RacyCreate | Bug::LosesWrites) {
+            let mut copy = self.map.lock().unwrap().clone();
+            tokio::task::yield_now().await;
+            if self.bug == Bug::RacyCreate {
+                self.map.lock().unwrap().insert(name, body);
+            } else {
+                copy.insert(name, body);
+                *self.map.lock().unwrap() = copy;
+            }
+            return Ok(());
+        }
+        self.map.lock().unwrap().insert(name, body);
+        Ok(())
+    }
+    async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
+        self.map
+            .lock()
+            .unwrap()
+            .get(&self.name_of(key))
+            .cloned()
+            .ok_or_else(|| StorageError::NotFound { key: key.clone() })
+    }
+    async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
+        if self.bug != Bug::DeleteIsANoOp {
+            self.map.lock().unwrap().remove(&self.name_of(key));
+        }
+        Ok(())
+    }
+    async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
+        BackupKey::check_client_id(client_id)?;
+        let prefix = if self.bug == Bug::ListsByPrefix {
+            client_id.to_owned()
+        } else {
+            format!("{client_id}/")
+        };
+        Ok(self
+            .map
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .map(|k| BackupKey::from_path(k).unwrap())
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn broken_stores_fail_at_the_expected_check() {
+    for (bug, check) in [
+        (Bug::Truncates, "large_body"),
+        (Bug::IgnoresCurve, "not_found"),
+        (Bug::CreateOverwrites, "create_only"),
+        (Bug::NoTruncate, "overwrite"),
+        (Bug::DeleteIsANoOp, "delete"),
+        (Bug::ListsByPrefix, "list"),
+        (Bug::LosesWrites, "concurrent_writers"),
+        (Bug::RacyCreate, "concurrent_create"),
+    ] {
+        let failure = check_store(&Broken::new(bug)).await.unwrap_err();
+        assert_eq!(failure.check, check, "{bug:?}: {failure}");
+        assert!(!failure.reason.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_lies_about_its_capabilities_is_caught() {
+    /// Says it cannot list, but lists.
+    #[derive(Debug)]
+    struct Liar(MemoryStore);
+    #[async_trait::async_trait]
+    impl BackupStore for Liar {
+        fn name(&self) -> &'static str {
+            "liar"
+        }
+        fn capabilities(&self) -> Capabilities {
+            let mut caps = Capabilities::all();
+            caps.list = false;
+            caps
+        }
+        async fn put(&self, k: &BackupKey, b: Bytes, o: PutOptions) -> Result<(), StorageError> {
+            self.0.put(k, b, o).await
+        }
+        async fn get(&self, k: &BackupKey) -> Result<Bytes, StorageError> {
+            self.0.get(k).await
+        }
+        async fn delete(&self, k: &BackupKey) -> Result<(), StorageError> {
+            self.0.delete(k).await
+        }
+        async fn list(&self, c: &str) -> Result<Vec<BackupKey>, StorageError> {
+            self.0.list(c).await
+        }
+    }
+    let failure = check_store(&Liar(MemoryStore::new())).await.unwrap_err();
+    assert_eq!(failure.check, "list");
+    assert!(failure.reason.contains("capabilities"), "{failure}");
+}

@@ -16,6 +16,8 @@ pub mod docs;
 #[cfg(all(feature = "fs", unix))]
 pub mod fs;
 pub mod memory;
+#[cfg(feature = "portal")]
+pub mod portal;
 
 pub use error::{BoxError, Report, Result, StorageError};
 pub use key::{ABSENT, BackupKey, BackupKeyBuilder, MAX_PART_LEN, MAX_PATH_LEN, ShareKind};

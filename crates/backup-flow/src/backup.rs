@@ -1,0 +1,273 @@
+//! Backup: `/v1/backup`, seal, store, restore drill, and only then confirm to Portal.
+
+use bytes::Bytes;
+use envelope::{Opener, Sealer};
+use portal_api::client_api::SharePairStatusUpdate;
+use portal_api::common::SharePairUpdateStatus;
+use portal_api::mpc::GenerateResponse;
+use serde::Serialize;
+use storage::{BackupStoreExt as _, PutOptions, StorageError};
+
+use crate::error::{Error, Result};
+use crate::flow::Flow;
+use crate::identity::ShareId;
+use crate::journal::{BackupRecord, Journal, SealedShare, Step};
+
+/// What a backup did.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct BackupOutcome {
+    /// The Portal client id.
+    pub client_id: String,
+    /// The journal's id of this backup (the same generate response gives the same id).
+    pub backup_id: String,
+    /// The backup share pair ids, keyed by curve (`SECP256K1`, `ED25519`).
+    pub backup_share_pair_ids: std::collections::BTreeMap<String, String>,
+    /// The store's name (`portal`, `fs`, …).
+    pub store: &'static str,
+    /// `confirmed`.
+    pub status: &'static str,
+    /// The step this run resumed after, when an earlier run was interrupted.
+    pub resumed_after: Option<&'static str>,
+    /// Whether an earlier run had already confirmed this backup (nothing was done).
+    pub already_confirmed: bool,
+    /// How many times `/v1/backup` was called for this backup in all runs.
+    pub backup_requests: u32,
+}
+
+impl Flow {
+    /// Backs up the client's shares from `generate` (the `/v1/generate` response of the
+    /// client's current signing shares).
+    ///
+    /// Never marks a pair stored before its ciphertext is durably stored and has been read
+    /// back, opened and compared (the restore drill). Every step is journaled: running the
+    /// same backup again after a failure or a crash continues it, without a new `/v1/backup`
+    /// unless the previous answer was never recorded.
+    ///
+    /// # Errors
+    /// The failing step's [`Error`]; what was done so far stays in the journal.
+    pub async fn backup(&self, generate: &GenerateResponse) -> Result<BackupOutcome> {
+        let me = self
+            .portal
+            .client_me()
+            .await
+            .map_err(Error::portal("GET /api/v3/clients/me"))?;
+        let signing_ids = generate.ids();
+        if signing_ids.is_empty() {
+            return Err(Error::Invalid(
+                "the generate response holds no share".into(),
+            ));
+        }
+        let backup_id = Journal::backup_id(&me.id, &signing_ids);
+        let mut record = match self.journal.load(&backup_id)? {
+            Some(record) => record,
+            None => BackupRecord {
+                version: 1,
+                client_id: me.id.clone(),
+                backup_id: backup_id.clone(),
+                step: Step::Requested,
+                backup_requests: 0,
+                shares: Vec::new(),
+            },
+        };
+        let resumed_after = (record.backup_requests > 0).then_some(record.step.as_str());
+        let already_confirmed = record.step == Step::Confirmed;
+        tracing::info!(client = %me.id, backup = %backup_id, step = record.step.as_str(), "backup");
+
+        // The plaintext shares stay in memory only during this run, for the drill.
+        let mut fresh = None;
+        if record.step == Step::Requested {
+            record.backup_requests = record.backup_requests.saturating_add(1);
+            self.journal.save(&record)?;
+            let shares = self
+                .portal
+                .backup(generate)
+                .await
+                .map_err(Error::portal("POST /v1/backup"))?;
+            record.shares = self.seal_backup(&me.id, &shares).await?;
+            record.step = Step::Sealed;
+            self.journal.save(&record)?;
+            fresh = Some(shares);
+        }
+        if record.step == Step::Sealed {
+            self.store_sealed(&record).await?;
+            record.step = Step::Stored;
+            self.journal.save(&record)?;
+        }
+        if record.step == Step::Stored {
+            self.restore_drill(&record, fresh.as_ref()).await?;
+            record.step = Step::Verified;
+            self.journal.save(&record)?;
+        }
+        if record.step == Step::Verified {
+            let ids = record
+                .shares
+                .iter()
+                .map(|s| s.backup_share_pair_id.clone())
+                .collect();
+            self.portal
+                .update_backup_share_pairs(&SharePairStatusUpdate::backup(
+                    ids,
+                    SharePairUpdateStatus::StoredClientBackupShare,
+                ))
+                .await
+                .map_err(Error::portal("PATCH /api/v3/clients/me/backup-share-pairs"))?;
+            record.step = Step::Confirmed;
+            self.journal.save(&record)?;
+        }
+        Ok(BackupOutcome {
+            client_id: record.client_id.clone(),
+            backup_id,
+            backup_share_pair_ids: record
+                .shares
+                .iter()
+                .map(|s| (s.curve.as_str().to_owned(), s.backup_share_pair_id.clone()))
+                .collect(),
+            store: self.store.name(),
+            status: Step::Confirmed.as_str(),
+            resumed_after: if already_confirmed {
+                None
+            } else {
+                resumed_after
+            },
+            already_confirmed,
+            backup_requests: record.backup_requests,
+        })
+    }
+
+    /// Seals every share of a backup under one data key (one KMS round trip per KEK).
+    async fn seal_backup(
+        &self,
+        client_id: &str,
+        shares: &portal_api::mpc::BackupResponse,
+    ) -> Result<Vec<SealedShare>> {
+        if shares.iter().next().is_none() {
+            return Err(Error::Unexpected("/v1/backup returned no share".into()));
+        }
+        let sealer = Sealer::new(&self.keyring, ShareId::kek_context(client_id, false)?)
+            .await
+            .map_err(Error::envelope("wrapping the backup's data key"))?;
+        shares
+            .iter()
+            .map(|(curve, share)| {
+                let id = ShareId {
+                    client_id,
+                    pair_id: &share.id,
+                    curve: &curve,
+                    signing: false,
+                };
+                let sealed = sealer
+                    .seal(&id.context()?, share.share.expose_secret().as_bytes())
+                    .map_err(Error::envelope("sealing a backup share"))?;
+                Ok(SealedShare {
+                    curve: curve.clone(),
+                    backup_share_pair_id: share.id.clone(),
+                    ciphertext: envelope::to_text(&sealed),
+                })
+            })
+            .collect()
+    }
+
+    /// Stores each sealed share, create-only where the store can: a ciphertext already there
+    /// is accepted only if it is byte-for-byte the one recorded (a resumed run), never
+    /// overwritten.
+    async fn store_sealed(&self, record: &BackupRecord) -> Result<()> {
+        let options = if self.store.capabilities().conditional_create {
+            PutOptions::create()
+        } else {
+            PutOptions::overwrite()
+        };
+        for share in &record.shares {
+            let key = share_id(record, share).key()?;
+            let body = Bytes::from(share.ciphertext.clone().into_bytes());
+            match self.store.put(&key, body, options.clone()).await {
+                Ok(()) => {}
+                Err(StorageError::AlreadyExists { .. }) => {
+                    let stored = self
+                        .store
+                        .get(&key)
+                        .await
+                        .map_err(Error::store("get", &key))?;
+                    if stored != share.ciphertext.as_bytes() {
+                        return Err(Error::Conflict {
+                            key: key.to_string(),
+                        });
+                    }
+                }
+                Err(e) => return Err(Error::store("put", &key)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every stored ciphertext back, checks it is the one sealed, opens it under its
+    /// identity and, when this run still holds the shares, compares them.
+    async fn restore_drill(
+        &self,
+        record: &BackupRecord,
+        fresh: Option<&portal_api::mpc::BackupResponse>,
+    ) -> Result<()> {
+        let opener = Opener::new(&self.keyring);
+        for share in &record.shares {
+            let id = share_id(record, share);
+            let key = id.key()?;
+            let stored = self
+                .store
+                .get_opt(&key)
+                .await
+                .map_err(Error::store("get", &key))?
+                .ok_or_else(|| Error::Drill {
+                    key: key.to_string(),
+                    reason: "nothing is stored",
+                })?;
+            if stored != share.ciphertext.as_bytes() {
+                return Err(Error::Drill {
+                    key: key.to_string(),
+                    reason: "the stored bytes differ from the sealed ciphertext",
+                });
+            }
+            let opened = open_text(&opener, &id, &key, &stored).await?;
+            if let Some(original) = fresh.and_then(|f| f.get(&share.curve))
+                && opened.expose_secret() != original.share.expose_secret().as_bytes()
+            {
+                return Err(Error::Drill {
+                    key: key.to_string(),
+                    reason: "the opened share differs from Portal's",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn share_id<'a>(record: &'a BackupRecord, share: &'a SealedShare) -> ShareId<'a> {
+    ShareId {
+        client_id: &record.client_id,
+        pair_id: &share.backup_share_pair_id,
+        curve: &share.curve,
+        signing: false,
+    }
+}
+
+/// Opens a stored text-form envelope as the share `id`, mapping every failure to
+/// [`Error::WrongIdentity`] except a KMS outage, which stays retryable.
+pub(crate) async fn open_text(
+    opener: &Opener<'_>,
+    id: &ShareId<'_>,
+    key: &storage::BackupKey,
+    stored: &[u8],
+) -> Result<envelope::Plaintext> {
+    let wrong = |source| Error::WrongIdentity {
+        key: key.to_string(),
+        source,
+    };
+    let text = std::str::from_utf8(stored)
+        .map_err(|_| wrong(envelope::FormatError::Text("not UTF-8").into()))?;
+    let bytes = envelope::from_text(text).map_err(|e| wrong(e.into()))?;
+    match opener.open(&id.context()?, &bytes).await {
+        Ok(plaintext) => Ok(plaintext),
+        Err(e) if e.is_retryable() => Err(Error::envelope("opening a stored share")(e)),
+        Err(e) => Err(wrong(e)),
+    }
+}

@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Features
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod backup;
+pub mod bulk;
+mod eject;
+mod error;
+mod flow;
+pub mod identity;
+mod journal;
+mod recover;
+mod rotate;
+mod verify;
+
+pub use backup::BackupOutcome;
+pub use bulk::{BulkEvent, BulkOptions, BulkReport, LineResult, LineStatus, Shard};
+pub use eject::EjectedWallet;
+pub use error::{Error, Result};
+pub use flow::{CiphertextStore, Flow};
+pub use journal::{Journal, Step};
+pub use recover::Recovered;
+pub use rotate::RotateReport;
+pub use verify::{Finding, ShareCheck, VerifyReport};
+
+pub use envelope;
+pub use portal_api;
+pub use storage;

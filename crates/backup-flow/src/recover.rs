@@ -1,0 +1,167 @@
+//! Recovery: open the newest completed backup and have Portal issue new signing shares.
+
+use bytes::Bytes;
+use envelope::{Opener, Sealer};
+use portal_api::client_api::SharePairStatusUpdate;
+use portal_api::common::Curve;
+use portal_api::mpc::{BackupResponse, CurveShare, RecoverResponse};
+use portal_api::secret::SecretShare;
+use storage::{BackupStoreExt as _, PutOptions};
+
+use crate::backup::open_text;
+use crate::error::{Error, Result};
+use crate::flow::Flow;
+use crate::identity::ShareId;
+
+/// The new signing shares from a recovery. They are secrets: `Debug` is redacted and they
+/// are zeroized on drop; serialize [`Recovered::shares`] only to a private file or pipe.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Recovered {
+    /// The Portal client id.
+    pub client_id: String,
+    /// The `/v1/recover` response: the new signing shares, keyed by curve.
+    pub shares: RecoverResponse,
+}
+
+impl Flow {
+    /// Recovers the client's wallet: opens the newest completed backup's ciphertexts (each
+    /// bound to its own identity, so a swapped or foreign ciphertext fails here, before
+    /// Portal is asked), calls `/v1/recover`, stores the new signing shares sealed when a
+    /// signing store is configured, and confirms them to Portal (`STORED_CLIENT`).
+    ///
+    /// # Errors
+    /// [`Error::WrongIdentity`] for a ciphertext that does not open as its share;
+    /// [`Error::Unexpected`] when a wallet has no completed backup; Portal and store errors.
+    pub async fn recover(&self) -> Result<Recovered> {
+        let me = self
+            .portal
+            .client_me()
+            .await
+            .map_err(Error::portal("GET /api/v3/clients/me"))?;
+        let opener = Opener::new(&self.keyring);
+        let mut backup = BackupResponse::default();
+        for wallet in &me.wallets {
+            let pair = wallet.latest_completed_backup_pair().ok_or_else(|| {
+                Error::Unexpected(format!(
+                    "the {} wallet has no completed backup to recover from",
+                    wallet.curve.as_str()
+                ))
+            })?;
+            let id = ShareId {
+                client_id: &me.id,
+                pair_id: &pair.id,
+                curve: &wallet.curve,
+                signing: false,
+            };
+            let key = id.key()?;
+            let stored = self
+                .store
+                .get(&key)
+                .await
+                .map_err(Error::store("get", &key))?;
+            let opened = open_text(&opener, &id, &key, &stored).await?;
+            let share = into_secret_share(opened).ok_or_else(|| Error::WrongIdentity {
+                key: key.to_string(),
+                source: envelope::Error::Decrypt,
+            })?;
+            set(
+                &mut backup,
+                &wallet.curve,
+                CurveShare::new(share, pair.id.clone()),
+            )?;
+        }
+        if backup.iter().next().is_none() {
+            return Err(Error::Unexpected("the client has no wallet".into()));
+        }
+        let shares = self
+            .portal
+            .recover(&backup)
+            .await
+            .map_err(Error::portal("POST /v1/recover"))?;
+        drop(backup);
+        if let Some(store) = &self.signing_store {
+            self.store_signing_shares(store.as_ref(), &me.id, &shares)
+                .await?;
+        }
+        self.portal
+            .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(shares.ids()))
+            .await
+            .map_err(Error::portal(
+                "PATCH /api/v3/clients/me/signing-share-pairs",
+            ))?;
+        Ok(Recovered {
+            client_id: me.id,
+            shares,
+        })
+    }
+
+    async fn store_signing_shares(
+        &self,
+        store: &dyn storage::BackupStore,
+        client_id: &str,
+        shares: &RecoverResponse,
+    ) -> Result<()> {
+        let sealer = Sealer::new(&self.keyring, ShareId::kek_context(client_id, true)?)
+            .await
+            .map_err(Error::envelope("wrapping the signing shares' data key"))?;
+        for (curve, share) in shares.iter() {
+            let id = ShareId {
+                client_id,
+                pair_id: &share.id,
+                curve: &curve,
+                signing: true,
+            };
+            let key = id.key()?;
+            let sealed = sealer
+                .seal(&id.context()?, share.share.expose_secret().as_bytes())
+                .map_err(Error::envelope("sealing a signing share"))?;
+            let body = Bytes::from(envelope::to_text(&sealed).into_bytes());
+            store
+                .put(&key, body, PutOptions::create())
+                .await
+                .map_err(Error::store("put", &key))?;
+            // The signing share is the only copy until Portal's pairs are confirmed: prove it.
+            let stored = store
+                .get_opt(&key)
+                .await
+                .map_err(Error::store("get", &key))?;
+            let opener = Opener::new(&self.keyring);
+            let opened =
+                open_text(&opener, &id, &key, stored.as_deref().unwrap_or_default()).await?;
+            if opened.expose_secret() != share.share.expose_secret().as_bytes() {
+                return Err(Error::Drill {
+                    key: key.to_string(),
+                    reason: "the stored signing share does not open to Portal's",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves opened bytes into a share string without copying them.
+pub(crate) fn into_secret_share(opened: envelope::Plaintext) -> Option<SecretShare> {
+    let mut bytes = opened.into_zeroizing();
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Some(SecretShare::new(text)),
+        Err(e) => {
+            drop(zeroize::Zeroizing::new(e.into_bytes()));
+            None
+        }
+    }
+}
+
+fn set(shares: &mut BackupResponse, curve: &Curve, share: CurveShare) -> Result<()> {
+    match curve {
+        Curve::Secp256k1 => shares.secp256k1 = Some(share),
+        Curve::Ed25519 => shares.ed25519 = Some(share),
+        other => {
+            return Err(Error::Unexpected(format!(
+                "a wallet on a curve this version does not know: {}",
+                other.as_str()
+            )));
+        }
+    }
+    Ok(())
+}

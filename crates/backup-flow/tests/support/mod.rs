@@ -1,0 +1,143 @@
+//! Test support: a simulator, a client set up as an app would leave it, and a minimal
+//! Self-Managed Backups webhook so that self-stored runs keep the simulator's report clean.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::indexing_slicing
+)] // test helpers shared by several test binaries; a broken fixture should panic
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Json, State};
+use axum::routing::post;
+use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
+use backup_flow::portal_api::client::RetryConfig;
+use backup_flow::portal_api::client_api::SharePairStatusUpdate;
+use backup_flow::portal_api::mpc::GenerateResponse;
+use backup_flow::portal_api::{ApiKey, Client};
+use backup_flow::storage::fs::FsStore;
+use backup_flow::{CiphertextStore, Flow};
+use portal_sim::{BackupMode, PortalSim, SimClient, SimConfig, WebhookConfig};
+use serde_json::{Value, json};
+
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+
+pub fn keyring() -> Keyring {
+    Keyring::new().with(Arc::new(LocalKek::generate().unwrap()) as Arc<dyn KeyEncryptionKey>)
+}
+
+/// A started simulator; in self-managed mode with a minimal in-test webhook.
+pub async fn sim(self_managed: bool) -> PortalSim {
+    let mut config = SimConfig::new().with_seed(7);
+    if self_managed {
+        let url = webhook().await;
+        config = config.with_mode(BackupMode::SelfManaged(WebhookConfig::new(
+            url,
+            ApiKey::from(WEBHOOK_SECRET),
+        )));
+    }
+    PortalSim::start(config).await.unwrap()
+}
+
+pub fn portal_client(sim: &PortalSim, key: &ApiKey) -> Client {
+    Client::builder()
+        .with_api_base_url(sim.api_base_url())
+        .with_mpc_base_url(sim.mpc_base_url())
+        .with_client_api_key(ApiKey::from(key.expose_secret()))
+        .with_retry(
+            RetryConfig::default()
+                .with_initial_backoff(std::time::Duration::from_millis(5))
+                .with_max_backoff(std::time::Duration::from_millis(20)),
+        )
+        .without_rate_limits()
+        .build()
+        .unwrap()
+}
+
+pub fn custodian_client(sim: &PortalSim, keys: &SimClient) -> Client {
+    Client::builder()
+        .with_api_base_url(sim.api_base_url())
+        .with_mpc_base_url(sim.mpc_base_url())
+        .with_custodian_api_key(ApiKey::from(keys.custodian_api_key.expose_secret()))
+        .without_rate_limits()
+        .build()
+        .unwrap()
+}
+
+/// A new client whose app has generated its wallet and confirmed its signing shares: the
+/// state in which an integrator's backend backs it up.
+pub async fn generated_client(sim: &PortalSim) -> (SimClient, Client, GenerateResponse) {
+    let keys = sim.create_client();
+    let client = portal_client(sim, &keys.client_api_key);
+    let generate = client.generate().await.unwrap();
+    client
+        .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
+        .await
+        .unwrap();
+    (keys, client, generate)
+}
+
+pub fn flow(client: Client, keyring: Keyring, target: CiphertextStore, state: &Path) -> Flow {
+    Flow::new(client, keyring, target, state).unwrap()
+}
+
+type Shares = Arc<Mutex<HashMap<String, Vec<String>>>>;
+
+/// `POST /backup` keeps the share, `POST /backup/fetch` returns them; checks the secret.
+async fn webhook() -> String {
+    let shares: Shares = Arc::default();
+    async fn backup(
+        State(shares): State<Shares>,
+        headers: axum::http::HeaderMap,
+        Json(body): Json<Value>,
+    ) -> axum::http::StatusCode {
+        if headers
+            .get("x-webhook-secret")
+            .and_then(|v| v.to_str().ok())
+            != Some(WEBHOOK_SECRET)
+        {
+            return axum::http::StatusCode::UNAUTHORIZED;
+        }
+        let client = body["clientId"].as_str().unwrap().to_owned();
+        let share = body["share"].as_str().unwrap().to_owned();
+        shares
+            .lock()
+            .unwrap()
+            .entry(client)
+            .or_default()
+            .push(share);
+        axum::http::StatusCode::OK
+    }
+    async fn fetch(State(shares): State<Shares>, Json(body): Json<Value>) -> Json<Value> {
+        let client = body["clientId"].as_str().unwrap();
+        let list = shares
+            .lock()
+            .unwrap()
+            .get(client)
+            .cloned()
+            .unwrap_or_default();
+        Json(json!({ "backupShares": list }))
+    }
+    let app = axum::Router::new()
+        .route("/backup", post(backup))
+        .route("/backup/fetch", post(fetch))
+        .with_state(shares);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Asserts the simulator saw nothing Portal would object to.
+pub fn assert_clean(sim: &PortalSim) {
+    let report = sim.report();
+    assert!(report.is_clean(), "{report}");
+}
+
+pub fn fs_store(dir: &Path) -> CiphertextStore {
+    CiphertextStore::Own(Arc::new(FsStore::new(dir).unwrap()))
+}

@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod allow;
+mod error;
+mod secret;
+mod server;
+mod tls;
+mod vault;
+
+pub use allow::{Allowlist, IpCidr, PORTAL_ADDRESSES};
+pub use error::{Error, Result};
+pub use secret::{MAX_SECRET_LEN, MAX_SECRETS, SECRET_ENV, Share, WebhookSecrets};
+pub use server::{
+    DEFAULT_BODY_LIMIT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE, HEALTH_PATH, WebhookServer, WebhookServerBuilder,
+};
+pub use tls::TlsConfig;
+pub use vault::{KNOWN_METHOD_BASES, PURPOSE, ShareVault, WriteStrategy};
+
+// Re-exported so callers name the same versions this crate was built with.
+pub use envelope;
+pub use storage;

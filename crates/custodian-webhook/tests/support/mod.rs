@@ -1,0 +1,285 @@
+//! Shared helpers of the custodian-webhook integration tests.
+// Helpers outside #[test] functions are not covered by clippy.toml's test allowances, and not
+// every test binary uses every helper; a broken fixture should panic.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    reason = "test helpers shared by several test binaries"
+)]
+
+pub mod load;
+pub mod scan;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use custodian_webhook::envelope::{
+    DataKey, EncryptionContext, KeyEncryptionKey, Keyring, KmsError, WrappedKey, local::LocalKek,
+};
+use custodian_webhook::storage::{
+    BackupKey, BackupStore, Capabilities, PutOptions, StorageError, memory::MemoryStore,
+};
+use custodian_webhook::{WebhookSecrets, WebhookServer, WebhookServerBuilder};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SECRET: &str = "s3cret-webhook-value-for-tests";
+pub const NEXT_SECRET: &str = "next-secret-during-rotation";
+
+pub fn secrets() -> WebhookSecrets {
+    WebhookSecrets::parse(&format!("{SECRET}\n{NEXT_SECRET}\n")).unwrap()
+}
+
+pub fn keyring() -> Keyring {
+    Keyring::new().with(Arc::new(LocalKek::generate().unwrap()) as Arc<dyn KeyEncryptionKey>)
+}
+
+/// A builder with a fresh local KEK, the test secrets and `store`.
+pub fn builder<S: BackupStore>(store: Arc<S>) -> WebhookServerBuilder {
+    WebhookServer::builder()
+        .with_keyring(keyring())
+        .with_store(store)
+        .with_secrets(secrets())
+}
+
+/// A server running on loopback.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<()>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Asks for a graceful shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("serve returns after shutdown")
+            .unwrap();
+    }
+
+    /// Kills the server without a graceful shutdown.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+pub async fn start(server: WebhookServer) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// `POST {url}` with the secret and a JSON body; status and body text.
+pub async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    secret: Option<&str>,
+    body: &Value,
+) -> (u16, String) {
+    let mut req = http.post(url).json(body);
+    if let Some(secret) = secret {
+        req = req.header("X-Webhook-Secret", secret);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+pub async fn backup(
+    http: &reqwest::Client,
+    base: &str,
+    client: &str,
+    method: &str,
+    share: &str,
+) -> u16 {
+    post(
+        http,
+        &format!("{base}/backup"),
+        Some(SECRET),
+        &json!({"backupMethod": method, "clientId": client, "share": share}),
+    )
+    .await
+    .0
+}
+
+pub async fn fetch(http: &reqwest::Client, base: &str, client: &str) -> Vec<String> {
+    let (status, body) = post(
+        http,
+        &format!("{base}/backup/fetch"),
+        Some(SECRET),
+        &json!({"clientId": client}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["backupShares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A share shaped like Portal's: a JSON string of about 7 KiB with random content.
+pub fn share_like_portal(client: &str) -> String {
+    let mut random = vec![0u8; 5 * 1024];
+    getrandom::fill(&mut random).unwrap();
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&random);
+    json!({"clientId": client, "share": body, "backupSharePairId": "bsp_x"}).to_string()
+}
+
+/// A store that counts every call, over a [`MemoryStore`] with the given capabilities, and can
+/// be slowed down.
+#[derive(Debug)]
+pub struct CountingStore {
+    pub inner: MemoryStore,
+    pub calls: AtomicUsize,
+    pub delay: Duration,
+}
+
+impl CountingStore {
+    pub fn new() -> Self {
+        Self::with(MemoryStore::new(), Duration::ZERO)
+    }
+
+    pub fn with(inner: MemoryStore, delay: Duration) -> Self {
+        Self {
+            inner,
+            calls: AtomicUsize::new(0),
+            delay,
+        }
+    }
+
+    pub fn with_capabilities(caps: Capabilities) -> Self {
+        Self::with(MemoryStore::with_capabilities(caps), Duration::ZERO)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn touch(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BackupStore for CountingStore {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn put(
+        &self,
+        key: &BackupKey,
+        body: Bytes,
+        options: PutOptions,
+    ) -> Result<(), StorageError> {
+        self.touch().await;
+        self.inner.put(key, body, options).await
+    }
+    async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
+        self.touch().await;
+        self.inner.get(key).await
+    }
+    async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
+        self.touch().await;
+        self.inner.delete(key).await
+    }
+    async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
+        self.touch().await;
+        self.inner.list(client_id).await
+    }
+}
+
+/// A KEK that counts its calls (to prove rejections never reach the KMS).
+#[derive(Debug)]
+pub struct CountingKek {
+    pub inner: LocalKek,
+    pub calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl KeyEncryptionKey for CountingKek {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+    async fn wrap(
+        &self,
+        key: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey, KmsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.wrap(key, context).await
+    }
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.unwrap(wrapped, context).await
+    }
+}
+
+/// Sends raw bytes as one HTTP/1.1 request and returns the status of the answer.
+pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer (and close) before reading everything: ignore write errors.
+    let _ = stream.write_all(request).await;
+    let mut buf = vec![0u8; 1024];
+    let mut len = 0;
+    while len < 12 {
+        let n = stream.read(&mut buf[len..]).await.unwrap();
+        assert!(n > 0, "connection closed without an answer");
+        len += n;
+    }
+    let line = String::from_utf8_lossy(&buf[..len]);
+    line[9..12].parse().unwrap()
+}

@@ -26,8 +26,9 @@ Commands:
                 Names given as arguments run only those steps (for local iteration).
   test          Only the test step: nextest (or cargo test) plus doctests, with
                 PORTAL_BACKUP_XTASK=1 so that tests needing a service fail instead of skip.
-  demo          The main job. For now: seal and open a share with a local key
-                (cargo run --release -p envelope --example seal_open).
+  demo          The main job, against a simulated Portal on loopback: backup, verify, crash
+                and resume, file store, recover, rotate (cargo run --release -p portal-backup
+                -- demo).
   bench         Runs the criterion benches, then writes docs/benchmarks.md and
                 docs/benchmarks.json (medians, and ratios to each group's `baseline*` bench).
   services      Lists the services that tests need (none yet).
@@ -75,20 +76,11 @@ fn root() -> PathBuf {
         .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
 }
 
-/// The main job of a fresh machine (the README's first command).
-///
-/// Until the backup-flow CLI demo exists, this seals and opens one share with a local key.
-/// When it does, change this one function (and the README's sentence about it).
+/// The main job of a fresh machine (the README's first command): `portal-backup demo`, the
+/// whole backup job against `portal-sim` on loopback, in a temporary directory.
 fn demo(root: &Path) -> Result {
     cmd::cargo(root)
-        .args([
-            "run",
-            "--release",
-            "-p",
-            "envelope",
-            "--example",
-            "seal_open",
-        ])
+        .args(["run", "--release", "-p", "portal-backup", "--", "demo"])
         .run()
 }
 

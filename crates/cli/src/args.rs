@@ -1,0 +1,239 @@
+//! The command line (clap derive). Every global option is also read from an environment
+//! variable; secrets are never shown in `--help`.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use backup_flow::bulk::Shard;
+use clap::{Args, Parser, Subcommand};
+use portal_api::client::{DEFAULT_API_BASE_URL, DEFAULT_MPC_BASE_URL};
+
+const AFTER_HELP: &str = "\
+KMS URIs (--kms, --to-kms; PORTAL_BACKUP_KMS takes a comma-separated list):
+  local:<key file>                  a key file made by `portal-backup keygen` (mode 0600)
+  aws-kms:<key id, ARN or alias>    AWS KMS (cargo feature `aws-kms`; region and credentials
+                                    from the AWS SDK's environment)
+  gcp-kms:<crypto key name>         Google Cloud KMS, projects/…/cryptoKeys/… (feature `gcp-kms`;
+                                    Application Default Credentials)
+  pkcs11:<token label>/<key label>  a PKCS#11 HSM (feature `pkcs11`; module and PIN from
+                                    PORTAL_BACKUP_PKCS11_MODULE and PORTAL_BACKUP_PKCS11_PIN)
+  With several KEKs, each seals every share and any one of them opens it.
+
+Store URIs (--store):
+  portal                            Portal-Managed Backups: Portal keeps the ciphertext (default)
+  file:<dir>, file:///<dir>, <dir>  a directory of your own (a bare path must not be `portal`
+                                    or `memory` and must not look like `scheme:…`)
+  memory                            in this process only, gone at exit (demos and tests)
+
+Exit codes:
+  0  success
+  1  failed; running the same command again will not help until something is changed
+  2  usage error (bad arguments)
+  3  failed for a reason that may pass (Portal, the KMS or the store unavailable or
+     throttling): run the same command again to resume where it stopped
+  4  verify: a share is missing or does not open as the share it is stored for
+
+Results go to stdout as JSON, logs and progress to stderr (RUST_LOG=info for more).";
+
+/// Back up and recover the MPC key shares of Portal clients.
+#[derive(Parser)]
+#[command(name = "portal-backup", version, about, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options of every command.
+#[derive(Args)]
+#[command(next_help_heading = "Global options")]
+pub(crate) struct Global {
+    /// The client's Client API Key (prefer the environment variable: a command line is
+    /// visible to other users of the machine)
+    #[arg(
+        long,
+        env = "PORTAL_CLIENT_API_KEY",
+        hide_env_values = true,
+        global = true,
+        value_name = "KEY"
+    )]
+    pub(crate) api_key: Option<String>,
+
+    /// The Custodian (Portal) API Key, for `eject`
+    #[arg(
+        long,
+        env = "PORTAL_CUSTODIAN_API_KEY",
+        hide_env_values = true,
+        global = true,
+        value_name = "KEY"
+    )]
+    pub(crate) custodian_api_key: Option<String>,
+
+    /// Base URL of Portal's Client and Custodian APIs (https, or http to a loopback host)
+    #[arg(long, env = "PORTAL_API_URL", default_value = DEFAULT_API_BASE_URL, global = true, value_name = "URL")]
+    pub(crate) portal_api_url: String,
+
+    /// Base URL of Portal's Enclave MPC API (https, or http to a loopback host)
+    #[arg(long, env = "PORTAL_MPC_URL", default_value = DEFAULT_MPC_BASE_URL, global = true, value_name = "URL")]
+    pub(crate) portal_mpc_url: String,
+
+    /// A key-encryption key (repeat for several); see KMS URIs below
+    #[arg(
+        long = "kms",
+        env = "PORTAL_BACKUP_KMS",
+        value_delimiter = ',',
+        global = true,
+        value_name = "URI"
+    )]
+    pub(crate) kms: Vec<String>,
+
+    /// Where the client backup ciphertexts are kept; see Store URIs below
+    #[arg(
+        long,
+        env = "PORTAL_BACKUP_STORE",
+        default_value = "portal",
+        global = true,
+        value_name = "URI"
+    )]
+    pub(crate) store: String,
+
+    /// Local state (the journal that makes every run resumable) [default:
+    /// $XDG_STATE_HOME/portal-backup or ~/.local/state/portal-backup]
+    #[arg(
+        long,
+        env = "PORTAL_BACKUP_STATE_DIR",
+        global = true,
+        value_name = "DIR"
+    )]
+    pub(crate) state_dir: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Write a new local key-encryption key file (mode 0600; an existing file is never
+    /// overwritten)
+    Keygen {
+        /// The key file to create
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Back up the client's shares: /v1/backup, seal, store, restore drill, confirm. Running
+    /// it again after a failure resumes the same backup
+    Backup {
+        /// The client's /v1/generate response (JSON), or `-` for stdin
+        #[arg(long, value_name = "FILE|-")]
+        generate_response: PathBuf,
+    },
+    /// Recover the client's wallet from its newest backup: new signing shares from
+    /// /v1/recover, confirmed to Portal
+    Recover {
+        /// Write the /v1/recover response (the new signing shares) to this new file (mode
+        /// 0600) instead of stdout
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// The restore drill: check that every backed-up share opens and is bound to its
+    /// identity (exit 0 only then; 4 otherwise). Changes nothing
+    Verify,
+    /// As the custodian, eject a client's wallets: both backup shares of each wallet go to a
+    /// new file (mode 0600)
+    Eject {
+        /// The client to eject
+        #[arg(long, value_name = "ID")]
+        client_id: String,
+        /// The file to create for the shares
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Rewrap every stored ciphertext of some clients under new key-encryption keys (the
+    /// shares are not re-encrypted). Resumable. Needs a store of your own
+    Rotate {
+        /// The new key-encryption keys (replace those of --kms)
+        #[arg(long = "to-kms", value_name = "URI", required = true, num_args = 1.., value_delimiter = ',')]
+        to_kms: Vec<String>,
+        /// The clients (repeatable) [default: every client in a file store, or the client of
+        /// --api-key]
+        #[arg(long = "client-id", value_name = "ID")]
+        client_id: Vec<String>,
+    },
+    /// Many clients at once
+    #[command(subcommand)]
+    Bulk(BulkCommand),
+    /// Run the whole job against a simulated Portal on loopback, in a temporary directory:
+    /// backup, verify, crash and resume, file store, recover, rotate
+    Demo,
+}
+
+/// `bulk` commands.
+#[derive(Subcommand)]
+pub(crate) enum BulkCommand {
+    /// Back up every client of a JSON Lines file, one JSON result line per client. Run it
+    /// again to resume: confirmed clients are skipped
+    Backup(BulkBackup),
+}
+
+/// `bulk backup` options.
+#[derive(Args)]
+pub(crate) struct BulkBackup {
+    /// One client a line: {"clientApiKey" or "clientSessionToken": "…", "generateResponse":
+    /// {…}}; `-` for stdin
+    #[arg(long, value_name = "FILE.jsonl|-")]
+    pub(crate) input: PathBuf,
+    /// Clients backed up at once
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) concurrency: u16,
+    /// Requests a minute to each Portal host (Client API, MPC API), shared by the whole run;
+    /// `off` for none [default: Portal's published limits, 200 and 50]
+    #[arg(long, value_name = "PER_MINUTE")]
+    pub(crate) rate_limit: Option<RateLimitArg>,
+    /// Take only the lines whose index (line number - 1) is i modulo n
+    #[arg(long, value_name = "i/n")]
+    pub(crate) shard: Option<Shard>,
+    /// Write the result lines to this file (replaced) instead of stdout; stdout then gets
+    /// the run's summary
+    #[arg(long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+}
+
+/// `--rate-limit`: a number of requests a minute, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RateLimitArg {
+    PerMinute(u32),
+    Off,
+}
+
+impl FromStr for RateLimitArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        match s.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Self::PerMinute(n)),
+            _ => Err("expected a number of requests a minute (at least 1) or `off`".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rate_limits_parse() {
+        assert_eq!("off".parse(), Ok(RateLimitArg::Off));
+        assert_eq!("120".parse(), Ok(RateLimitArg::PerMinute(120)));
+        assert!("0".parse::<RateLimitArg>().is_err());
+        assert!("fast".parse::<RateLimitArg>().is_err());
+    }
+}

@@ -1,0 +1,570 @@
+//! The commands, over `backup_flow::Flow`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal as _, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use backup_flow::bulk::{BulkEvent, BulkOptions, BulkReport, LineStatus, Shard};
+use backup_flow::{CiphertextStore, Flow};
+use envelope::{KeyEncryptionKey as _, Keyring};
+use portal_api::client::RateLimit;
+use portal_api::mpc::GenerateResponse;
+use portal_api::{ApiKey, Client, JsonError, SecretShare};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::args::{BulkBackup, BulkCommand, Command, Global, RateLimitArg};
+use crate::failure::{EXIT_FAILED, EXIT_RETRYABLE, EXIT_VERIFY_FAILED, Failure};
+use crate::store::StoreUri;
+use crate::{demo, kms, output, progress};
+
+/// The global options, with the credentials moved into secret types at once.
+pub(crate) struct Settings {
+    api_key: Option<ApiKey>,
+    custodian_api_key: Option<ApiKey>,
+    api_url: String,
+    mpc_url: String,
+    kms: Vec<String>,
+    store: String,
+    state_dir: Option<PathBuf>,
+}
+
+/// Which credential a command acts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Acting {
+    /// The client of `--api-key`.
+    Client,
+    /// The custodian of `--custodian-api-key`.
+    Custodian,
+    /// No credential (bulk runs bring one per line; rotate of a file store needs none).
+    Nobody,
+}
+
+fn secret(value: Option<String>) -> Option<ApiKey> {
+    value.filter(|v| !v.is_empty()).map(ApiKey::new)
+}
+
+impl Settings {
+    pub(crate) fn new(global: Global) -> Self {
+        Self {
+            api_key: secret(global.api_key),
+            custodian_api_key: secret(global.custodian_api_key),
+            api_url: global.portal_api_url,
+            mpc_url: global.portal_mpc_url,
+            kms: global
+                .kms
+                .into_iter()
+                .filter(|k| !k.trim().is_empty())
+                .collect(),
+            store: global.store,
+            state_dir: global.state_dir,
+        }
+    }
+
+    fn portal(&self, acting: Acting, rate: Option<RateLimitArg>) -> Result<Client, Failure> {
+        let mut builder = Client::builder()
+            .with_api_base_url(&self.api_url)
+            .with_mpc_base_url(&self.mpc_url)
+            .with_user_agent(concat!("portal-backup/", env!("CARGO_PKG_VERSION")));
+        match acting {
+            Acting::Client => {
+                let key = self.api_key.as_ref().ok_or_else(|| {
+                    Failure::new("no Client API Key given")
+                        .hint("set PORTAL_CLIENT_API_KEY (or pass --api-key)")
+                })?;
+                builder = builder.with_client_api_key(ApiKey::from(key.expose_secret()));
+            }
+            Acting::Custodian => {
+                let key = self.custodian_api_key.as_ref().ok_or_else(|| {
+                    Failure::new("no Custodian API Key given")
+                        .hint("set PORTAL_CUSTODIAN_API_KEY (or pass --custodian-api-key)")
+                })?;
+                builder = builder.with_custodian_api_key(ApiKey::from(key.expose_secret()));
+            }
+            Acting::Nobody => {}
+        }
+        match rate {
+            None => {}
+            Some(RateLimitArg::Off) => builder = builder.without_rate_limits(),
+            Some(RateLimitArg::PerMinute(n)) => {
+                let limit = RateLimit::per_minute(n).with_burst((n / 60).clamp(1, 10));
+                builder = builder
+                    .with_api_rate_limit(limit)
+                    .with_mpc_rate_limit(limit);
+            }
+        }
+        builder
+            .build()
+            .map_err(|e| Failure::caused_by("cannot set up the Portal client", e))
+    }
+
+    fn state_dir(&self) -> Result<PathBuf, Failure> {
+        if let Some(dir) = &self.state_dir {
+            return Ok(dir.clone());
+        }
+        let var = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(state) = var("XDG_STATE_HOME").filter(|p| p.is_absolute()) {
+            return Ok(state.join("portal-backup"));
+        }
+        if let Some(home) = var("HOME") {
+            return Ok(home.join(".local/state/portal-backup"));
+        }
+        Err(Failure::new("no state directory")
+            .hint("set PORTAL_BACKUP_STATE_DIR (or pass --state-dir)"))
+    }
+
+    fn store(&self) -> Result<(StoreUri, CiphertextStore), Failure> {
+        let uri = StoreUri::parse(&self.store)?;
+        let store = uri.open()?;
+        Ok((uri, store))
+    }
+
+    async fn flow(&self, acting: Acting, rate: Option<RateLimitArg>) -> Result<Flow, Failure> {
+        let portal = self.portal(acting, rate)?;
+        let keyring = kms::keyring(&self.kms, "--kms").await?;
+        let (_, store) = self.store()?;
+        self.flow_with(portal, keyring, store)
+    }
+
+    fn flow_with(
+        &self,
+        portal: Client,
+        keyring: Keyring,
+        store: CiphertextStore,
+    ) -> Result<Flow, Failure> {
+        let state = self.state_dir()?;
+        Flow::new(portal, keyring, store, &state).map_err(|e| {
+            Failure::flow(
+                format!("cannot use the state directory {}", state.display()),
+                e,
+            )
+        })
+    }
+}
+
+/// Runs a command.
+pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Keygen { out } => keygen(&out),
+        Command::Backup { generate_response } => backup(&settings, &generate_response).await,
+        Command::Recover { out } => recover(&settings, out.as_deref()).await,
+        Command::Verify => verify(&settings).await,
+        Command::Eject { client_id, out } => eject(&settings, &client_id, &out).await,
+        Command::Rotate { to_kms, client_id } => rotate(&settings, &to_kms, client_id).await,
+        Command::Bulk(BulkCommand::Backup(args)) => bulk_backup(&settings, args).await,
+        Command::Demo => demo::run().await,
+    }
+}
+
+fn keygen(out: &Path) -> Result<ExitCode, Failure> {
+    let kek = kms::keygen(out)?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Made<'a> {
+        kms: String,
+        provider: &'a str,
+        key_id: &'a str,
+    }
+    output::print_json(&Made {
+        kms: format!("local:{}", out.display()),
+        provider: kek.provider(),
+        key_id: kek.key_id(),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `/v1/generate` response: the object Portal returned, or a JSON string holding it.
+/// Errors give the position only, never the input.
+pub(crate) fn parse_generate_response(text: &str) -> Result<GenerateResponse, Failure> {
+    let invalid = |e: serde_json::Error| {
+        let e = JsonError::from(e);
+        Failure::new(format!(
+            "the generate response is not the JSON of a /v1/generate response: invalid JSON ({}) at line {}, column {}",
+            e.category(),
+            e.line(),
+            e.column()
+        ))
+    };
+    if text.trim_start().starts_with('"') {
+        let inner: SecretShare = serde_json::from_str(text).map_err(invalid)?;
+        serde_json::from_str(inner.expose_secret()).map_err(invalid)
+    } else {
+        serde_json::from_str(text).map_err(invalid)
+    }
+}
+
+async fn backup(settings: &Settings, generate_response: &Path) -> Result<ExitCode, Failure> {
+    let text = output::read_secret_input(generate_response, "the generate response")?;
+    let generate = parse_generate_response(&text)?;
+    drop(text);
+    let flow = settings.flow(Acting::Client, None).await?;
+    let outcome = flow
+        .backup(&generate)
+        .await
+        .map_err(|e| Failure::flow("backup failed", e))?;
+    output::print_json(&outcome)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ids_by_curve(shares: &portal_api::mpc::CurveShares) -> BTreeMap<String, String> {
+    shares
+        .iter()
+        .map(|(curve, share)| (curve.as_str().to_owned(), share.id.clone()))
+        .collect()
+}
+
+async fn recover(settings: &Settings, out: Option<&Path>) -> Result<ExitCode, Failure> {
+    // Make sure the new signing shares have somewhere to go before Portal issues them.
+    let file = match out {
+        Some(path) => Some(output::create_private(path)?),
+        None if output::stdout_is_terminal() => {
+            return Err(
+                Failure::new("refusing to print new signing shares on a terminal")
+                    .hint("pass --out <file> (created with mode 0600), or redirect stdout"),
+            );
+        }
+        None => None,
+    };
+    let flow = settings.flow(Acting::Client, None).await;
+    let recovered = match flow {
+        Ok(flow) => flow
+            .recover()
+            .await
+            .map_err(|e| Failure::flow("recover failed", e)),
+        Err(e) => Err(e),
+    };
+    let recovered = match (recovered, out) {
+        (Ok(recovered), _) => recovered,
+        (Err(e), Some(path)) => {
+            // Nothing was written: do not leave an empty file behind.
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
+    match (file, out) {
+        (Some(file), Some(path)) => {
+            output::write_private(file, path, &recovered.shares)?;
+            #[derive(Serialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Summary<'a> {
+                client_id: &'a str,
+                signing_share_pair_ids: BTreeMap<String, String>,
+                out: String,
+                status: &'static str,
+            }
+            output::print_json(&Summary {
+                client_id: &recovered.client_id,
+                signing_share_pair_ids: ids_by_curve(&recovered.shares),
+                out: path.display().to_string(),
+                status: "recovered",
+            })?;
+        }
+        _ => output::secret_to_stdout(&recovered.shares)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(settings: &Settings) -> Result<ExitCode, Failure> {
+    let flow = settings.flow(Acting::Client, None).await?;
+    let report = flow
+        .verify()
+        .await
+        .map_err(|e| Failure::flow("verify failed", e))?;
+    output::print_json(&report)?;
+    if report.is_ok() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bad: Vec<String> = report
+        .checked
+        .iter()
+        .filter(|c| c.finding != backup_flow::Finding::Ok)
+        .map(|c| {
+            let what = match &c.finding {
+                backup_flow::Finding::Missing => "nothing is stored".to_owned(),
+                backup_flow::Finding::WrongIdentity { reason } => {
+                    format!("it does not open as that share ({reason})")
+                }
+                _ => "it failed the check".to_owned(),
+            };
+            format!("{} {} ({}): {what}", c.curve, c.backup_share_pair_id, c.key)
+        })
+        .collect();
+    let failure = if report.checked.is_empty() {
+        Failure::new(format!(
+            "verification failed: client {} has no completed backup to check",
+            report.client_id
+        ))
+    } else {
+        Failure::new(format!(
+            "verification failed: {} of {} shares of client {} do not open as the share they are stored for:\n    {}",
+            bad.len(),
+            report.checked.len(),
+            report.client_id,
+            bad.join("\n    ")
+        ))
+        .hint("do not recover from these ciphertexts; restore them from a copy, or back the client up again")
+    };
+    Err(failure.with_code(EXIT_VERIFY_FAILED))
+}
+
+async fn eject(settings: &Settings, client_id: &str, out: &Path) -> Result<ExitCode, Failure> {
+    let file = output::create_private(out)?;
+    let result = async {
+        let flow = settings.flow(Acting::Custodian, None).await?;
+        flow.eject(client_id)
+            .await
+            .map_err(|e| Failure::flow(format!("eject of client {client_id} failed"), e))
+    }
+    .await;
+    let wallets = match result {
+        Ok(wallets) => wallets,
+        Err(e) => {
+            let _ = std::fs::remove_file(out);
+            return Err(e);
+        }
+    };
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Wallet<'a> {
+        wallet_id: &'a str,
+        curve: &'a str,
+        backup_share_pair_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_backup_share: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        custodian_backup_share: Option<&'a str>,
+    }
+    let shares: Vec<Wallet<'_>> = wallets
+        .iter()
+        .map(|w| Wallet {
+            wallet_id: &w.wallet_id,
+            curve: w.curve.as_str(),
+            backup_share_pair_id: &w.backup_share_pair_id,
+            client_backup_share: Some(w.client_backup_share.expose_secret()),
+            custodian_backup_share: Some(w.custodian_backup_share.expose_secret()),
+        })
+        .collect();
+    output::write_private(file, out, &shares)?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Summary<'a> {
+        client_id: &'a str,
+        wallets: Vec<Wallet<'a>>,
+        out: String,
+        status: &'static str,
+    }
+    output::print_json(&Summary {
+        client_id,
+        wallets: shares
+            .into_iter()
+            .map(|w| Wallet {
+                client_backup_share: None,
+                custodian_backup_share: None,
+                ..w
+            })
+            .collect(),
+        out: out.display().to_string(),
+        status: "ejected",
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rotate(
+    settings: &Settings,
+    to_kms: &[String],
+    client_ids: Vec<String>,
+) -> Result<ExitCode, Failure> {
+    let (uri, store) = settings.store()?;
+    if matches!(uri, StoreUri::Portal) {
+        return Err(Failure::new(
+            "rotate needs a store of your own: Portal's store cannot list or rewrite ciphertexts",
+        )
+        .hint("pass --store file:<dir>"));
+    }
+    let from = kms::keyring(&settings.kms, "--kms").await?;
+    let to = kms::keyring(to_kms, "--to-kms").await?;
+    let client_ids = if !client_ids.is_empty() {
+        client_ids
+    } else if let StoreUri::File(dir) = &uri {
+        crate::store::file_store_clients(dir)?
+    } else if settings.api_key.is_some() {
+        let me = settings
+            .portal(Acting::Client, None)?
+            .client_me()
+            .await
+            .map_err(|e| Failure::caused_by("cannot find the client of the API key", e))?;
+        vec![me.id]
+    } else {
+        return Err(Failure::new("no client to rotate").hint("pass --client-id <id>"));
+    };
+    let flow = settings.flow_with(settings.portal(Acting::Nobody, None)?, from, store)?;
+    let report = flow
+        .rotate(&to, &client_ids)
+        .await
+        .map_err(|e| Failure::flow("rotate failed", e))?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Summary<'a> {
+        clients: usize,
+        #[serde(flatten)]
+        report: &'a backup_flow::RotateReport,
+        to_kms: &'a [String],
+    }
+    output::print_json(&Summary {
+        clients: client_ids.len(),
+        report: &report,
+        to_kms,
+    })?;
+    eprintln!(
+        "rotated {} ciphertexts of {} clients ({} were already under the new keys); use --kms {} from now on",
+        report.rewrapped,
+        client_ids.len(),
+        report.already_current,
+        to_kms.join(",")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bulk_backup(settings: &Settings, args: BulkBackup) -> Result<ExitCode, Failure> {
+    let flow = settings.flow(Acting::Nobody, args.rate_limit).await?;
+    let stdin = args.input == Path::new("-");
+    let input: Box<dyn BufRead + Send> = if stdin {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(&args.input).map_err(|e| {
+            Failure::caused_by(format!("cannot open the input {}", args.input.display()), e)
+        })?;
+        Box::new(BufReader::new(file))
+    };
+    let total = if stdin || !std::io::stderr().is_terminal() {
+        None
+    } else {
+        count_lines(&args.input, args.shard).ok()
+    };
+    let bar = progress::Bar::new(total);
+    let mut failed = 0u64;
+    let hook_bar = bar.clone();
+    let mut options = BulkOptions::new()
+        .with_concurrency(usize::from(args.concurrency))
+        .with_progress(move |event| {
+            if let BulkEvent::Finished(result) = event {
+                if result.status == LineStatus::Failed {
+                    failed = failed.saturating_add(1);
+                }
+                hook_bar.finished(failed);
+            }
+        });
+    if let Some(shard) = args.shard {
+        options = options.with_shard(shard);
+    }
+    let report = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| {
+                Failure::caused_by(format!("cannot create the output {}", path.display()), e)
+            })?;
+            flow.bulk_backup(input, std::io::BufWriter::new(file), options)
+                .await
+        }
+        None => flow.bulk_backup(input, std::io::stdout(), options).await,
+    };
+    bar.done();
+    let report = report.map_err(|e| Failure::caused_by("the bulk backup stopped", e))?;
+    if args.output.is_some() {
+        output::print_json(&report)?;
+    }
+    eprintln!("{}", summary(&report, args.shard));
+    if report.is_success() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let failure = Failure::new(format!(
+        "{} of {} clients failed; their result lines say why",
+        report.failed, report.selected
+    ));
+    Err(if report.failed == report.retryable_failures {
+        failure.with_code(EXIT_RETRYABLE).hint(
+            "every failure may pass: run the same command again to resume (confirmed clients are skipped)",
+        )
+    } else {
+        failure.with_code(EXIT_FAILED).hint(
+            "fix the lines that failed for good; running the same command again skips the confirmed clients",
+        )
+    })
+}
+
+fn summary(report: &BulkReport, shard: Option<Shard>) -> String {
+    let shard = shard.map(|s| format!(" (shard {s})")).unwrap_or_default();
+    format!(
+        "bulk backup{shard}: {} of {} lines taken; {} confirmed ({} already by an earlier run), {} failed ({} may pass on a re-run)",
+        report.selected,
+        report.lines,
+        report.confirmed,
+        report.already_confirmed,
+        report.failed,
+        report.retryable_failures
+    )
+}
+
+/// The non-blank lines of `path` that `shard` takes, for the progress bar; reads the file
+/// once in fixed chunks, keeping no line.
+fn count_lines(path: &Path, shard: Option<Shard>) -> std::io::Result<u64> {
+    let mut file = std::fs::File::open(path)?;
+    let mut chunk = Zeroizing::new(vec![0u8; 64 * 1024]);
+    let (mut index, mut count, mut blank) = (0u64, 0u64, true);
+    let mut take = |index: u64, blank: bool| {
+        if !blank && shard.is_none_or(|s| s.selects(index)) {
+            count = count.saturating_add(1);
+        }
+    };
+    loop {
+        let n = file.read(&mut chunk)?;
+        let Some(read) = chunk.get(..n).filter(|r| !r.is_empty()) else {
+            break;
+        };
+        for &b in read {
+            if b == b'\n' {
+                take(index, blank);
+                index = index.saturating_add(1);
+                blank = true;
+            } else if !b.is_ascii_whitespace() {
+                blank = false;
+            }
+        }
+    }
+    take(index, blank);
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_responses_parse_in_both_forms_without_echoing_input() {
+        let object = r#"{"SECP256K1":{"share":"c2VjcmV0","id":"sp_1"}}"#;
+        assert_eq!(parse_generate_response(object).unwrap().ids(), ["sp_1"]);
+        let string = serde_json::to_string(object).unwrap();
+        assert_eq!(parse_generate_response(&string).unwrap().ids(), ["sp_1"]);
+        let bad = parse_generate_response(r#"{"SECP256K1":{"share":5,"id":"c2VjcmV0"}}"#)
+            .unwrap_err()
+            .render();
+        assert!(bad.contains("invalid JSON (data)"), "{bad}");
+        assert!(!bad.contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn lines_are_counted_per_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "a\n\nb\n  \nc\nd").unwrap();
+        assert_eq!(count_lines(&path, None).unwrap(), 4);
+        // indexes 0 a, 1 blank, 2 b, 3 blank, 4 c, 5 d
+        assert_eq!(count_lines(&path, Some("0/2".parse().unwrap())).unwrap(), 3);
+        assert_eq!(count_lines(&path, Some("1/2".parse().unwrap())).unwrap(), 1);
+    }
+}

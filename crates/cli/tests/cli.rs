@@ -1,0 +1,692 @@
+//! The `portal-backup` binary end to end against `portal-sim` (started in this process, on
+//! loopback): keygen, backup into Portal and into a file store, recover, verify (and its
+//! failure on swapped ciphertexts, before `/v1/recover`), error output without secrets,
+//! a bulk backup killed with SIGKILL at random moments then resumed, and the demo.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, missing_docs)] // test helpers: a broken fixture should panic
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher as _, RandomState};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Json, State};
+use axum::http::StatusCode;
+use portal_api::client_api::SharePairStatusUpdate;
+use portal_api::common::SharePairStatus;
+use portal_api::{ApiKey, Client};
+use portal_sim::{BackupMode, FaultRule, PortalSim, SimClient, SimConfig, WebhookConfig};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portal-backup");
+const WEBHOOK_SECRET: &str = "cli-test-webhook-secret";
+
+// ---- fixtures ---------------------------------------------------------------------------
+
+type Shares = Arc<Mutex<HashMap<String, Vec<String>>>>;
+
+/// A minimal Self-Managed Backups webhook, so that self-stored runs keep the report clean.
+async fn webhook() -> String {
+    async fn backup(State(shares): State<Shares>, Json(body): Json<Value>) -> StatusCode {
+        let client = body["clientId"].as_str().unwrap().to_owned();
+        let share = body["share"].as_str().unwrap().to_owned();
+        shares
+            .lock()
+            .unwrap()
+            .entry(client)
+            .or_default()
+            .push(share);
+        StatusCode::OK
+    }
+    async fn fetch(State(shares): State<Shares>, Json(body): Json<Value>) -> Json<Value> {
+        let list = shares
+            .lock()
+            .unwrap()
+            .get(body["clientId"].as_str().unwrap())
+            .cloned()
+            .unwrap_or_default();
+        Json(json!({ "backupShares": list }))
+    }
+    let app = axum::Router::new()
+        .route("/backup", axum::routing::post(backup))
+        .route("/backup/fetch", axum::routing::post(fetch))
+        .with_state(Shares::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Portal-managed, or self-managed with the webhook above (needed for a store of our own).
+async fn sim(self_managed: bool) -> PortalSim {
+    let mut config = SimConfig::new();
+    if self_managed {
+        config = config.with_mode(BackupMode::SelfManaged(WebhookConfig::new(
+            webhook().await,
+            ApiKey::from(WEBHOOK_SECRET),
+        )));
+    }
+    PortalSim::start(config).await.unwrap()
+}
+
+/// A client whose app generated its wallet and confirmed its signing shares; returns the
+/// keys and the `/v1/generate` response as JSON text.
+async fn app_client(sim: &PortalSim) -> (SimClient, String) {
+    let keys = sim.create_client();
+    let client = Client::builder()
+        .with_api_base_url(sim.api_base_url())
+        .with_mpc_base_url(sim.mpc_base_url())
+        .with_client_api_key(ApiKey::from(keys.client_api_key.expose_secret()))
+        .without_rate_limits()
+        .build()
+        .unwrap();
+    let generate = client.generate().await.unwrap();
+    client
+        .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&generate).unwrap();
+    (keys, text)
+}
+
+/// A working directory with a key file and a state directory.
+struct Work {
+    dir: tempfile::TempDir,
+}
+
+impl Work {
+    fn new() -> Self {
+        let work = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let out = run(
+            work.cmd(None).args(["keygen", "--out"]).arg(work.kek()),
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        work
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn kek(&self) -> PathBuf {
+        self.path("kek")
+    }
+    fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+    /// The binary with a clean environment: the sim's URLs, our key and state directory.
+    fn cmd(&self, sim: Option<&PortalSim>) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("HOME", self.dir.path())
+            .env("PORTAL_BACKUP_STATE_DIR", self.path("state"))
+            .env(
+                "PORTAL_BACKUP_KMS",
+                format!("local:{}", self.kek().display()),
+            );
+        if let Some(sim) = sim {
+            cmd.env("PORTAL_API_URL", sim.api_base_url())
+                .env("PORTAL_MPC_URL", sim.mpc_base_url());
+        }
+        cmd
+    }
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn refs(secrets: &[String]) -> Vec<&str> {
+    secrets.iter().map(String::as_str).collect()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json_out(out: &Output) -> Value {
+    assert!(out.status.success(), "{}", text(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every share string found in a JSON document (generate, recover or eject output).
+fn shares_in(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k.to_lowercase().contains("share") && v.is_string() {
+                    found.push(v.as_str().unwrap().to_owned());
+                }
+                shares_in(v, found);
+            }
+        }
+        Value::Array(list) => list.iter().for_each(|v| shares_in(v, found)),
+        _ => {}
+    }
+}
+
+/// Neither the key nor any share appears in what the binary printed.
+fn assert_no_secret(out: &Output, secrets: &[&str]) {
+    let all = text(out);
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(!all.contains(secret), "a secret was printed:\n{all}");
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn completed_pairs(sim: &PortalSim, client_id: &str) -> Vec<(String, usize, usize)> {
+    sim.client_details(client_id)
+        .unwrap()
+        .wallets
+        .iter()
+        .map(|w| {
+            let completed = w
+                .backup_share_pairs
+                .iter()
+                .filter(|p| p.status == SharePairStatus::Completed)
+                .count();
+            (
+                w.curve.as_str().to_owned(),
+                completed,
+                w.backup_share_pairs.len(),
+            )
+        })
+        .collect()
+}
+
+fn assert_clean(sim: &PortalSim) {
+    let report = sim.report();
+    assert!(report.is_clean(), "{report}");
+}
+
+// ---- tests ------------------------------------------------------------------------------
+
+#[test]
+#[cfg(unix)]
+fn keygen_writes_a_private_key_file_and_never_overwrites_one() {
+    let work = Work::new();
+    assert_eq!(mode(&work.kek()), 0o600);
+    let before = std::fs::read(work.kek()).unwrap();
+    let out = run(
+        work.cmd(None).args(["keygen", "--out"]).arg(work.kek()),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error: cannot create the key file"), "{err}");
+    assert!(err.contains("never overwritten"), "{err}");
+    assert_eq!(std::fs::read(work.kek()).unwrap(), before);
+    let key = String::from_utf8(before).unwrap();
+    assert_no_secret(&out, &[key.trim()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_managed_backup_verify_recover() {
+    let sim = sim(false).await;
+    let work = Work::new();
+    let (keys, generate) = app_client(&sim).await;
+    let api_key = keys.client_api_key.expose_secret();
+
+    let out = run(
+        work.cmd(Some(&sim))
+            .env("PORTAL_CLIENT_API_KEY", api_key)
+            .args(["backup", "--generate-response", "-"]),
+        Some(&generate),
+    );
+    let outcome = json_out(&out);
+    assert_eq!(outcome["clientId"], keys.client_id.as_str());
+    assert_eq!(outcome["status"], "confirmed");
+    assert_eq!(outcome["store"], "portal");
+    let pairs = outcome["backupSharePairIds"].as_object().unwrap();
+    assert!(pairs.contains_key("SECP256K1") && pairs.contains_key("ED25519"));
+    let mut secrets = vec![api_key.to_owned()];
+    shares_in(&serde_json::from_str(&generate).unwrap(), &mut secrets);
+    assert_no_secret(&out, &refs(&secrets));
+
+    // The same backup again, from a file and with the key as a flag: already confirmed.
+    let generate_file = work.path("generate.json");
+    std::fs::write(&generate_file, &generate).unwrap();
+    let again = json_out(&run(
+        work.cmd(Some(&sim))
+            .args(["--api-key", api_key, "backup", "--generate-response"])
+            .arg(&generate_file),
+        None,
+    ));
+    assert_eq!(again["alreadyConfirmed"], true);
+    assert_eq!(again["backupRequests"], 1);
+
+    let out = run(
+        work.cmd(Some(&sim))
+            .env("PORTAL_CLIENT_API_KEY", api_key)
+            .arg("verify"),
+        None,
+    );
+    let report = json_out(&out);
+    assert_eq!(report["checked"].as_array().unwrap().len(), 2);
+    assert!(
+        report["checked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["finding"] == "ok")
+    );
+
+    let recovered = work.path("recovered.json");
+    let out = run(
+        work.cmd(Some(&sim))
+            .env("PORTAL_CLIENT_API_KEY", api_key)
+            .args(["recover", "--out"])
+            .arg(&recovered),
+        None,
+    );
+    let summary = json_out(&out);
+    assert_eq!(summary["status"], "recovered");
+    #[cfg(unix)]
+    assert_eq!(mode(&recovered), 0o600);
+    let shares: Value = serde_json::from_slice(&std::fs::read(&recovered).unwrap()).unwrap();
+    assert!(shares["SECP256K1"]["share"].is_string() && shares["ED25519"]["share"].is_string());
+    shares_in(&shares, &mut secrets);
+    assert_no_secret(&out, &refs(&secrets));
+    assert_clean(&sim);
+
+    // --out never replaces a file.
+    let out = run(
+        work.cmd(Some(&sim))
+            .env("PORTAL_CLIENT_API_KEY", api_key)
+            .args(["recover", "--out"])
+            .arg(&recovered),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only written to a new file"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_backup_and_swapped_ciphertexts_fail_verify_and_recover_before_portal() {
+    let sim = sim(true).await;
+    let work = Work::new();
+    let (keys, generate) = app_client(&sim).await;
+    let api_key = keys.client_api_key.expose_secret();
+    let store = format!("file:{}", work.store().display());
+    let cmd = |args: &[&str]| {
+        let mut cmd = work.cmd(Some(&sim));
+        cmd.env("PORTAL_CLIENT_API_KEY", api_key)
+            .env("PORTAL_BACKUP_STORE", &store)
+            .args(args);
+        cmd
+    };
+
+    let outcome = json_out(&run(
+        &mut cmd(&["backup", "--generate-response", "-"]),
+        Some(&generate),
+    ));
+    assert_eq!(outcome["store"], "fs");
+    let pair = |curve: &str| {
+        outcome["backupSharePairIds"][curve]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let file = |curve: &str| {
+        work.store()
+            .join(&keys.client_id)
+            .join("client-backup")
+            .join(curve)
+            .join(pair(curve))
+            .join("~")
+    };
+    assert!(file("SECP256K1").is_file() && file("ED25519").is_file());
+    assert!(run(&mut cmd(&["verify"]), None).status.success());
+
+    // Swap the two ciphertexts of the client.
+    let (a, b) = (
+        std::fs::read(file("SECP256K1")).unwrap(),
+        std::fs::read(file("ED25519")).unwrap(),
+    );
+    std::fs::write(file("SECP256K1"), &b).unwrap();
+    std::fs::write(file("ED25519"), &a).unwrap();
+
+    let out = run(&mut cmd(&["verify"]), None);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("verification failed: 2 of 2 shares"), "{err}");
+    assert!(err.contains("does not open as that share"), "{err}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["checked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["finding"]["wrong-identity"].is_object())
+    );
+
+    // Were /v1/recover reached, this fault would be counted by the simulator.
+    sim.add_fault(
+        "POST /v1/recover: error=1.0, status=500"
+            .parse::<FaultRule>()
+            .unwrap(),
+    )
+    .unwrap();
+    let recovered = work.path("recovered.json");
+    let out = run(
+        &mut cmd(&["recover", "--out", recovered.to_str().unwrap()]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error: recover failed"), "{err}");
+    assert!(err.contains("does not open as that share"), "{err}");
+    assert!(!err.contains("/v1/recover"), "{err}");
+    assert_eq!(sim.report().faults_injected, 0, "/v1/recover was called");
+    assert!(!recovered.exists(), "no file is left behind");
+    assert_clean(&sim);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_print_the_cause_chain_and_never_a_secret() {
+    let sim = sim(false).await;
+    let work = Work::new();
+    let (keys, generate) = app_client(&sim).await;
+    let wrong_key = "pk_test_this-key-belongs-to-no-one-0123456789";
+
+    // Portal refuses the key: the chain, Portal's status and id; exit 1.
+    let out = run(
+        work.cmd(Some(&sim))
+            .env("PORTAL_CLIENT_API_KEY", wrong_key)
+            .args(["backup", "--generate-response", "-"]),
+        Some(&generate),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: backup failed\n"), "{err}");
+    assert!(
+        err.contains("caused by: Portal call `GET /api/v3/clients/me` failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("caused by: portal rejected the credentials (http 401"),
+        "{err}"
+    );
+    assert!(err.contains("Portal refused: http 401, error id"), "{err}");
+    assert_no_secret(&out, &[wrong_key]);
+
+    // Portal is down: retryable, exit 3, and the advice to run it again.
+    sim.add_fault(
+        "POST /v1/backup: error=1.0, status=503"
+            .parse::<FaultRule>()
+            .unwrap(),
+    )
+    .unwrap();
+    let api_key = keys.client_api_key.expose_secret();
+    let out = run(
+        work.cmd(Some(&sim))
+            .env("PORTAL_CLIENT_API_KEY", api_key)
+            .args(["backup", "--generate-response", "-"]),
+        Some(&generate),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("caused by: Portal call `POST /v1/backup` failed"),
+        "{err}"
+    );
+    assert!(err.contains("Portal refused: http 503"), "{err}");
+    assert!(err.contains("run the same command again"), "{err}");
+    let mut secrets = vec![api_key.to_owned()];
+    shares_in(&serde_json::from_str(&generate).unwrap(), &mut secrets);
+    assert_no_secret(
+        &out,
+        &secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    sim.clear_faults();
+
+    // Plain http only to loopback: portal-api's refusal, surfaced.
+    let out = run(
+        work.cmd(None).env("PORTAL_CLIENT_API_KEY", api_key).args([
+            "--portal-api-url",
+            "http://portal.example.com",
+            "verify",
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plain http is only allowed to loopback hosts"),
+        "{err}"
+    );
+    assert_no_secret(&out, &[api_key]);
+
+    // No KEK: a hint; a KMS whose feature is not compiled in: the feature is named.
+    let out = run(
+        work.cmd(Some(&sim))
+            .env_remove("PORTAL_BACKUP_KMS")
+            .env("PORTAL_CLIENT_API_KEY", api_key)
+            .arg("verify"),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("portal-backup keygen"));
+    #[cfg(not(feature = "gcp-kms"))]
+    {
+        let out = run(
+            work.cmd(Some(&sim))
+                .env("PORTAL_CLIENT_API_KEY", api_key)
+                .args([
+                    "--kms",
+                    "gcp-kms:projects/p/locations/l/keyRings/r/cryptoKeys/k",
+                    "verify",
+                ]),
+            None,
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--features gcp-kms"));
+    }
+    // Help never shows the key taken from the environment.
+    let out = run(
+        work.cmd(None)
+            .env("PORTAL_CLIENT_API_KEY", api_key)
+            .arg("--help"),
+        None,
+    );
+    assert!(out.status.success());
+    assert_no_secret(&out, &[api_key]);
+    assert_eq!(sim.report().violations.len(), 0);
+}
+
+/// The bulk backup killed with SIGKILL at random moments, then run to completion: every
+/// client ends with exactly one completed backup pair per curve, no pair is marked stored
+/// without its ciphertext, and the simulator's report is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_backup_survives_sigkill_at_random_moments() {
+    const CLIENTS: usize = 30;
+    const KILLS: usize = 24;
+    let sim = sim(true).await;
+    let work = Work::new();
+    let mut clients = Vec::new();
+    let mut input = String::new();
+    for _ in 0..CLIENTS {
+        let (keys, generate) = app_client(&sim).await;
+        let generate: Value = serde_json::from_str(&generate).unwrap();
+        input.push_str(
+            &json!({"clientApiKey": keys.client_api_key.expose_secret(), "generateResponse": generate})
+                .to_string(),
+        );
+        input.push('\n');
+        clients.push(keys);
+    }
+    let input_file = work.path("clients.jsonl");
+    std::fs::write(&input_file, &input).unwrap();
+    let results = work.path("results.jsonl");
+    let bulk = || {
+        let mut cmd = work.cmd(Some(&sim));
+        cmd.env(
+            "PORTAL_BACKUP_STORE",
+            format!("file:{}", work.store().display()),
+        )
+        .args([
+            "bulk",
+            "backup",
+            "--concurrency",
+            "4",
+            "--rate-limit",
+            "off",
+            "--input",
+        ])
+        .arg(&input_file)
+        .arg("--output")
+        .arg(&results)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        cmd
+    };
+
+    let random = RandomState::new();
+    let (mut kills, mut finished_first, mut attempts) = (0usize, 0usize, 0u64);
+    let started = Instant::now();
+    while kills < KILLS && attempts < 80 {
+        attempts += 1;
+        // A full run takes a few hundred ms here: kill anywhere from start-up to the end.
+        let wait = Duration::from_millis(5 + random.hash_one(attempts) % 295);
+        let mut child = bulk().spawn().unwrap();
+        std::thread::sleep(wait);
+        if child.try_wait().unwrap().is_some() {
+            finished_first += 1;
+            continue;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    let out = run(bulk().stdout(Stdio::piped()).stderr(Stdio::piped()), None);
+    eprintln!(
+        "crash test: {kills} SIGKILLs in {attempts} runs ({finished_first} finished before their kill) in {:?}; final run: {}",
+        started.elapsed(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    assert!(kills >= 20, "only {kills} runs were killed mid-way");
+    let summary = json_out(&out);
+    assert_eq!(summary["confirmed"], CLIENTS);
+    assert_eq!(summary["failed"], 0);
+
+    let lines: Vec<Value> = std::fs::read_to_string(&results)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), CLIENTS);
+    let by_client: BTreeMap<&str, &Value> = lines
+        .iter()
+        .map(|l| (l["clientId"].as_str().unwrap(), l))
+        .collect();
+    let mut resumed: BTreeMap<String, usize> = BTreeMap::new();
+    for line in &lines {
+        let at = match (&line["alreadyConfirmed"], &line["resumedAfter"]) {
+            (Value::Bool(true), _) => "confirmed before the final run".to_owned(),
+            (_, Value::String(step)) => format!("resumed after {step}"),
+            _ => "untouched until the final run".to_owned(),
+        };
+        *resumed.entry(at).or_default() += 1;
+    }
+    eprintln!("crash test: where the final run found each client: {resumed:?}");
+    let mut orphans = 0;
+    for keys in &clients {
+        let line = by_client[keys.client_id.as_str()];
+        assert_eq!(line["status"], "confirmed");
+        for (curve, completed, all) in completed_pairs(&sim, &keys.client_id) {
+            assert_eq!(
+                completed, 1,
+                "client {} {curve}: {completed} completed backup pairs",
+                keys.client_id
+            );
+            orphans += all - completed;
+            // The completed pair is the one the run reports, and its ciphertext is stored.
+            let pair = line["backupSharePairIds"][&curve].as_str().unwrap();
+            let details = sim.client_details(&keys.client_id).unwrap();
+            let wallet = details
+                .wallets
+                .iter()
+                .find(|w| w.curve.as_str() == curve)
+                .unwrap();
+            assert_eq!(wallet.latest_completed_backup_pair().unwrap().id, pair);
+            let stored = work
+                .store()
+                .join(&keys.client_id)
+                .join("client-backup")
+                .join(&curve)
+                .join(pair)
+                .join("~");
+            assert!(stored.is_file(), "no ciphertext for a pair marked stored");
+        }
+    }
+    eprintln!(
+        "crash test: {orphans} unconfirmed backup pairs left by answers lost in a kill (never marked stored)"
+    );
+    // Every stored ciphertext opens as its share, client by client.
+    for keys in clients.iter().step_by(5) {
+        let out = run(
+            work.cmd(Some(&sim))
+                .env("PORTAL_CLIENT_API_KEY", keys.client_api_key.expose_secret())
+                .env(
+                    "PORTAL_BACKUP_STORE",
+                    format!("file:{}", work.store().display()),
+                )
+                .arg("verify"),
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_clean(&sim);
+}
+
+#[test]
+fn the_demo_runs_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        Command::new(BIN)
+            .env_clear()
+            .env("HOME", dir.path())
+            .arg("demo"),
+        None,
+    );
+    let summary = json_out(&out);
+    assert_eq!(summary["status"], "ok");
+    assert_eq!(summary["simulatorReports"]["portalManaged"], "clean");
+    assert_eq!(summary["simulatorReports"]["selfManaged"], "clean");
+    assert_eq!(summary["portalManaged"]["resumedAfter"], "verified");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invariant reports"), "{err}");
+}

@@ -164,6 +164,9 @@ pub(crate) enum Command {
     /// Run the whole job against a simulated Portal on loopback, in a temporary directory:
     /// backup, verify, crash and resume, file store, recover, rotate
     Demo,
+    /// Serve the Self-Managed Backups webhook Portal calls with custodian backup shares,
+    /// sealed with --kms and kept in --store (a store of your own), until SIGINT or SIGTERM
+    ServeWebhook(crate::webhook::ServeWebhook),
 }
 
 /// `bulk` commands.

@@ -158,6 +158,9 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
         Command::Rotate { to_kms, client_id } => rotate(&settings, &to_kms, client_id).await,
         Command::Bulk(BulkCommand::Backup(args)) => bulk_backup(&settings, args).await,
         Command::Demo => demo::run().await,
+        Command::ServeWebhook(args) => {
+            crate::webhook::run(&settings.kms, &settings.store, args).await
+        }
     }
 }
 

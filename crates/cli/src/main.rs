@@ -13,6 +13,9 @@
 //!   bulk backup --input <file.jsonl|->        many clients; [--concurrency N]
 //!               [--rate-limit <per minute>|off] [--shard i/n] [--output <file>]
 //!   demo                                      the whole job against a simulated Portal
+//!   serve-webhook --listen <addr:port> [--secret-file <file>] [--tls-cert <pem> --tls-key <pem>]
+//!                 [--allow <portal|loopback|cidr>]… [--trust-forwarded-for] [--base-path <path>]
+//!                                             the Self-Managed Backups webhook server
 //!
 //! global options (each also from the environment variable):
 //!   --api-key (PORTAL_CLIENT_API_KEY)   --custodian-api-key (PORTAL_CUSTODIAN_API_KEY)
@@ -36,6 +39,7 @@ mod kms;
 mod output;
 mod progress;
 mod store;
+mod webhook;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

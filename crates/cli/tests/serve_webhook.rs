@@ -1,0 +1,152 @@
+//! `portal-backup serve-webhook`: the webhook server over `--kms` and `--store`, driven by
+//! portal-sim in Self-Managed mode; the secret only from the environment or a file.
+// Helpers outside #[test] functions are not covered by clippy.toml's test allowances; a broken
+// fixture should panic.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test helpers")]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use portal_api::client_api::SharePairStatusUpdate;
+use portal_api::{ApiKey, Client, SharePairUpdateStatus};
+use portal_sim::{PortalSim, SimConfig, WebhookConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portal-backup");
+const SECRET: &str = "serve-webhook-test-secret";
+
+fn base(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("HOME", dir)
+        .env(
+            "PORTAL_BACKUP_KMS",
+            format!("local:{}", dir.join("kek").display()),
+        )
+        .env(
+            "PORTAL_BACKUP_STORE",
+            format!("file:{}", dir.join("store").display()),
+        );
+    cmd
+}
+
+/// Starts `serve-webhook` and returns the child and its listen address.
+fn serve(mut cmd: Command, extra: &[&std::ffi::OsStr]) -> (Child, String) {
+    let mut child = cmd
+        .args([
+            "serve-webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow",
+            "loopback",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    (child, started["listening"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_sim_backs_up_through_serve_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = base(dir.path())
+        .args(["keygen", "--out"])
+        .arg(dir.path().join("kek"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+
+    let mut cmd = base(dir.path());
+    cmd.env("PORTAL_WEBHOOK_SECRET", SECRET);
+    let (mut child, addr) = serve(cmd, &[]);
+
+    let sim = PortalSim::start(SimConfig::new().with_webhook(WebhookConfig::new(
+        format!("http://{addr}"),
+        ApiKey::from(SECRET),
+    )))
+    .await
+    .unwrap();
+    let keys = sim.create_client();
+    let client = Client::builder()
+        .with_api_base_url(sim.api_base_url())
+        .with_mpc_base_url(sim.mpc_base_url())
+        .with_client_api_key(ApiKey::from(keys.client_api_key.expose_secret()))
+        .without_rate_limits()
+        .build()
+        .unwrap();
+    let generated = client.generate().await.unwrap();
+    client
+        .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generated.ids()))
+        .await
+        .unwrap();
+    let backup = client.backup(&generated).await.unwrap();
+    client
+        .update_backup_share_pairs(&SharePairStatusUpdate::backup(
+            backup.ids(),
+            SharePairUpdateStatus::StoredClientBackupShare,
+        ))
+        .await
+        .unwrap();
+    client.recover(&backup).await.unwrap();
+    let report = sim.report();
+    assert!(report.is_clean(), "{report}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Two sealed custodian shares, one per curve method, in the file store.
+    let client_dir = dir
+        .path()
+        .join("store")
+        .join(&keys.client_id)
+        .join("custodian-backup");
+    assert!(client_dir.is_dir());
+}
+
+#[test]
+fn the_secret_comes_from_the_environment_or_a_file_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = base(dir.path())
+        .args(["keygen", "--out"])
+        .arg(dir.path().join("kek"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    // No secret at all: refused with a hint.
+    let out = base(dir.path())
+        .args(["serve-webhook", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PORTAL_WEBHOOK_SECRET"), "{err}");
+    // There is no option that takes the secret itself.
+    let out = base(dir.path())
+        .args(["serve-webhook", "--listen", "127.0.0.1:0", "--secret", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // Portal keeps no custodian shares: a store of our own is needed.
+    let out = base(dir.path())
+        .env("PORTAL_BACKUP_STORE", "portal")
+        .env("PORTAL_WEBHOOK_SECRET", SECRET)
+        .args(["serve-webhook", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store of your own"));
+    // A secret file works.
+    std::fs::write(dir.path().join("secret"), format!("{SECRET}\n")).unwrap();
+    let secret_file = dir.path().join("secret");
+    let (mut child, addr) = serve(
+        base(dir.path()),
+        &["--secret-file".as_ref(), secret_file.as_os_str()],
+    );
+    assert!(addr.starts_with("127.0.0.1:"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -25,15 +25,30 @@ pub struct Recovered {
 }
 
 impl Flow {
-    /// Recovers the client's wallet: opens the newest completed backup's ciphertexts (each
-    /// bound to its own identity, so a swapped or foreign ciphertext fails here, before
-    /// Portal is asked), calls `/v1/recover`, stores the new signing shares sealed when a
-    /// signing store is configured, and confirms them to Portal (`STORED_CLIENT`).
+    /// Recovers the client's wallet and confirms the new signing shares to Portal: the
+    /// same as [`recover_unconfirmed`](Self::recover_unconfirmed) then
+    /// [`confirm_recovered`](Self::confirm_recovered). Use it when a signing store is
+    /// configured (the shares are stored sealed before they are confirmed); a caller that keeps
+    /// the shares itself should use the two steps and confirm only once they are safe.
+    ///
+    /// # Errors
+    /// As the two steps.
+    pub async fn recover(&self) -> Result<Recovered> {
+        let recovered = self.recover_unconfirmed().await?;
+        self.confirm_recovered(&recovered).await?;
+        Ok(recovered)
+    }
+
+    /// Opens the newest completed backup's ciphertexts (each bound to its own identity, so a
+    /// swapped or foreign ciphertext fails here, before Portal is asked), calls
+    /// `/v1/recover`, and stores the new signing shares sealed when a signing store is
+    /// configured. Does **not** confirm them: Portal keeps them `STORED_DATABASE` until
+    /// [`confirm_recovered`](Self::confirm_recovered).
     ///
     /// # Errors
     /// [`Error::WrongIdentity`] for a ciphertext that does not open as its share;
     /// [`Error::Unexpected`] when a wallet has no completed backup; Portal and store errors.
-    pub async fn recover(&self) -> Result<Recovered> {
+    pub async fn recover_unconfirmed(&self) -> Result<Recovered> {
         let me = self
             .portal
             .client_me()
@@ -84,16 +99,26 @@ impl Flow {
             self.store_signing_shares(store.as_ref(), &me.id, &shares)
                 .await?;
         }
-        self.portal
-            .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(shares.ids()))
-            .await
-            .map_err(Error::portal(
-                "PATCH /api/v3/clients/me/signing-share-pairs",
-            ))?;
         Ok(Recovered {
             client_id: me.id,
             shares,
         })
+    }
+
+    /// Confirms recovered signing shares to Portal (`STORED_CLIENT`). Call it only once the
+    /// shares are safely kept: after that, Portal treats them as the client's.
+    ///
+    /// # Errors
+    /// Portal's error.
+    pub async fn confirm_recovered(&self, recovered: &Recovered) -> Result<()> {
+        self.portal
+            .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(
+                recovered.shares.ids(),
+            ))
+            .await
+            .map_err(Error::portal(
+                "PATCH /api/v3/clients/me/signing-share-pairs",
+            ))
     }
 
     async fn store_signing_shares(

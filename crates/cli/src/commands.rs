@@ -235,14 +235,16 @@ async fn recover(settings: &Settings, out: Option<&Path>) -> Result<ExitCode, Fa
     };
     let flow = settings.flow(Acting::Client, None).await;
     let recovered = match flow {
+        // Portal is told the new signing shares are stored only after they are written.
         Ok(flow) => flow
-            .recover()
+            .recover_unconfirmed()
             .await
+            .map(|recovered| (flow, recovered))
             .map_err(|e| Failure::flow("recover failed", e)),
         Err(e) => Err(e),
     };
-    let recovered = match (recovered, out) {
-        (Ok(recovered), _) => recovered,
+    let (flow, recovered) = match (recovered, out) {
+        (Ok(done), _) => done,
         (Err(e), Some(path)) => {
             // Nothing was written: do not leave an empty file behind.
             let _ = std::fs::remove_file(path);
@@ -270,6 +272,9 @@ async fn recover(settings: &Settings, out: Option<&Path>) -> Result<ExitCode, Fa
         }
         _ => output::secret_to_stdout(&recovered.shares)?,
     }
+    flow.confirm_recovered(&recovered)
+        .await
+        .map_err(|e| Failure::flow("confirming the new signing shares to Portal failed", e))?;
     Ok(ExitCode::SUCCESS)
 }
 

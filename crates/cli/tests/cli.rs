@@ -531,7 +531,7 @@ async fn errors_print_the_cause_chain_and_never_a_secret() {
 /// without its ciphertext, and the simulator's report is clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_backup_survives_sigkill_at_random_moments() {
-    const CLIENTS: usize = 30;
+    const CLIENTS: usize = 40;
     const KILLS: usize = 24;
     let sim = sim(true).await;
     let work = Work::new();
@@ -574,23 +574,30 @@ async fn bulk_backup_survives_sigkill_at_random_moments() {
         cmd
     };
 
+    // 2 ms per Portal request keeps even a run with nothing left to do (it still asks Portal
+    // who the client is, line by line) well above process start-up. Kill moments are random
+    // below a cap that shrinks whenever a run finished first, so the kills keep landing
+    // inside runs, from the first backups to the last resumed ones.
+    sim.add_fault("*: latency-ms=2".parse().unwrap()).unwrap();
+    let mut cap_ms: u64 = 300;
     let random = RandomState::new();
     let (mut kills, mut finished_first, mut attempts) = (0usize, 0usize, 0u64);
     let started = Instant::now();
-    while kills < KILLS && attempts < 80 {
+    while kills < KILLS && attempts < 150 {
         attempts += 1;
-        // A full run takes a few hundred ms here: kill anywhere from start-up to the end.
-        let wait = Duration::from_millis(5 + random.hash_one(attempts) % 295);
+        let wait_ms = 5 + random.hash_one(attempts) % cap_ms;
         let mut child = bulk().spawn().unwrap();
-        std::thread::sleep(wait);
+        std::thread::sleep(Duration::from_millis(wait_ms));
         if child.try_wait().unwrap().is_some() {
             finished_first += 1;
+            cap_ms = (wait_ms * 4 / 5).max(10);
             continue;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
     }
+    sim.clear_faults();
     let out = run(bulk().stdout(Stdio::piped()).stderr(Stdio::piped()), None);
     eprintln!(
         "crash test: {kills} SIGKILLs in {attempts} runs ({finished_first} finished before their kill) in {:?}; final run: {}",

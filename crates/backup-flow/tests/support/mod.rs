@@ -1,5 +1,5 @@
-//! Test support: a simulator, a client set up as an app would leave it, and a minimal
-//! Self-Managed Backups webhook so that self-stored runs keep the simulator's report clean.
+//! Test support: a simulator, a client set up as an app would leave it, and the custodian
+//! webhook for Self-Managed Backups, so that self-stored runs keep the simulator's report clean.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -8,21 +8,19 @@
     clippy::indexing_slicing
 )] // test helpers shared by several test binaries; a broken fixture should panic
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::extract::{Json, State};
-use axum::routing::post;
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
 use backup_flow::portal_api::client::RetryConfig;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::mpc::GenerateResponse;
 use backup_flow::portal_api::{ApiKey, Client};
 use backup_flow::storage::fs::FsStore;
+use backup_flow::storage::memory::MemoryStore;
 use backup_flow::{CiphertextStore, Flow};
+use custodian_webhook::{WebhookSecrets, WebhookServer};
 use portal_sim::{BackupMode, PortalSim, SimClient, SimConfig, WebhookConfig};
-use serde_json::{Value, json};
 
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 
@@ -85,50 +83,18 @@ pub fn flow(client: Client, keyring: Keyring, target: CiphertextStore, state: &P
     Flow::new(client, keyring, target, state).unwrap()
 }
 
-type Shares = Arc<Mutex<HashMap<String, Vec<String>>>>;
-
-/// `POST /backup` keeps the share, `POST /backup/fetch` returns them; checks the secret.
+/// The real Self-Managed Backups webhook (`custodian-webhook`), keeping the custodian shares
+/// sealed in memory for the life of the test process.
 async fn webhook() -> String {
-    let shares: Shares = Arc::default();
-    async fn backup(
-        State(shares): State<Shares>,
-        headers: axum::http::HeaderMap,
-        Json(body): Json<Value>,
-    ) -> axum::http::StatusCode {
-        if headers
-            .get("x-webhook-secret")
-            .and_then(|v| v.to_str().ok())
-            != Some(WEBHOOK_SECRET)
-        {
-            return axum::http::StatusCode::UNAUTHORIZED;
-        }
-        let client = body["clientId"].as_str().unwrap().to_owned();
-        let share = body["share"].as_str().unwrap().to_owned();
-        shares
-            .lock()
-            .unwrap()
-            .entry(client)
-            .or_default()
-            .push(share);
-        axum::http::StatusCode::OK
-    }
-    async fn fetch(State(shares): State<Shares>, Json(body): Json<Value>) -> Json<Value> {
-        let client = body["clientId"].as_str().unwrap();
-        let list = shares
-            .lock()
-            .unwrap()
-            .get(client)
-            .cloned()
-            .unwrap_or_default();
-        Json(json!({ "backupShares": list }))
-    }
-    let app = axum::Router::new()
-        .route("/backup", post(backup))
-        .route("/backup/fetch", post(fetch))
-        .with_state(shares);
+    let server = WebhookServer::builder()
+        .with_keyring(keyring())
+        .with_store(Arc::new(MemoryStore::new()))
+        .with_secrets(WebhookSecrets::parse(WEBHOOK_SECRET).unwrap())
+        .build()
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move { server.serve(listener, std::future::pending::<()>()).await });
     url
 }
 

@@ -102,8 +102,12 @@ pub fn run_in_fresh_token(filter: &str, min_tests: usize, env: &[(&str, &str)]) 
         String::from_utf8_lossy(&init.stderr)
     );
 
+    // One test at a time: SoftHSM2's file-backed token fails token-object creation
+    // (CKR_GENERAL_ERROR) when another session works on the token at the same moment, which
+    // made a test fail about once in twenty runs. Concurrency *within* a test (the conformance
+    // kit's concurrent check, the 32-task stress test) is what those tests exercise.
     let child = Command::new(std::env::current_exe().unwrap())
-        .args([filter, "--test-threads=2"])
+        .args([filter, "--test-threads=1"])
         .env("SOFTHSM2_CONF", &conf)
         .env(CHILD_ENV, "1")
         .env(ENV_MODULE, &module)

@@ -25,7 +25,7 @@ use crate::cmd::{self, Error, Result};
 use crate::json::{self, Value};
 
 /// The benches to run, as `(package, bench target)`. Extend this as crates add benches.
-const BENCHES: &[(&str, &str)] = &[("envelope", "envelope")];
+const BENCHES: &[(&str, &str)] = &[("envelope", "envelope"), ("backup-flow", "bulk_throughput")];
 
 /// The id prefix that marks a group's reference benchmark (see the module docs).
 const BASELINE_PREFIX: &str = "baseline";
@@ -83,6 +83,8 @@ struct Bench {
     median_ns: f64,
     /// Bytes per iteration, when the bench declares `Throughput::Bytes`.
     bytes: Option<f64>,
+    /// Elements per iteration, when the bench declares `Throughput::Elements`.
+    elements: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,12 +152,16 @@ fn read_result(new_dir: &Path) -> Result<Bench> {
     let bytes = ["Bytes", "BytesDecimal"]
         .iter()
         .find_map(|k| throughput.and_then(|t| t.get(k)).and_then(Value::as_f64));
+    let elements = throughput
+        .and_then(|t| t.get("Elements"))
+        .and_then(Value::as_f64);
     Ok(Bench {
         group,
         id: id_in_group,
         parameter,
         median_ns,
         bytes,
+        elements,
     })
 }
 
@@ -203,6 +209,12 @@ fn human_time(ns: f64) -> String {
     }
 }
 
+/// Elements per second for `elements` processed in `ns`.
+fn per_s(elements: f64, ns: f64) -> Option<f64> {
+    let rate = elements / (ns / 1e9);
+    rate.is_finite().then_some(rate)
+}
+
 /// MiB per second for `bytes` processed in `ns`.
 fn mib_per_s(bytes: f64, ns: f64) -> Option<f64> {
     let rate = bytes / (ns / 1e9) / 1_048_576.0;
@@ -219,6 +231,12 @@ fn markdown(rows: &[Row]) -> String {
          divided by the baseline's (1.25 = 25 % slower), and *speed vs baseline* is the inverse \
          (0.80 = 0.8x the baseline's speed). Parameterized groups compare each benchmark with \
          the baseline of the same parameter.\n\n\
+         **Bulk throughput** (`bulk_backup_20ms`, from `crates/backup-flow/benches/bulk_throughput.rs`, \
+         one timed bulk run per concurrency `cNNN` against `portal-sim` with 20 ms added to every \
+         request, written in criterion's layout): *median* is wall time per backup, *throughput* \
+         backups per second, and `baseline_ideal/cNNN` is the ideal, concurrency / (requests per backup × \
+         20 ms), with requests counted by the simulator; *speed vs baseline* is therefore \
+         achieved ÷ ideal throughput.\n\n\
          | group | benchmark | median | throughput | time ÷ baseline | speed vs baseline |\n\
          | --- | --- | ---: | ---: | ---: | ---: |\n",
     );
@@ -227,7 +245,13 @@ fn markdown(rows: &[Row]) -> String {
         let throughput = b
             .bytes
             .and_then(|bytes| mib_per_s(bytes, b.median_ns))
-            .map_or_else(|| "–".to_owned(), |r| format!("{r:.1} MiB/s"));
+            .map(|r| format!("{r:.1} MiB/s"))
+            .or_else(|| {
+                b.elements
+                    .and_then(|n| per_s(n, b.median_ns))
+                    .map(|r| format!("{r:.1} /s"))
+            })
+            .unwrap_or_else(|| "–".to_owned());
         let (time_ratio, speed) = row.ratio.as_ref().map_or_else(
             || ("–".to_owned(), "–".to_owned()),
             |(_, r)| (format!("{r:.3}"), format!("{:.3}", 1.0 / r)),
@@ -268,7 +292,7 @@ fn to_json(rows: &[Row]) -> String {
         let _ = write!(
             out,
             "{}\n    {{\"group\": {}, \"id\": {}, \"median_ns\": {}, \"bytes\": {}, \
-             \"mib_per_s\": {}, \"baseline\": {baseline}, \"time_ratio_to_baseline\": {}, \
+             \"mib_per_s\": {}, \"elements\": {}, \"per_s\": {}, \"baseline\": {baseline}, \"time_ratio_to_baseline\": {}, \
              \"speed_relative_to_baseline\": {}}}",
             if index == 0 { "" } else { "," },
             json::quote(&b.group),
@@ -276,6 +300,8 @@ fn to_json(rows: &[Row]) -> String {
             number(Some(b.median_ns)),
             number(b.bytes),
             number(b.bytes.and_then(|bytes| mib_per_s(bytes, b.median_ns))),
+            number(b.elements),
+            number(b.elements.and_then(|n| per_s(n, b.median_ns))),
             number(ratio),
             number(ratio.map(|r| 1.0 / r)),
         );
@@ -295,6 +321,7 @@ mod tests {
             parameter: parameter.map(str::to_owned),
             median_ns,
             bytes: Some(4096.0),
+            elements: None,
         }
     }
 
@@ -381,6 +408,7 @@ mod tests {
                 parameter: Some("4096".into()),
                 median_ns: 1024.0,
                 bytes: Some(4096.0),
+                elements: None,
             }]
         );
         assert!(later.is_empty(), "stale results must be ignored");

@@ -46,12 +46,15 @@ pub fn tool_missing(tool: &str, detail: &str) {
     );
 }
 
-/// The workspace root (two levels above this crate).
+/// The workspace root: the nearest directory above the package holding `Cargo.lock` (this
+/// support is also compiled into the workspace's `tests` package).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    let package = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    package
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or(&package)
+        .to_path_buf()
 }
 
 /// A context like the one a backup uses.

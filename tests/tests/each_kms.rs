@@ -1,0 +1,144 @@
+//! Backup, verify and recover end to end against `portal-sim`, Portal-managed and
+//! self-stored, with each KMS backend of the workspace as the only key-encryption key: AWS KMS
+//! (moto), Google Cloud KMS (the in-repo REST fake) and PKCS#11 (SoftHSM2, a fresh token).
+//! The simulator's invariant report must be clean after each.
+#![allow(clippy::unwrap_used)] // tests and their fixtures: a panic is a failure
+
+#[path = "../../crates/envelope/tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use backup_flow::envelope::aws::AwsKmsBuilder;
+use backup_flow::envelope::gcp::GcpKmsBuilder;
+use backup_flow::envelope::{KeyEncryptionKey, Keyring};
+use backup_flow::portal_api::client::RetryConfig;
+use backup_flow::portal_api::client_api::SharePairStatusUpdate;
+use backup_flow::portal_api::{ApiKey, Client, Curve};
+use backup_flow::storage::fs::FsStore;
+use backup_flow::storage::memory::MemoryStore;
+use backup_flow::{CiphertextStore, Flow};
+use custodian_webhook::{WebhookSecrets, WebhookServer};
+use portal_sim::{BackupMode, PortalSim, SimConfig, WebhookConfig};
+use support::gcp_fake::{self, GcpFake};
+use support::{hsm, moto};
+
+const SECRET: &str = "integration-webhook-secret";
+
+/// One full cycle with `kek` as the only KEK: Portal-managed backup, verify, recover; then a
+/// self-stored backup (files, custodian shares through the real webhook), verify, recover.
+async fn cycle(kek: Arc<dyn KeyEncryptionKey>) {
+    let provider = kek.provider().to_owned();
+    let keyring = Keyring::new().with(kek);
+    for self_managed in [false, true] {
+        let mut config = SimConfig::new().with_seed(11);
+        if self_managed {
+            config = config.with_mode(BackupMode::SelfManaged(WebhookConfig::new(
+                webhook(keyring.clone()).await,
+                ApiKey::from(SECRET),
+            )));
+        }
+        let sim = PortalSim::start(config).await.unwrap();
+        let keys = sim.create_client();
+        let client = Client::builder()
+            .with_api_base_url(sim.api_base_url())
+            .with_mpc_base_url(sim.mpc_base_url())
+            .with_client_api_key(ApiKey::from(keys.client_api_key.expose_secret()))
+            .with_retry(
+                RetryConfig::default().with_initial_backoff(std::time::Duration::from_millis(5)),
+            )
+            .without_rate_limits()
+            .build()
+            .unwrap();
+        let generate = client.generate().await.unwrap();
+        client
+            .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
+            .await
+            .unwrap();
+        let (state, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let target = if self_managed {
+            CiphertextStore::Own(Arc::new(FsStore::new(data.path()).unwrap()))
+        } else {
+            CiphertextStore::Portal
+        };
+        let flow = Flow::new(client, keyring.clone(), target, state.path()).unwrap();
+
+        let outcome = flow.backup(&generate).await.unwrap();
+        assert_eq!(outcome.status, "confirmed", "{provider}");
+        let report = flow.verify().await.unwrap();
+        assert!(report.is_ok(), "{provider}: {report:?}");
+        let recovered = flow.recover().await.unwrap();
+        assert!(
+            recovered.shares.get(&Curve::Secp256k1).is_some(),
+            "{provider}"
+        );
+        assert!(
+            recovered.shares.get(&Curve::Ed25519).is_some(),
+            "{provider}"
+        );
+        let sim_report = sim.report();
+        assert!(
+            sim_report.is_clean(),
+            "{provider}, self-managed {self_managed}: {sim_report}"
+        );
+    }
+}
+
+/// The custodian webhook, sealing the custodian shares with the same keyring.
+async fn webhook(keyring: Keyring) -> String {
+    let server = WebhookServer::builder()
+        .with_keyring(keyring)
+        .with_store(Arc::new(MemoryStore::new()))
+        .with_secrets(WebhookSecrets::parse(SECRET).unwrap())
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { server.serve(listener, std::future::pending::<()>()).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_kms_against_moto() {
+    let Some(server) = moto::shared() else { return };
+    let counter = moto::RequestCounter::default();
+    let client = moto::client(&server.endpoint, &counter);
+    let arn = moto::create_key(&client).await;
+    let aws = AwsKmsBuilder::new()
+        .with_key_id(arn)
+        .with_client(client)
+        .build()
+        .await
+        .unwrap();
+    cycle(Arc::new(aws)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_kms_against_the_rest_fake() {
+    let fake = GcpFake::start().await;
+    let gcp = GcpKmsBuilder::new()
+        .with_key_name(gcp_fake::KEY)
+        .with_client(gcp_fake::client(&fake.endpoint).await)
+        .build()
+        .await
+        .unwrap();
+    cycle(Arc::new(gcp)).await;
+}
+
+#[test]
+fn pkcs11_in_a_fresh_softhsm2_token() {
+    if hsm::inside() {
+        return;
+    }
+    hsm::run_in_fresh_token("in_token::", 1, &[]);
+}
+
+mod in_token {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pkcs11_cycle() {
+        let Some(kek) = hsm::kek() else { return };
+        cycle(Arc::new(kek)).await;
+    }
+}

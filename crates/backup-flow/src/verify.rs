@@ -1,7 +1,6 @@
 //! Verification: the restore drill on its own, for every completed backup of a client.
 
 use envelope::Opener;
-use portal_api::client_api::BackupSharePair;
 use portal_api::common::SharePairStatus;
 use serde::Serialize;
 use storage::BackupStoreExt as _;
@@ -82,11 +81,46 @@ impl Flow {
                 .iter()
                 .filter(|p| p.status == SharePairStatus::Completed);
             for pair in completed {
-                checked.push(self.check(&opener, &me.id, &wallet.curve, pair).await?);
+                checked.push(self.check(&opener, &me.id, &wallet.curve, &pair.id).await?);
             }
         }
         Ok(VerifyReport {
             client_id: me.id,
+            checked,
+        })
+    }
+
+    /// The restore drill over everything the store holds for `client_id`, without asking
+    /// Portal: every client backup ciphertext must open as the share its key names (client,
+    /// pair, curve). Finds swapped, foreign, tampered and unreadable objects; it cannot know
+    /// what is missing, which [`verify`](Self::verify) does from Portal's list of pairs.
+    ///
+    /// # Errors
+    /// A store that cannot list (Portal's), and store failures.
+    pub async fn verify_stored(&self, client_id: &str) -> Result<VerifyReport> {
+        let keys = self
+            .store
+            .list(client_id)
+            .await
+            .map_err(|source| Error::Store {
+                operation: "list",
+                key: client_id.to_owned(),
+                source: Box::new(source),
+            })?;
+        let opener = Opener::new(&self.keyring);
+        let mut checked = Vec::new();
+        for key in keys {
+            if key.kind() != storage::ShareKind::ClientBackup {
+                continue;
+            }
+            let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
+                continue;
+            };
+            let curve = portal_api::common::Curve::from_wire(curve);
+            checked.push(self.check(&opener, client_id, &curve, pair_id).await?);
+        }
+        Ok(VerifyReport {
+            client_id: client_id.to_owned(),
             checked,
         })
     }
@@ -96,11 +130,11 @@ impl Flow {
         opener: &Opener<'_>,
         client_id: &str,
         curve: &portal_api::common::Curve,
-        pair: &BackupSharePair,
+        pair_id: &str,
     ) -> Result<ShareCheck> {
         let id = ShareId {
             client_id,
-            pair_id: &pair.id,
+            pair_id,
             curve,
             signing: false,
         };
@@ -120,7 +154,7 @@ impl Flow {
         };
         Ok(ShareCheck {
             curve: curve.as_str().to_owned(),
-            backup_share_pair_id: pair.id.clone(),
+            backup_share_pair_id: pair_id.to_owned(),
             key: key.to_string(),
             finding,
         })

@@ -177,6 +177,15 @@ async fn swapped_or_foreign_ciphertexts_fail_before_recover_reaches_portal() {
             .iter()
             .all(|c| matches!(c.finding, Finding::WrongIdentity { .. }))
     );
+    // The store-wide drill, without Portal, finds the same two.
+    let stored = flow.verify_stored(&keys.client_id).await.unwrap();
+    assert_eq!(stored.checked.len(), 2);
+    assert!(
+        stored
+            .checked
+            .iter()
+            .all(|c| matches!(c.finding, Finding::WrongIdentity { .. }))
+    );
     // Were /v1/recover reached, this fault would surface as a Portal error.
     sim.add_fault(
         "POST /v1/recover: error=1.0, status=500"

@@ -136,7 +136,16 @@ pub(crate) enum Command {
     },
     /// The restore drill: check that every backed-up share opens and is bound to its
     /// identity (exit 0 only then; 4 otherwise). Changes nothing
-    Verify,
+    Verify {
+        /// Check everything the store holds instead of the pairs Portal lists for the client
+        /// of --api-key: every client of a file store (or those of --client-id), each object
+        /// opened as the share its name says. Needs no API key; cannot see what is missing
+        #[arg(long)]
+        store_wide: bool,
+        /// With --store-wide: only these clients (repeatable)
+        #[arg(long = "client-id", value_name = "ID", requires = "store_wide")]
+        client_id: Vec<String>,
+    },
     /// As the custodian, eject a client's wallets: both backup shares of each wallet go to a
     /// new file (mode 0600)
     Eject {

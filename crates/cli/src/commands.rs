@@ -153,7 +153,13 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
         Command::Keygen { out } => keygen(&out),
         Command::Backup { generate_response } => backup(&settings, &generate_response).await,
         Command::Recover { out } => recover(&settings, out.as_deref()).await,
-        Command::Verify => verify(&settings).await,
+        Command::Verify {
+            store_wide: false, ..
+        } => verify(&settings).await,
+        Command::Verify {
+            store_wide: true,
+            client_id,
+        } => verify_store_wide(&settings, client_id).await,
         Command::Eject { client_id, out } => eject(&settings, &client_id, &out).await,
         Command::Rotate { to_kms, client_id } => rotate(&settings, &to_kms, client_id).await,
         Command::Bulk(BulkCommand::Backup(args)) => bulk_backup(&settings, args).await,
@@ -317,6 +323,59 @@ async fn verify(settings: &Settings) -> Result<ExitCode, Failure> {
             bad.join("\n    ")
         ))
         .hint("do not recover from these ciphertexts; restore them from a copy, or back the client up again")
+    };
+    Err(failure.with_code(EXIT_VERIFY_FAILED))
+}
+
+async fn verify_store_wide(
+    settings: &Settings,
+    client_ids: Vec<String>,
+) -> Result<ExitCode, Failure> {
+    let (uri, store) = settings.store()?;
+    let client_ids = match (&uri, client_ids.is_empty()) {
+        (_, false) => client_ids,
+        (StoreUri::File(dir), true) => crate::store::file_store_clients(dir)?,
+        _ => {
+            return Err(
+                Failure::new("no client to verify: this store cannot list its clients")
+                    .hint("pass --client-id <id>, or use --store file:<dir>"),
+            );
+        }
+    };
+    let keyring = kms::keyring(&settings.kms, "--kms").await?;
+    let flow = settings.flow_with(settings.portal(Acting::Nobody, None)?, keyring, store)?;
+    let mut reports = Vec::with_capacity(client_ids.len());
+    for client_id in &client_ids {
+        reports.push(
+            flow.verify_stored(client_id)
+                .await
+                .map_err(|e| Failure::flow(format!("verify of client {client_id} failed"), e))?,
+        );
+    }
+    output::print_json(&reports)?;
+    let checked: usize = reports.iter().map(|r| r.checked.len()).sum();
+    let bad: Vec<String> = reports
+        .iter()
+        .flat_map(|r| r.checked.iter())
+        .filter(|c| c.finding != backup_flow::Finding::Ok)
+        .map(|c| c.key.clone())
+        .collect();
+    if checked > 0 && bad.is_empty() {
+        eprintln!(
+            "verified {checked} stored shares of {} clients: every one opens as the share its name says",
+            client_ids.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let failure = if checked == 0 {
+        Failure::new("verification failed: the store holds no client backup share to check")
+    } else {
+        Failure::new(format!(
+            "verification failed: {} of {checked} stored shares do not open as the share their name says:\n    {}",
+            bad.len(),
+            bad.join("\n    ")
+        ))
+        .hint("do not recover from these ciphertexts; restore them from a copy, or back the clients up again")
     };
     Err(failure.with_code(EXIT_VERIFY_FAILED))
 }

@@ -369,6 +369,19 @@ async fn file_store_backup_and_swapped_ciphertexts_fail_verify_and_recover_befor
     };
     assert!(file("SECP256K1").is_file() && file("ED25519").is_file());
     assert!(run(&mut cmd(&["verify"]), None).status.success());
+    // The store-wide drill needs no API key: it opens every object as the share its name says.
+    let store_wide = || {
+        let mut cmd = work.cmd(Some(&sim));
+        cmd.env_remove("PORTAL_CLIENT_API_KEY")
+            .env("PORTAL_BACKUP_STORE", &store)
+            .args(["verify", "--store-wide"]);
+        cmd
+    };
+    let out = run(&mut store_wide(), None);
+    assert!(out.status.success(), "{}", text(&out));
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reports[0]["clientId"], keys.client_id.as_str());
+    assert_eq!(reports[0]["checked"].as_array().unwrap().len(), 2);
 
     // Swap the two ciphertexts of the client.
     let (a, b) = (
@@ -390,6 +403,14 @@ async fn file_store_backup_and_swapped_ciphertexts_fail_verify_and_recover_befor
             .unwrap()
             .iter()
             .all(|c| c["finding"]["wrong-identity"].is_object())
+    );
+    let out = run(&mut store_wide(), None);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 of 2 stored shares do not open"), "{err}");
+    assert!(
+        err.contains(&pair("SECP256K1")) && err.contains(&pair("ED25519")),
+        "{err}"
     );
 
     // Were /v1/recover reached, this fault would be counted by the simulator.

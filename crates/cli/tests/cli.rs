@@ -4,67 +4,34 @@
 //! a bulk backup killed with SIGKILL at random moments then resumed, and the demo.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, missing_docs)] // test helpers: a broken fixture should panic
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher as _, RandomState};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Json, State};
-use axum::http::StatusCode;
 use portal_api::client_api::SharePairStatusUpdate;
 use portal_api::common::SharePairStatus;
 use portal_api::{ApiKey, Client};
 use portal_sim::{BackupMode, FaultRule, PortalSim, SimClient, SimConfig, WebhookConfig};
 use serde_json::{Value, json};
 
+mod support;
+
+use support::{Shares, webhook};
+
 const BIN: &str = env!("CARGO_BIN_EXE_portal-backup");
 const WEBHOOK_SECRET: &str = "cli-test-webhook-secret";
 
 // ---- fixtures ---------------------------------------------------------------------------
 
-type Shares = Arc<Mutex<HashMap<String, Vec<String>>>>;
-
-/// A minimal Self-Managed Backups webhook, so that self-stored runs keep the report clean.
-async fn webhook() -> String {
-    async fn backup(State(shares): State<Shares>, Json(body): Json<Value>) -> StatusCode {
-        let client = body["clientId"].as_str().unwrap().to_owned();
-        let share = body["share"].as_str().unwrap().to_owned();
-        shares
-            .lock()
-            .unwrap()
-            .entry(client)
-            .or_default()
-            .push(share);
-        StatusCode::OK
-    }
-    async fn fetch(State(shares): State<Shares>, Json(body): Json<Value>) -> Json<Value> {
-        let list = shares
-            .lock()
-            .unwrap()
-            .get(body["clientId"].as_str().unwrap())
-            .cloned()
-            .unwrap_or_default();
-        Json(json!({ "backupShares": list }))
-    }
-    let app = axum::Router::new()
-        .route("/backup", axum::routing::post(backup))
-        .route("/backup/fetch", axum::routing::post(fetch))
-        .with_state(Shares::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
-/// Portal-managed, or self-managed with the webhook above (needed for a store of our own).
+/// Portal-managed, or self-managed with the test webhook (needed for a store of our own).
 async fn sim(self_managed: bool) -> PortalSim {
     let mut config = SimConfig::new();
     if self_managed {
         config = config.with_mode(BackupMode::SelfManaged(WebhookConfig::new(
-            webhook().await,
+            webhook(Shares::default()).await,
             ApiKey::from(WEBHOOK_SECRET),
         )));
     }

@@ -30,8 +30,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{Json, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::header;
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -39,6 +39,10 @@ use portal_api::client_api::SharePairStatusUpdate;
 use portal_api::{ApiKey, Client};
 use portal_sim::{BackupMode, PortalSim, SimClient, SimConfig, WebhookConfig};
 use serde_json::{Value, json};
+
+mod support;
+
+use support::{Shares, webhook};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portal-backup");
 const WEBHOOK_SECRET: &str = "leak-scan-webhook-secret-7c1d";
@@ -286,39 +290,6 @@ async fn proxy(sim: &PortalSim, wire: &Wire) -> String {
         wire: wire.clone(),
     };
     serve(axum::Router::new().fallback(forward).with_state(proxy)).await
-}
-
-type Shares = Arc<Mutex<HashMap<String, Vec<String>>>>;
-
-/// A minimal Self-Managed Backups webhook (a store of our own needs Self-Managed Backups).
-async fn webhook(shares: Shares) -> String {
-    async fn backup(State(shares): State<Shares>, Json(body): Json<Value>) -> StatusCode {
-        let client = body["clientId"].as_str().unwrap().to_owned();
-        let share = body["share"].as_str().unwrap().to_owned();
-        shares
-            .lock()
-            .unwrap()
-            .entry(client)
-            .or_default()
-            .push(share);
-        StatusCode::OK
-    }
-    async fn fetch(State(shares): State<Shares>, Json(body): Json<Value>) -> Json<Value> {
-        let list = shares
-            .lock()
-            .unwrap()
-            .get(body["clientId"].as_str().unwrap())
-            .cloned()
-            .unwrap_or_default();
-        Json(json!({ "backupShares": list }))
-    }
-    serve(
-        axum::Router::new()
-            .route("/backup", axum::routing::post(backup))
-            .route("/backup/fetch", axum::routing::post(fetch))
-            .with_state(shares),
-    )
-    .await
 }
 
 /// A client whose app generated its wallet (through the proxy) and confirmed its signing

@@ -94,6 +94,18 @@ impl Flow {
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
     }
+
+    /// Every object the store holds for `client_id`.
+    pub(crate) async fn list_client(&self, client_id: &str) -> Result<Vec<storage::BackupKey>> {
+        self.store
+            .list(client_id)
+            .await
+            .map_err(|source| Error::Store {
+                operation: "list",
+                key: client_id.to_owned(),
+                source: Box::new(source),
+            })
+    }
 }
 
 fn resolve(portal: &portal_api::Client, target: &CiphertextStore) -> Arc<dyn BackupStore> {

@@ -33,15 +33,7 @@ impl Flow {
     pub async fn rotate(&self, to: &Keyring, client_ids: &[String]) -> Result<RotateReport> {
         let mut report = RotateReport::default();
         for client_id in client_ids {
-            let keys = self
-                .store
-                .list(client_id)
-                .await
-                .map_err(|source| Error::Store {
-                    operation: "list",
-                    key: client_id.clone(),
-                    source: Box::new(source),
-                })?;
+            let keys = self.list_client(client_id).await?;
             for key in keys {
                 if !matches!(
                     key.kind(),

@@ -98,15 +98,7 @@ impl Flow {
     /// # Errors
     /// A store that cannot list (Portal's), and store failures.
     pub async fn verify_stored(&self, client_id: &str) -> Result<VerifyReport> {
-        let keys = self
-            .store
-            .list(client_id)
-            .await
-            .map_err(|source| Error::Store {
-                operation: "list",
-                key: client_id.to_owned(),
-                source: Box::new(source),
-            })?;
+        let keys = self.list_client(client_id).await?;
         let opener = Opener::new(&self.keyring);
         let mut checked = Vec::new();
         for key in keys {

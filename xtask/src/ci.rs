@@ -217,7 +217,9 @@ impl Ctx {
     }
 
     fn cargo(&self) -> Cmd {
-        cmd::cargo(&self.root)
+        // A one-shot CI build gains nothing from incremental caches and they cost gigabytes
+        // of disk on a machine that may be short of it.
+        cmd::cargo(&self.root).env("CARGO_INCREMENTAL", "0")
     }
 }
 

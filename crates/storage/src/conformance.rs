@@ -205,6 +205,26 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// `list_clients`, where the store implements it, is sorted and holds these clients
+    /// (a shared bucket or database may hold others too).
+    async fn clients_listed(&self, clients: &[&str]) -> Result<(), Failure> {
+        let listed = match self.store.list_clients().await {
+            Err(StorageError::NotSupported { .. }) => return Ok(()),
+            Err(e) => return Err(self.store_error("list clients", &e)),
+            Ok(listed) => listed,
+        };
+        if !listed.is_sorted() {
+            return Err(self.fail("list clients returned ids out of order"));
+        }
+        match clients
+            .iter()
+            .find(|c| listed.binary_search_by(|l| l.as_str().cmp(c)).is_err())
+        {
+            Some(missing) => Err(self.fail(format!("list clients left out {missing}"))),
+            None => Ok(()),
+        }
+    }
+
     async fn list_of(&self, client: &str) -> Result<Vec<BackupKey>, Failure> {
         self.store
             .list(client)
@@ -540,7 +560,8 @@ pub async fn delete(store: &dyn BackupStore) -> Outcome {
 /// With [`Capabilities::list`]: `list` returns exactly the client's keys, sorted by path
 /// form — not those of a client whose id extends it (`cl_1` vs `cl_10`, `cl_1-x`), not
 /// deleted ones — an empty list for a client with nothing, and
-/// [`StorageError::InvalidKey`] for a malformed client id. Without: `list` returns
+/// [`StorageError::InvalidKey`] for a malformed client id; `list_clients`, unless it answers
+/// [`StorageError::NotSupported`], includes the clients written. Without: `list` returns
 /// [`StorageError::NotSupported`].
 ///
 /// # Errors
@@ -591,6 +612,8 @@ pub async fn list(store: &dyn BackupStore) -> Outcome {
                 join(&got)
             )));
         }
+        run.clients_listed(&[run.client.as_str(), other.client_id()])
+            .await?;
         if run.caps.delete {
             let removed = expected.remove(0);
             run.store

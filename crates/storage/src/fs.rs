@@ -393,6 +393,19 @@ fn children(dir: &Path, files: bool) -> Result<Vec<String>, StorageError> {
     Ok(names)
 }
 
+/// Client directories that hold at least one key (a client whose objects were all deleted
+/// may leave empty directories behind).
+fn list_clients_blocking(root: &Path) -> Result<Vec<String>, StorageError> {
+    let mut clients = Vec::new();
+    for name in children(root, false)? {
+        if BackupKey::check_client_id(&name).is_ok() && !list_blocking(root, &name)?.is_empty() {
+            clients.push(name);
+        }
+    }
+    clients.sort_unstable();
+    Ok(clients)
+}
+
 fn list_blocking(root: &Path, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
     let mut keys = Vec::new();
     let client_dir = root.join(client_id);
@@ -452,5 +465,10 @@ impl BackupStore for FsStore {
         BackupKey::check_client_id(client_id)?;
         let (root, client_id) = (self.root.clone(), client_id.to_owned());
         blocking(move || list_blocking(&root, &client_id)).await
+    }
+
+    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+        let root = self.root.clone();
+        blocking(move || list_clients_blocking(&root)).await
     }
 }

@@ -18,6 +18,7 @@ pub mod fs;
 pub mod memory;
 #[cfg(feature = "portal")]
 pub mod portal;
+pub mod uri;
 
 pub use error::{BoxError, Report, Result, StorageError};
 pub use key::{ABSENT, BackupKey, BackupKeyBuilder, MAX_PART_LEN, MAX_PATH_LEN, ShareKind};

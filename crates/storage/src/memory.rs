@@ -157,6 +157,18 @@ impl BackupStore for MemoryStore {
             .map(|(_, (key, _))| key.clone())
             .collect())
     }
+
+    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+        if !self.capabilities.list {
+            return Err(self.unsupported("list clients"));
+        }
+        let clients: std::collections::BTreeSet<String> = self
+            .lock()
+            .values()
+            .map(|(key, _)| key.client_id().to_owned())
+            .collect();
+        Ok(clients.into_iter().collect())
+    }
 }
 
 #[cfg(test)]

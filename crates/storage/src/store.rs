@@ -205,6 +205,20 @@ pub trait BackupStore: fmt::Debug + Send + Sync + 'static {
     /// [`StorageError::InvalidKey`] for a client id that breaks the
     /// [rules](BackupKey#rules-for-every-part); transport and backend errors.
     async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError>;
+
+    /// The id of every client with at least one object stored, sorted: what a store-wide
+    /// restore drill or a rotation walks. Stores that can [`list`](BackupStore::list) should
+    /// implement it; the default answers [`StorageError::NotSupported`].
+    ///
+    /// # Errors
+    /// [`StorageError::NotSupported`] when the store cannot enumerate its clients; transport
+    /// and backend errors.
+    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+        Err(StorageError::NotSupported {
+            operation: "list clients",
+            backend: self.name(),
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -233,6 +247,9 @@ impl<T: BackupStore + ?Sized> BackupStore for Arc<T> {
     async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
         (**self).list(client_id).await
     }
+    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+        (**self).list_clients().await
+    }
 }
 
 #[async_trait::async_trait]
@@ -260,6 +277,9 @@ impl<T: BackupStore + ?Sized> BackupStore for Box<T> {
     }
     async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
         (**self).list(client_id).await
+    }
+    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+        (**self).list_clients().await
     }
 }
 

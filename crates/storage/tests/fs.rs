@@ -158,3 +158,18 @@ fn a_file_as_root_is_refused() {
     let file = tempfile::NamedTempFile::new().unwrap();
     assert!(FsStore::new(file.path()).is_err());
 }
+
+#[tokio::test]
+async fn list_clients_names_clients_with_objects_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::new(dir.path()).unwrap();
+    assert!(store.list_clients().await.unwrap().is_empty());
+    let a = BackupKey::client_backup("cl_b", "bsp_1", "SECP256K1").unwrap();
+    let b = BackupKey::custodian_backup("cl_a", "GDRIVE").unwrap();
+    store.put_new(&a, Bytes::from_static(b"x")).await.unwrap();
+    store.put_new(&b, Bytes::from_static(b"y")).await.unwrap();
+    std::fs::create_dir(dir.path().join(".hidden")).unwrap();
+    assert_eq!(store.list_clients().await.unwrap(), ["cl_a", "cl_b"]);
+    store.delete(&a).await.unwrap();
+    assert_eq!(store.list_clients().await.unwrap(), ["cl_a"]);
+}

@@ -16,6 +16,8 @@ pub mod docs;
 #[cfg(all(feature = "fs", unix))]
 pub mod fs;
 pub mod memory;
+#[cfg(feature = "object-store")]
+pub mod object;
 #[cfg(feature = "portal")]
 pub mod portal;
 pub mod uri;

@@ -248,7 +248,11 @@ impl ObjectStoreStore {
     ) -> StorageError {
         use object_store::Error as E;
         match e {
-            E::NotFound { .. } => StorageError::NotFound { key: key.clone() },
+            // A missing bucket or container also answers 404: that is a configuration error,
+            // never "nothing stored under this key".
+            E::NotFound { .. } if !names_missing_bucket(&e) => {
+                StorageError::NotFound { key: key.clone() }
+            }
             E::AlreadyExists { .. } => StorageError::AlreadyExists { key: key.clone() },
             // GCS and S3-compatible servers answer a failed create-only put with 412.
             E::Precondition { .. } if operation == PutMode::Create.operation() => {
@@ -275,6 +279,23 @@ impl ObjectStoreStore {
             },
         }
     }
+}
+
+/// Whether a "not found" error is about the bucket (or container), by the error code in the
+/// service's answer: S3's and GCS's `NoSuchBucket`, Azure's `ContainerNotFound`.
+fn names_missing_bucket(e: &object_store::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if ["NoSuchBucket", "ContainerNotFound"]
+            .iter()
+            .any(|code| text.contains(code))
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// Whether an error left after object_store's own retries is worth retrying later: a

@@ -1,0 +1,1 @@
+//! Azurite (written next).

@@ -1,0 +1,1 @@
+//! GCS fake (written next).

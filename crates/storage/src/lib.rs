@@ -20,6 +20,8 @@ pub mod memory;
 pub mod object;
 #[cfg(feature = "portal")]
 pub mod portal;
+#[cfg(feature = "replicated")]
+pub mod replicated;
 pub mod uri;
 
 pub use error::{BoxError, Report, Result, StorageError};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use portal_api::{ApiKey, BackupMethod};
 
 use crate::faults::FaultRule;
+use crate::traffic::Host;
 
 /// Who keeps the custodian backup shares and the client backup ciphertexts.
 #[derive(Debug)]
@@ -110,6 +111,11 @@ pub struct SimConfig {
     pub status_view: StatusView,
     /// A fixed API key for the default custodian (handy for the binary); random when `None`.
     pub custodian_api_key: Option<ApiKey>,
+    /// Requests each host accepts within any one second before it answers 429 (`None` = no
+    /// limit, the default). See [`with_rate_limit`](Self::with_rate_limit).
+    pub rate_limit_api: Option<u32>,
+    /// The same for the Enclave MPC API (`/v1/…`).
+    pub rate_limit_mpc: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -128,6 +134,8 @@ impl fmt::Debug for SimConfig {
             .field("backup_method", &self.backup_method)
             .field("status_view", &self.status_view)
             .field("custodian_api_key", &self.custodian_api_key.is_some())
+            .field("rate_limit_api", &self.rate_limit_api)
+            .field("rate_limit_mpc", &self.rate_limit_mpc)
             .finish()
     }
 }
@@ -145,6 +153,8 @@ impl SimConfig {
             backup_method: BackupMethod::Custom,
             status_view: StatusView::Summary,
             custodian_api_key: None,
+            rate_limit_api: None,
+            rate_limit_mpc: None,
         }
     }
 
@@ -194,6 +204,37 @@ impl SimConfig {
     pub fn with_status_view(mut self, view: StatusView) -> Self {
         self.status_view = view;
         self
+    }
+
+    /// Limits `host` to `per_second` requests within any one second (a sliding window over
+    /// arrivals): a request beyond that is answered 429 `TOO_MANY_REQUESTS` with
+    /// `Retry-After: 1`, as Portal answers a client over its limit, and counted in
+    /// [`HostTraffic::throttled`](crate::HostTraffic::throttled). Refused requests count
+    /// towards the window too. Values of 0 are raised to 1.
+    ///
+    /// ```
+    /// use portal_sim::{Host, SimConfig};
+    ///
+    /// let config = SimConfig::new().with_rate_limit(Host::Mpc, 5);
+    /// assert_eq!(config.rate_limit_mpc, Some(5));
+    /// ```
+    #[must_use]
+    pub fn with_rate_limit(mut self, host: Host, per_second: u32) -> Self {
+        let limit = Some(per_second.max(1));
+        match host {
+            Host::Api => self.rate_limit_api = limit,
+            Host::Mpc => self.rate_limit_mpc = limit,
+        }
+        self
+    }
+
+    /// The rate limit of `host`, if any.
+    #[must_use]
+    pub fn rate_limit(&self, host: Host) -> Option<u32> {
+        match host {
+            Host::Api => self.rate_limit_api,
+            Host::Mpc => self.rate_limit_mpc,
+        }
     }
 
     /// Fixes the default custodian's API key.

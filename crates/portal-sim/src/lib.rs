@@ -11,6 +11,7 @@ mod rng;
 mod server;
 mod shares;
 mod state;
+mod traffic;
 mod webhook;
 
 pub use config::{BackupMode, SimConfig, StatusView, WebhookConfig};
@@ -18,6 +19,7 @@ pub use faults::{FaultRule, RouteSelector};
 pub use report::{Rejection, Report, Violation, ViolationKind};
 pub use server::{PortalSim, Simulator};
 pub use state::{SimClient, SimCustodian};
+pub use traffic::{Host, HostTraffic, Traffic};
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -17,6 +17,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::traffic::{Host, HostCounter, Traffic};
+
 /// What kind of invariant a [`Violation`] broke.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -124,6 +126,9 @@ pub struct Report {
     pub requests: u64,
     /// Faults injected (errors, 429s, dropped connections).
     pub faults_injected: u64,
+    /// Requests, busiest second and 429s of each Portal host.
+    #[serde(default)]
+    pub traffic: Traffic,
 }
 
 impl Report {
@@ -195,6 +200,8 @@ pub(crate) struct Recorder {
     rejections: BTreeMap<(String, String, u16, String), u64>,
     requests: u64,
     faults: u64,
+    api: HostCounter,
+    mpc: HostCounter,
 }
 
 impl Recorder {
@@ -232,6 +239,25 @@ impl Recorder {
         self.requests = self.requests.saturating_add(1);
     }
 
+    /// An API request arriving at `host` at `now`; returns how many arrived at that host
+    /// within the last second, this one included.
+    pub(crate) fn arrival(&mut self, host: Host, now: std::time::Instant) -> u64 {
+        self.request();
+        self.host(host).arrive(now)
+    }
+
+    /// A 429 answered on `host`.
+    pub(crate) fn throttled(&mut self, host: Host) {
+        self.host(host).throttled();
+    }
+
+    fn host(&mut self, host: Host) -> &mut HostCounter {
+        match host {
+            Host::Api => &mut self.api,
+            Host::Mpc => &mut self.mpc,
+        }
+    }
+
     pub(crate) fn fault(&mut self) {
         self.faults = self.faults.saturating_add(1);
     }
@@ -252,6 +278,10 @@ impl Recorder {
                 .collect(),
             requests: self.requests,
             faults_injected: self.faults,
+            traffic: Traffic {
+                api: self.api.snapshot(),
+                mpc: self.mpc.snapshot(),
+            },
         }
     }
 }

@@ -46,6 +46,7 @@ use crate::faults::{FaultRule, FaultState, Injection};
 use crate::report::{Recorder, Report, ViolationKind};
 use crate::rng::SimRng;
 use crate::state::{SimClient, SimCustodian, State as SimState};
+use crate::traffic::Host;
 use crate::webhook::Webhook;
 
 /// Mixed into the seed of the fault stream, so faults do not depend on how many ids and shares
@@ -67,6 +68,10 @@ struct Inner {
     faults: Mutex<FaultState>,
     webhook: Option<Webhook>,
     default_custodian: SimCustodian,
+    /// Requests per second accepted by the API host (`None` = unlimited).
+    rate_limit_api: Option<u32>,
+    /// The same for the MPC host.
+    rate_limit_mpc: Option<u32>,
 }
 
 impl fmt::Debug for Simulator {
@@ -110,6 +115,8 @@ impl Simulator {
                 faults: Mutex::new(FaultState::new(config.faults, fault_rng)),
                 webhook,
                 default_custodian: custodian,
+                rate_limit_api: config.rate_limit_api,
+                rate_limit_mpc: config.rate_limit_mpc,
             }),
         })
     }
@@ -300,7 +307,20 @@ async fn api_layer(State(sim): State<Simulator>, request: Request, next: Next) -
         .extensions()
         .get::<ConnectInfo<KillSwitch>>()
         .map(|c| c.0.clone());
-    sim.state().recorder.request();
+    let host = Host::of_route(&route);
+    let in_last_second = sim
+        .state()
+        .recorder
+        .arrival(host, std::time::Instant::now());
+    let limit = match host {
+        Host::Api => sim.inner.rate_limit_api,
+        Host::Mpc => sim.inner.rate_limit_mpc,
+    };
+    if limit.is_some_and(|limit| in_last_second > u64::from(limit)) {
+        sim.state().recorder.throttled(host);
+        tracing::info!(%method, %route, %host, "rate limit exceeded: 429");
+        return too_many_requests(1);
+    }
     let (latency, injection) = sim.fault_state().decide(&method, &route);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -320,13 +340,8 @@ async fn api_layer(State(sim): State<Simulator>, request: Request, next: Next) -
             Some((code, Json(json!({"id": id, "message": "injected fault"}))).into_response())
         }
         Injection::Throttle(secs) => {
-            let mut r = (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({"id": "TOO_MANY_REQUESTS", "message": "Too many requests"})),
-            )
-                .into_response();
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
-            Some(r)
+            sim.state().recorder.throttled(host);
+            Some(too_many_requests(secs))
         }
         Injection::Drop => Some(drop_connection(kill.as_ref())),
     };
@@ -351,6 +366,18 @@ async fn api_layer(State(sim): State<Simulator>, request: Request, next: Next) -
         return drop_connection(kill.as_ref());
     }
     response
+}
+
+/// Portal's 429 with `Retry-After` in seconds.
+fn too_many_requests(retry_after_secs: u64) -> Response {
+    let mut r = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({"id": "TOO_MANY_REQUESTS", "message": "Too many requests"})),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    r
 }
 
 /// Closes the connection without a response (or answers 503 where that is impossible).

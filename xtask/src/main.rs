@@ -6,6 +6,7 @@
 //!
 //! Run `cargo xtask help` for the commands.
 
+mod azurite;
 mod bench;
 mod ci;
 mod cmd;

@@ -24,6 +24,11 @@ Store URIs (--store):
   file:<dir>, file:///<dir>, <dir>  a directory of your own (a bare path must not be `portal`
                                     or `memory` and must not look like `scheme:…`)
   memory                            in this process only, gone at exit (demos and tests)
+  postgres://user@host/db           PostgreSQL (feature `postgres`; the password from the URI,
+                                    PGPASSWORD is not read; tables are created on first use)
+  s3://<bucket>/<prefix>            Amazon S3 or S3-compatible (feature `s3`; AWS_* environment)
+  gs://<bucket>/<prefix>            Google Cloud Storage (feature `gcs`; GOOGLE_* environment)
+  az://<container>/<prefix>         Azure Blob Storage (feature `azure`; AZURE_* environment)
 
 Exit codes:
   0  success

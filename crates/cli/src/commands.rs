@@ -118,16 +118,16 @@ impl Settings {
             .hint("set PORTAL_BACKUP_STATE_DIR (or pass --state-dir)"))
     }
 
-    fn store(&self) -> Result<(StoreUri, CiphertextStore), Failure> {
-        let uri = StoreUri::parse(&self.store)?;
-        let store = uri.open()?;
+    async fn store(&self) -> Result<(StoreUri, CiphertextStore), Failure> {
+        let uri = crate::store::parse(&self.store)?;
+        let store = crate::store::open(&uri).await?;
         Ok((uri, store))
     }
 
     async fn flow(&self, acting: Acting, rate: Option<RateLimitArg>) -> Result<Flow, Failure> {
         let portal = self.portal(acting, rate)?;
         let keyring = kms::keyring(&self.kms, "--kms").await?;
-        let (_, store) = self.store()?;
+        let (_, store) = self.store().await?;
         self.flow_with(portal, keyring, store)
     }
 
@@ -331,15 +331,15 @@ async fn verify_store_wide(
     settings: &Settings,
     client_ids: Vec<String>,
 ) -> Result<ExitCode, Failure> {
-    let (uri, store) = settings.store()?;
-    let client_ids = match (&uri, client_ids.is_empty()) {
+    let (uri, store) = settings.store().await?;
+    let client_ids = match (&store, client_ids.is_empty()) {
         (_, false) => client_ids,
-        (StoreUri::File(dir), true) => crate::store::file_store_clients(dir)?,
-        _ => {
-            return Err(
-                Failure::new("no client to verify: this store cannot list its clients")
-                    .hint("pass --client-id <id>, or use --store file:<dir>"),
-            );
+        (CiphertextStore::Own(own), true) => crate::store::clients(own.as_ref(), &uri).await?,
+        (_, true) => {
+            return Err(Failure::new(
+                "no client to verify: Portal's store cannot list its clients",
+            )
+            .hint("pass --client-id <id>, or a store of your own with --store"));
         }
     };
     let keyring = kms::keyring(&settings.kms, "--kms").await?;
@@ -447,19 +447,25 @@ async fn rotate(
     to_kms: &[String],
     client_ids: Vec<String>,
 ) -> Result<ExitCode, Failure> {
-    let (uri, store) = settings.store()?;
+    let (uri, store) = settings.store().await?;
     if matches!(uri, StoreUri::Portal) {
         return Err(Failure::new(
             "rotate needs a store of your own: Portal's store cannot list or rewrite ciphertexts",
         )
-        .hint("pass --store file:<dir>"));
+        .hint("pass --store file:<dir> (or postgres://…, s3://…)"));
     }
     let from = kms::keyring(&settings.kms, "--kms").await?;
     let to = kms::keyring(to_kms, "--to-kms").await?;
+    let listed = match (&store, client_ids.is_empty()) {
+        (CiphertextStore::Own(own), true) if own.capabilities().list => {
+            Some(crate::store::clients(own.as_ref(), &uri).await?)
+        }
+        _ => None,
+    };
     let client_ids = if !client_ids.is_empty() {
         client_ids
-    } else if let StoreUri::File(dir) = &uri {
-        crate::store::file_store_clients(dir)?
+    } else if let Some(listed) = listed {
+        listed
     } else if settings.api_key.is_some() {
         let me = settings
             .portal(Acting::Client, None)?

@@ -205,7 +205,7 @@ async fn steps(dir: &Path, started: Instant) -> Result<Summary, Failure> {
     .map_err(sim_failure("self-managed"))?;
     let (client_b, portal_b, generate_b) = app_client(&self_managed).await?;
     let store_dir = dir.join("store");
-    let store = StoreUri::File(store_dir.clone()).open()?;
+    let store = crate::store::open(&StoreUri::File(store_dir.clone())).await?;
     let flow_b = flow(portal_b.clone(), keyring.clone(), store.clone(), &state)?;
     let outcome_b = flow_b
         .backup(&generate_b)

@@ -1,130 +1,98 @@
-//! `--store` URIs.
-//!
-//! | URI | store |
-//! |---|---|
-//! | `portal` | Portal-Managed Backups: the ciphertext goes to Portal (`clientCipherText`) |
-//! | `file:<dir>`, `file:///<absolute dir>` | `storage::fs::FsStore` in `<dir>` (created `0700`) |
-//! | a bare path (`./backups`, `/srv/backups`, `backups`) | the same as `file:<path>` |
-//! | `memory`, `memory:` | `storage::memory::MemoryStore`: this process only (demos, tests) |
-//!
-//! A bare path must not be `portal` or `memory` and must not look like `scheme:…`; write
-//! `file:` before such a path. The storage issue's other schemes (`postgres://`, `s3://`,
-//! `gs://`, `az://`) are recognised and refused with a clear error until their backends exist.
+//! `--store` URIs: `storage::uri` (which parses every form and names the feature a backend
+//! needs), plus the CLI's one convenience: a bare path (`./backups`, `/srv/backups`,
+//! `backups`) means `file:<path>`.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use backup_flow::CiphertextStore;
-use storage::BackupKey;
-use storage::fs::FsStore;
-use storage::memory::MemoryStore;
+use storage::BackupStore;
+pub(crate) use storage::uri::StoreUri;
+use storage::uri::UriError;
 
 use crate::failure::Failure;
 
-/// A parsed `--store`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum StoreUri {
-    Portal,
-    File(PathBuf),
-    Memory,
+/// Parses a `--store` value.
+pub(crate) fn parse(uri: &str) -> Result<StoreUri, Failure> {
+    match StoreUri::parse(uri) {
+        Ok(parsed) => Ok(parsed),
+        Err(UriError::UnknownScheme { scheme }) if !looks_like_scheme(&scheme) => {
+            Ok(StoreUri::File(uri.trim().into()))
+        }
+        Err(UriError::UnknownScheme { scheme }) => {
+            Err(Failure::new(format!("unknown store scheme {scheme:?}")).hint(HINT))
+        }
+        Err(e) => Err(Failure::caused_by("invalid --store", e).hint(HINT)),
+    }
 }
 
-const PLANNED: [&str; 6] = ["postgres", "postgresql", "s3", "gs", "az", "azure"];
+const HINT: &str = "use portal, file:<dir>, memory, postgres://…, s3://…, gs://… or az://… (write file:<path> for a path with a colon)";
 
-impl StoreUri {
-    /// Parses a `--store` value.
-    pub(crate) fn parse(uri: &str) -> Result<Self, Failure> {
-        let uri = uri.trim();
-        match uri {
-            "portal" => return Ok(Self::Portal),
-            "memory" | "memory:" => return Ok(Self::Memory),
-            "" => return Err(Failure::new("--store is empty")),
-            _ => {}
+/// A bare path has no scheme before its first colon, or one no URI scheme could be.
+fn looks_like_scheme(scheme: &str) -> bool {
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+}
+
+/// The store for the backup flow: Portal's, or one of our own.
+pub(crate) async fn open(uri: &StoreUri) -> Result<CiphertextStore, Failure> {
+    if matches!(uri, StoreUri::Portal) {
+        return Ok(CiphertextStore::Portal);
+    }
+    Ok(CiphertextStore::Own(open_own(uri, "this command").await?))
+}
+
+/// A store of our own; `portal` is refused, naming `what` needs one.
+pub(crate) async fn open_own(uri: &StoreUri, what: &str) -> Result<Arc<dyn BackupStore>, Failure> {
+    if matches!(uri, StoreUri::Memory) {
+        tracing::warn!("the memory store keeps nothing after this process exits");
+    }
+    uri.open().await.map_err(|e| match e {
+        UriError::NeedsPortalClient => {
+            Failure::new(format!("{what} needs a store of your own, not portal"))
+                .hint("pass --store file:<dir> (or postgres://…, s3://…)")
         }
-        if let Some(path) = uri.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(Failure::new(format!(
-                    "store URI {uri:?}: file:// takes an absolute path (file:///srv/backups); write file:<dir> for a relative one"
-                )));
-            }
-            return Ok(Self::File(PathBuf::from(path)));
+        UriError::NotCompiled { feature, .. } => Failure::caused_by("unusable --store", e)
+            .hint(format!("rebuild portal-backup with `--features {feature}`")),
+        UriError::Open { ref source, .. } if source.is_retryable() => {
+            Failure::caused_by(format!("cannot open the store {uri}"), e).retryable()
         }
-        if let Some(path) = uri.strip_prefix("file:") {
-            if path.is_empty() {
-                return Err(Failure::new("store URI file: names no directory"));
-            }
-            return Ok(Self::File(PathBuf::from(path)));
-        }
-        if let Some((scheme, _)) = uri.split_once(':')
-            && !scheme.is_empty()
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
-        {
-            let scheme = scheme.to_ascii_lowercase();
-            return Err(if PLANNED.contains(&scheme.as_str()) {
-                Failure::new(format!(
-                    "the {scheme} store is not available in this portal-backup yet"
-                ))
-                .hint("use portal, file:<dir> or memory")
+        e => Failure::caused_by(format!("cannot open the store {uri}"), e),
+    })
+}
+
+/// Every client the store holds, for store-wide commands.
+pub(crate) async fn clients(
+    store: &dyn BackupStore,
+    uri: &StoreUri,
+) -> Result<Vec<String>, Failure> {
+    store.list_clients().await.map_err(|e| {
+        if e.is_not_supported() {
+            Failure::caused_by(format!("the store {uri} cannot list its clients"), e)
+                .hint("pass --client-id <id> (repeatable)")
+        } else {
+            let retryable = e.is_retryable();
+            let failure = Failure::caused_by(format!("cannot list the clients of {uri}"), e);
+            if retryable {
+                failure.retryable()
             } else {
-                Failure::new(format!("unknown store scheme {scheme:?} in {uri:?}")).hint(
-                    "use portal, file:<dir> or memory (write file:<path> for a path with a colon)",
-                )
-            });
-        }
-        Ok(Self::File(PathBuf::from(uri)))
-    }
-
-    /// The store.
-    pub(crate) fn open(&self) -> Result<CiphertextStore, Failure> {
-        Ok(match self {
-            Self::Portal => CiphertextStore::Portal,
-            Self::File(dir) => CiphertextStore::Own(Arc::new(open_dir(dir)?)),
-            Self::Memory => {
-                tracing::warn!("the memory store keeps nothing after this process exits");
-                CiphertextStore::Own(Arc::new(MemoryStore::new()))
+                failure
             }
-        })
-    }
-}
-
-pub(crate) fn open_dir(dir: &Path) -> Result<FsStore, Failure> {
-    FsStore::new(dir)
-        .map_err(|e| Failure::caused_by(format!("cannot open the file store {}", dir.display()), e))
-}
-
-/// The client ids that have a directory in a file store (its layout is
-/// `{root}/{client id}/…`, see `storage::fs`).
-pub(crate) fn file_store_clients(dir: &Path) -> Result<Vec<String>, Failure> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Failure::caused_by(format!("cannot list the file store {}", dir.display()), e)
-    })?;
-    let mut ids = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| {
-            Failure::caused_by(format!("cannot list the file store {}", dir.display()), e)
-        })?;
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if let Some(name) = entry.file_name().to_str()
-            && is_dir
-            && BackupKey::check_client_id(name).is_ok()
-        {
-            ids.push(name.to_owned());
         }
-    }
-    ids.sort_unstable();
-    Ok(ids)
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
     fn uris() {
         let file = |p: &str| Ok(StoreUri::File(PathBuf::from(p)));
-        let parse = |s: &str| StoreUri::parse(s).map_err(|e| e.render());
+        let parse = |s: &str| parse(s).map_err(|e| e.render());
         assert_eq!(parse("portal"), Ok(StoreUri::Portal));
         assert_eq!(parse("memory"), Ok(StoreUri::Memory));
         assert_eq!(parse("memory:"), Ok(StoreUri::Memory));
@@ -133,18 +101,32 @@ mod tests {
         assert_eq!(parse("/srv/b"), file("/srv/b"));
         assert_eq!(parse("./portal"), file("./portal"));
         assert_eq!(parse("backups"), file("backups"));
+        assert_eq!(parse("./a:b"), file("./a:b"));
         assert_eq!(parse("file:a:b"), file("a:b"));
         assert!(parse("file://relative").is_err());
         assert!(parse("file:").is_err());
-        assert!(
-            parse("s3://bucket/x")
-                .unwrap_err()
-                .contains("not available")
-        );
+        assert!(matches!(
+            parse("s3://bucket/x"),
+            Ok(StoreUri::Object { .. })
+        ));
+        assert!(matches!(
+            parse("postgres://h/db"),
+            Ok(StoreUri::Postgres(_))
+        ));
         assert!(
             parse("ftp://x")
                 .unwrap_err()
                 .contains("unknown store scheme")
+        );
+    }
+
+    #[tokio::test]
+    async fn portal_is_refused_where_a_store_of_our_own_is_needed() {
+        let err = open_own(&StoreUri::Portal, "rotate").await.unwrap_err();
+        assert!(
+            err.render().contains("rotate needs a store of your own"),
+            "{}",
+            err.render()
         );
     }
 }

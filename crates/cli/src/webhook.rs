@@ -4,16 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
 use custodian_webhook::{Allowlist, SECRET_ENV, TlsConfig, WebhookSecrets, WebhookServer};
-use storage::BackupStore;
-use storage::memory::MemoryStore;
 
 use crate::failure::Failure;
 use crate::kms;
-use crate::store::{self, StoreUri};
+use crate::store;
 
 /// `serve-webhook` options.
 #[derive(Args)]
@@ -54,19 +51,11 @@ pub(crate) async fn run(
     store_uri: &str,
     args: ServeWebhook,
 ) -> Result<ExitCode, Failure> {
-    let store: Arc<dyn BackupStore> = match StoreUri::parse(store_uri)? {
-        StoreUri::File(dir) => Arc::new(store::open_dir(&dir)?),
-        StoreUri::Memory => {
-            tracing::warn!("the memory store keeps nothing after this process exits");
-            Arc::new(MemoryStore::new())
-        }
-        StoreUri::Portal => {
-            return Err(Failure::new(
-                "serve-webhook needs a store of your own: Portal keeps no custodian shares in Self-Managed mode",
-            )
-            .hint("pass --store file:<dir>"));
-        }
-    };
+    let store = store::open_own(
+        &store::parse(store_uri)?,
+        "serve-webhook (Portal keeps no custodian shares in Self-Managed mode)",
+    )
+    .await?;
     let secrets = match &args.secret_file {
         Some(file) => WebhookSecrets::from_file(file),
         None => WebhookSecrets::from_env(SECRET_ENV),

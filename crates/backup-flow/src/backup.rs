@@ -48,11 +48,22 @@ impl Flow {
     /// # Errors
     /// The failing step's [`Error`]; what was done so far stays in the journal.
     pub async fn backup(&self, generate: &GenerateResponse) -> Result<BackupOutcome> {
+        self.backup_tracked(generate, &mut None).await
+    }
+
+    /// [`backup`](Self::backup), telling `client_id` who the client is as soon as Portal
+    /// says, so that a failure after that point can still be reported with the client's id.
+    pub(crate) async fn backup_tracked(
+        &self,
+        generate: &GenerateResponse,
+        client_id: &mut Option<String>,
+    ) -> Result<BackupOutcome> {
         let me = self
             .portal
             .client_me()
             .await
             .map_err(Error::portal("GET /api/v3/clients/me"))?;
+        *client_id = Some(me.id.clone());
         let signing_ids = generate.ids();
         if signing_ids.is_empty() {
             return Err(Error::Invalid(
@@ -78,6 +89,12 @@ impl Flow {
         // The plaintext shares stay in memory only during this run, for the drill.
         let mut fresh = None;
         if record.step == Step::Requested {
+            // The KMS round trip comes first: if the KMS is down, Portal is not asked for a
+            // backup whose shares could not then be sealed (their pairs would be orphaned).
+            // After `/v1/backup` answers, sealing is local and cannot be unavailable.
+            let sealer = Sealer::new(&self.keyring, ShareId::kek_context(&me.id, false)?)
+                .await
+                .map_err(Error::envelope("wrapping the backup's data key"))?;
             record.backup_requests = record.backup_requests.saturating_add(1);
             self.journal.save(&record)?;
             let shares = self
@@ -85,7 +102,7 @@ impl Flow {
                 .backup(generate)
                 .await
                 .map_err(Error::portal("POST /v1/backup"))?;
-            record.shares = self.seal_backup(&me.id, &shares).await?;
+            record.shares = seal_backup(&sealer, &me.id, &shares)?;
             record.step = Step::Sealed;
             self.journal.save(&record)?;
             fresh = Some(shares);
@@ -134,39 +151,6 @@ impl Flow {
             already_confirmed,
             backup_requests: record.backup_requests,
         })
-    }
-
-    /// Seals every share of a backup under one data key (one KMS round trip per KEK).
-    async fn seal_backup(
-        &self,
-        client_id: &str,
-        shares: &portal_api::mpc::BackupResponse,
-    ) -> Result<Vec<SealedShare>> {
-        if shares.iter().next().is_none() {
-            return Err(Error::Unexpected("/v1/backup returned no share".into()));
-        }
-        let sealer = Sealer::new(&self.keyring, ShareId::kek_context(client_id, false)?)
-            .await
-            .map_err(Error::envelope("wrapping the backup's data key"))?;
-        shares
-            .iter()
-            .map(|(curve, share)| {
-                let id = ShareId {
-                    client_id,
-                    pair_id: &share.id,
-                    curve: &curve,
-                    signing: false,
-                };
-                let sealed = sealer
-                    .seal(&id.context()?, share.share.expose_secret().as_bytes())
-                    .map_err(Error::envelope("sealing a backup share"))?;
-                Ok(SealedShare {
-                    curve: curve.clone(),
-                    backup_share_pair_id: share.id.clone(),
-                    ciphertext: envelope::to_text(&sealed),
-                })
-            })
-            .collect()
     }
 
     /// Stores each sealed share, create-only where the store can: a ciphertext already there
@@ -239,6 +223,37 @@ impl Flow {
         }
         Ok(())
     }
+}
+
+/// Seals every share of a backup under the sealer's one data key (wrapped already: no KMS
+/// round trip here).
+fn seal_backup(
+    sealer: &Sealer,
+    client_id: &str,
+    shares: &portal_api::mpc::BackupResponse,
+) -> Result<Vec<SealedShare>> {
+    if shares.iter().next().is_none() {
+        return Err(Error::Unexpected("/v1/backup returned no share".into()));
+    }
+    shares
+        .iter()
+        .map(|(curve, share)| {
+            let id = ShareId {
+                client_id,
+                pair_id: &share.id,
+                curve: &curve,
+                signing: false,
+            };
+            let sealed = sealer
+                .seal(&id.context()?, share.share.expose_secret().as_bytes())
+                .map_err(Error::envelope("sealing a backup share"))?;
+            Ok(SealedShare {
+                curve: curve.clone(),
+                backup_share_pair_id: share.id.clone(),
+                ciphertext: envelope::to_text(&sealed),
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn share_id<'a>(record: &'a BackupRecord, share: &'a SealedShare) -> ShareId<'a> {

@@ -29,8 +29,8 @@
 //! ```
 //!
 //! See [`LineResult`] for every field. A result never holds a share, a key, a token or
-//! Portal's free-text error message (which may echo input); `clientId` is `null` when the
-//! client could not be identified.
+//! Portal's free-text error message (which may echo input); `clientId` is `null` only when the
+//! client could not be identified (an unusable line, or `GET /api/v3/clients/me` failed).
 //!
 //! # Resuming, sharding, rate limits
 //!
@@ -240,7 +240,9 @@ pub enum LineStatus {
 pub struct LineResult {
     /// The input line number, from 1.
     pub line: u64,
-    /// The Portal client id; `None` (`null`) when the client could not be identified.
+    /// The Portal client id; `None` (`null`) when the client could not be identified (the
+    /// line was unusable, or `GET /api/v3/clients/me` itself failed). A failure after Portal
+    /// named the client carries its id.
     pub client_id: Option<String>,
     /// `confirmed` or `failed`.
     pub status: LineStatus,
@@ -514,11 +516,19 @@ impl Flow {
             Ok(portal) => portal,
             Err(e) => return LineResult::failed(line, cause_chain(&e)),
         };
-        match self.for_client(portal).backup(&generate).await {
+        let mut client_id = None;
+        match self
+            .for_client(portal)
+            .backup_tracked(&generate, &mut client_id)
+            .await
+        {
             Ok(outcome) => LineResult::confirmed(line, outcome),
             Err(e) => {
                 tracing::warn!(line, error = %cause_chain(&e), "bulk line failed");
-                LineResult::from_error(line, &e)
+                LineResult {
+                    client_id,
+                    ..LineResult::from_error(line, &e)
+                }
             }
         }
     }

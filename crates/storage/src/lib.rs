@@ -20,6 +20,8 @@ pub mod memory;
 pub mod object;
 #[cfg(feature = "portal")]
 pub mod portal;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "replicated")]
 pub mod replicated;
 pub mod uri;

@@ -1,0 +1,500 @@
+//! A store in PostgreSQL: one row per key, over `sqlx`.
+//!
+//! # Schema
+//! One table, `portal_backup_objects`, created by the migrations embedded in this crate
+//! (`migrations/postgres/`), which [`PostgresStore::connect`] applies on first use:
+//!
+//! | column | type | what |
+//! |---|---|---|
+//! | `client_id` | `text` | the key's client id (its first path segment) |
+//! | `path` | `text` | the key's [path form](crate::BackupKey#path-form) |
+//! | `body` | `bytea` | the stored bytes (ciphertext; at most 1 GiB, PostgreSQL's limit) |
+//! | `version` | `bigint` | 1 when created, plus 1 on every overwrite |
+//! | `created_at`, `updated_at` | `timestamptz` | when the row was created and last written |
+//!
+//! The primary key is `(client_id, path)`; listing a client is a range scan of it, with no
+//! `LIKE` pattern to escape. Both columns use the `"C"` collation, so rows come back in the
+//! byte order of the path form. The migrations' own bookkeeping lives in the table
+//! `_portal_backup_storage_migrations`, apart from an application's own `sqlx` migrations
+//! in the same database. Migrations run under PostgreSQL's advisory lock, so processes that
+//! start at the same time apply them once.
+//!
+//! # Semantics
+//! * Every operation is one SQL statement in its own transaction: a put that returned `Ok`
+//!   is committed, and durable as far as the server's settings make commits durable (the
+//!   defaults, `fsync = on` and `synchronous_commit = on`, do).
+//! * [`PutMode::Create`] is `INSERT … ON CONFLICT DO NOTHING`: the primary key decides, so of
+//!   many concurrent creates of one key (from any number of processes) exactly one inserts
+//!   and the others get [`StorageError::AlreadyExists`].
+//! * [`PutMode::Overwrite`] is `INSERT … ON CONFLICT DO UPDATE SET version = version + 1`: an
+//!   upsert under the row's lock. Concurrent overwrites of one key are applied one after the
+//!   other, in commit order, and each gets its own version; none is lost in between (no
+//!   read-modify-write), and the stored body is always the one with the highest version.
+//!   [`PostgresStore::put_versioned`] returns the version a put got, and
+//!   [`PostgresStore::get_versioned`] the version of what is stored. A key deleted and
+//!   created again starts at version 1.
+//! * Readers see the old or the new body, never a mix (MVCC).
+//!
+//! # Errors
+//! Connection failures, pool time-outs, and server states worth retrying (SQLSTATE class
+//! `08`, `40001`, `40P01`, `53300`, `55P03`, `57014`, `57P01`–`57P03`) are
+//! [`StorageError::Unavailable`]; everything else is [`StorageError::Backend`]. Errors carry
+//! the server's SQLSTATE and message only, never a statement's parameters (the body) or the
+//! row PostgreSQL quotes in a constraint violation's detail; neither errors nor `Debug` show
+//! the connection URL's password.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+pub use sqlx::postgres::{PgConnectOptions, PgPool};
+
+use crate::error::StorageError;
+use crate::key::BackupKey;
+use crate::store::{BackupStore, Capabilities, PutMode, PutOptions};
+
+/// The table that holds the objects.
+pub const TABLE: &str = "portal_backup_objects";
+
+/// The table where the migrations of this store record what they applied.
+pub const MIGRATIONS_TABLE: &str = "_portal_backup_storage_migrations";
+
+/// Connections a pool opens at most, unless [`PostgresStoreBuilder::max_connections`] says
+/// otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// How long an operation waits for a free connection (or for the server, when connecting)
+/// before it fails with [`StorageError::Unavailable`], unless
+/// [`PostgresStoreBuilder::acquire_timeout`] says otherwise.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const NAME: &str = "postgres";
+
+static MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+const INSERT_NEW: &str = "INSERT INTO portal_backup_objects (client_id, path, body) \
+     VALUES ($1, $2, $3) ON CONFLICT (client_id, path) DO NOTHING RETURNING version";
+const UPSERT: &str = "INSERT INTO portal_backup_objects (client_id, path, body) \
+     VALUES ($1, $2, $3) ON CONFLICT (client_id, path) DO UPDATE \
+     SET body = EXCLUDED.body, version = portal_backup_objects.version + 1, updated_at = now() \
+     RETURNING version";
+const SELECT: &str =
+    "SELECT body, version FROM portal_backup_objects WHERE client_id = $1 AND path = $2";
+const DELETE: &str = "DELETE FROM portal_backup_objects WHERE client_id = $1 AND path = $2";
+const LIST: &str = "SELECT path FROM portal_backup_objects WHERE client_id = $1 ORDER BY path";
+
+/// A [`BackupStore`] in a PostgreSQL table; see the [module docs](self).
+///
+/// Cheap to clone: clones share one connection pool.
+///
+/// ```no_run
+/// use storage::{BackupKey, BackupStore, BackupStoreExt, postgres::PostgresStore};
+///
+/// # async fn example() -> Result<(), storage::StorageError> {
+/// // Connects, and creates or updates the table if needed.
+/// let store = PostgresStore::connect("postgres://backup:secret@db.internal/backups").await?;
+/// let key = BackupKey::client_backup("cl_1", "bsp_1", "ED25519")?;
+/// store.put_new(&key, "ciphertext".into()).await?;
+/// assert_eq!(store.get(&key).await?, "ciphertext");
+///
+/// // The version column: 1 on create, plus 1 per overwrite.
+/// let version = store.put_versioned(&key, "newer".into(), storage::PutMode::Overwrite).await?;
+/// assert_eq!(version, 2);
+///
+/// // Or with a pool of your own size:
+/// let store = PostgresStore::builder()
+///     .max_connections(32)
+///     .connect("postgres://backup:secret@db.internal/backups")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// The connection target without its password, for `Debug`.
+    target: String,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .field(
+                "max_connections",
+                &self.pool.options().get_max_connections(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options of a [`PostgresStore`]'s connection pool; made by [`PostgresStore::builder`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct PostgresStoreBuilder {
+    max_connections: u32,
+    acquire_timeout: Duration,
+}
+
+impl Default for PostgresStoreBuilder {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// Connections the pool opens at most ([`DEFAULT_MAX_CONNECTIONS`]; at least 1). Keep the
+    /// sum over every process below the server's `max_connections`.
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long to wait for a connection ([`DEFAULT_ACQUIRE_TIMEOUT`]).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`, with
+    /// the query parameters `sqlx` accepts, such as `sslmode=verify-full`) and applies the
+    /// migrations.
+    ///
+    /// # Errors
+    /// As [`PostgresStore::connect`].
+    pub async fn connect(self, url: &str) -> Result<PostgresStore, StorageError> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| url_error(url, &e))?;
+        self.connect_with(options).await
+    }
+
+    /// Connects with `options` and applies the migrations.
+    ///
+    /// # Errors
+    /// As [`PostgresStore::connect`].
+    pub async fn connect_with(
+        self,
+        options: PgConnectOptions,
+    ) -> Result<PostgresStore, StorageError> {
+        let target = describe(&options);
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| db_error("cannot connect to the database", e))?;
+        PostgresStore::with_target(pool, target).await
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` with a pool of [`DEFAULT_MAX_CONNECTIONS`], and
+    /// creates or updates the table (the migrations are embedded in this crate). Safe when
+    /// several processes connect at once.
+    ///
+    /// `url` is `postgres://user:password@host:port/database`, with the query parameters
+    /// `sqlx` accepts (for example `sslmode=verify-full`); missing parts come from the `PG*`
+    /// environment variables as with `libpq`.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] when the server cannot be reached within
+    /// [`DEFAULT_ACQUIRE_TIMEOUT`] or refuses connections for now;
+    /// [`StorageError::Backend`] for a malformed URL, failed authentication, or a migration
+    /// that cannot be applied. The error never contains the password.
+    pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        PostgresStoreBuilder::default().connect(url).await
+    }
+
+    /// Options for the pool; end with [`PostgresStoreBuilder::connect`].
+    pub fn builder() -> PostgresStoreBuilder {
+        PostgresStoreBuilder::default()
+    }
+
+    /// A store over a pool of your own, after applying the migrations through it.
+    ///
+    /// # Errors
+    /// As [`PostgresStore::connect`].
+    pub async fn from_pool(pool: PgPool) -> Result<Self, StorageError> {
+        let target = describe(pool.connect_options().as_ref());
+        Self::with_target(pool, target).await
+    }
+
+    async fn with_target(pool: PgPool, target: String) -> Result<Self, StorageError> {
+        let mut migrator = Migrator {
+            migrations: MIGRATIONS.migrations.clone(),
+            ..Migrator::DEFAULT
+        };
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| db_error("cannot apply the migrations", sqlx::Error::from(e)))?;
+        Ok(Self { pool, target })
+    }
+
+    /// The connection pool (to share it, or to close it with [`PgPool::close`]).
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Stores `body` under `key` as [`BackupStore::put`] does, and returns the version the
+    /// row got: 1 when created, the previous version plus 1 when overwritten.
+    ///
+    /// # Errors
+    /// As [`BackupStore::put`].
+    pub async fn put_versioned(
+        &self,
+        key: &BackupKey,
+        body: Bytes,
+        mode: PutMode,
+    ) -> Result<i64, StorageError> {
+        let statement = match mode {
+            PutMode::Create => INSERT_NEW,
+            PutMode::Overwrite => UPSERT,
+        };
+        let path = key.to_path();
+        let version: Option<i64> = sqlx::query_scalar(statement)
+            .bind(key.client_id())
+            .bind(&path)
+            .bind(body.as_ref())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error("cannot store the object", e))?;
+        version.ok_or_else(|| StorageError::AlreadyExists { key: key.clone() })
+    }
+
+    /// The body stored under `key` and its version.
+    ///
+    /// # Errors
+    /// As [`BackupStore::get`].
+    pub async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, i64), StorageError> {
+        let path = key.to_path();
+        let row: Option<(Vec<u8>, i64)> = sqlx::query_as(SELECT)
+            .bind(key.client_id())
+            .bind(&path)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error("cannot read the object", e))?;
+        match row {
+            Some((body, version)) => Ok((Bytes::from(body), version)),
+            None => Err(StorageError::NotFound { key: key.clone() }),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BackupStore for PostgresStore {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    async fn put(
+        &self,
+        key: &BackupKey,
+        body: Bytes,
+        options: PutOptions,
+    ) -> Result<(), StorageError> {
+        self.put_versioned(key, body, options.mode).await.map(drop)
+    }
+
+    async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
+        self.get_versioned(key).await.map(|(body, _)| body)
+    }
+
+    async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
+        let path = key.to_path();
+        sqlx::query(DELETE)
+            .bind(key.client_id())
+            .bind(&path)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error("cannot delete the object", e))?;
+        Ok(())
+    }
+
+    async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
+        BackupKey::check_client_id(client_id)?;
+        let paths: Vec<String> = sqlx::query_scalar(LIST)
+            .bind(client_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("cannot list the objects", e))?;
+        paths
+            .iter()
+            .map(|path| {
+                BackupKey::from_path(path).map_err(|e| StorageError::Backend {
+                    backend: NAME,
+                    source: Box::new(e),
+                })
+            })
+            .collect()
+    }
+}
+
+/// `postgres://user@host:port/database`: the target without the password.
+fn describe(options: &PgConnectOptions) -> String {
+    let database = options.get_database().unwrap_or_default();
+    match options.get_socket() {
+        Some(socket) => format!(
+            "postgres://{}@/{database}?host={}",
+            options.get_username(),
+            socket.display()
+        ),
+        None => format!(
+            "postgres://{}@{}:{}/{database}",
+            options.get_username(),
+            options.get_host(),
+            options.get_port()
+        ),
+    }
+}
+
+/// A malformed connection URL: `sqlx`'s message (which may quote a parameter's value),
+/// with the URL's password replaced by `***` wherever it appears.
+fn url_error(url: &str, e: &sqlx::Error) -> StorageError {
+    let mut message = crate::Report(e).to_string();
+    for secret in url_passwords(url) {
+        message = message.replace(secret, "***");
+    }
+    StorageError::Backend {
+        backend: NAME,
+        source: Box::new(PgError {
+            context: "the connection URL is not valid",
+            cause: message.into(),
+        }),
+    }
+}
+
+/// The password of `scheme://user:password@host/…` and of a `password=` query parameter.
+fn url_passwords(url: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+        {
+            found.push(password);
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        found.extend(
+            query
+                .split('&')
+                .filter_map(|pair| pair.strip_prefix("password=")),
+        );
+    }
+    found.retain(|p| !p.is_empty());
+    found
+}
+
+/// SQLSTATEs after which the same statement may succeed later.
+fn retryable_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "40001" | "40P01" | "53300" | "55P03" | "57014" | "57P01" | "57P02" | "57P03"
+        )
+}
+
+fn db_error(context: &'static str, e: sqlx::Error) -> StorageError {
+    let (retryable, cause): (bool, crate::error::BoxError) = match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let retryable = retryable_sqlstate(&code);
+            // The message only: a constraint violation's detail quotes the failing row.
+            let cause = ServerError {
+                code,
+                message: db.message().to_owned(),
+            };
+            (retryable, Box::new(cause))
+        }
+        e @ (sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed) => (true, Box::new(e)),
+        e => (false, Box::new(e)),
+    };
+    let source = Box::new(PgError { context, cause });
+    if retryable {
+        StorageError::Unavailable {
+            backend: NAME,
+            source,
+        }
+    } else {
+        StorageError::Backend {
+            backend: NAME,
+            source,
+        }
+    }
+}
+
+/// What the store was doing when the database failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+struct PgError {
+    context: &'static str,
+    #[source]
+    cause: crate::error::BoxError,
+}
+
+/// An error the server reported: its SQLSTATE and message, without detail or hint.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (SQLSTATE {code})")]
+struct ServerError {
+    code: String,
+    message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_drops_the_password() {
+        let options =
+            PgConnectOptions::from_str("postgres://u:hunter2@db.example:6543/backups").unwrap();
+        let target = describe(&options);
+        assert_eq!(target, "postgres://u@db.example:6543/backups");
+        assert!(!format!("{:?}", describe(&options)).contains("hunter2"));
+    }
+
+    #[test]
+    fn retryable_states() {
+        for code in [
+            "08006", "08001", "40001", "40P01", "53300", "57P01", "57P03",
+        ] {
+            assert!(retryable_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "23514", "42P01", "28P01", "22001", ""] {
+            assert!(!retryable_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn malformed_urls_are_backend_errors_without_the_password() {
+        for url in [
+            "postgres://u:hunter2@db.example:notaport/backups",
+            "postgres://u:hunter2@db.example/backups?sslmode=hunter2",
+            "postgres://u@db.example/backups?password=hunter2&sslmode=hunter2",
+            "not a url hunter2",
+        ] {
+            let e = PgConnectOptions::from_str(url)
+                .map(drop)
+                .map_err(|e| url_error(url, &e))
+                .unwrap_err();
+            assert!(!e.is_retryable());
+            let shown = format!("{} {:?} {}", e, e, crate::Report(&e));
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("the connection URL is not valid"), "{shown}");
+        }
+    }
+}

@@ -851,7 +851,7 @@ fn snapshot(stores: &[Arc<MemoryStore>]) -> Vec<BTreeMap<String, Bytes>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Create-only puts through three replicas, each failing on its own random pattern of
     /// calls. Whatever happens:

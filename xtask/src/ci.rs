@@ -245,11 +245,13 @@ fn test(ctx: &Ctx) -> Result {
     // token); xtask installs the tools so that under it nothing is skipped.
     let moto = tools::python_library(&ctx.root, &ctx.tools_dir(), tools::MOTO)?;
     tools::softhsm2(&ctx.root)?;
+    let postgres = crate::postgres::server(&ctx.root)?;
     let azurite = crate::azurite::install(&ctx.root, &ctx.tools_dir())?;
     let cargo = || {
         ctx.cargo()
             .env(XTASK_ENV, "1")
             .env("PORTAL_BACKUP_MOTO_PYTHONPATH", &moto)
+            .env(crate::postgres::URL_ENV, &postgres.url)
             .env(crate::azurite::DIR_ENV, &azurite)
     };
     let common = ["--workspace", "--all-features", "--locked"];

@@ -11,6 +11,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod json;
+mod postgres;
 mod tools;
 
 use std::path::{Path, PathBuf};

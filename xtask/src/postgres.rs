@@ -23,7 +23,9 @@ pub(crate) fn install(root: &Path) -> Result {
     if support::bin_dir().is_some() {
         return Ok(());
     }
-    println!("PostgreSQL server binaries (initdb) not found: installing Debian's postgresql package");
+    println!(
+        "PostgreSQL server binaries (initdb) not found: installing Debian's postgresql package"
+    );
     let apt = |args: &[&str]| {
         Cmd::new("apt-get", root)
             .env("DEBIAN_FRONTEND", "noninteractive")

@@ -352,6 +352,7 @@ impl Cloud {
     }
 }
 
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 fn builder_error(backend: &'static str) -> impl FnOnce(object_store::Error) -> StorageError {
     move |e| StorageError::Backend {
         backend,

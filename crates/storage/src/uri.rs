@@ -114,7 +114,9 @@ pub enum UriError {
     #[error("the store URI is empty")]
     Empty,
     /// The scheme is not one this crate knows.
-    #[error("unknown store scheme {scheme:?} (known: portal, file:, memory, postgres://, s3://, gs://, az://)")]
+    #[error(
+        "unknown store scheme {scheme:?} (known: portal, file:, memory, postgres://, s3://, gs://, az://)"
+    )]
     UnknownScheme {
         /// The scheme, lower-cased.
         scheme: String,
@@ -136,7 +138,9 @@ pub enum UriError {
         feature: &'static str,
     },
     /// The URI names Portal's store, which needs a Portal client rather than a URI.
-    #[error("the portal store is opened with a Portal client (storage::portal::PortalStore), not from a URI")]
+    #[error(
+        "the portal store is opened with a Portal client (storage::portal::PortalStore), not from a URI"
+    )]
     NeedsPortalClient,
     /// The backend refused to open (cannot connect, bad configuration).
     #[error("cannot open the {store} store")]
@@ -190,7 +194,9 @@ impl StoreUri {
             }
             "postgres" | "postgresql" => {
                 if !rest.starts_with("//") {
-                    return Err(invalid("write postgres://[user[:password]@]host[:port]/database"));
+                    return Err(invalid(
+                        "write postgres://[user[:password]@]host[:port]/database",
+                    ));
                 }
                 Ok(Self::Postgres(SecretUri(uri.to_owned())))
             }
@@ -265,7 +271,18 @@ fn open_file(_dir: &std::path::Path) -> Result<Arc<dyn BackupStore>, UriError> {
     })
 }
 
-// WIRE-PG
+#[cfg(feature = "postgres")]
+async fn open_postgres(uri: &SecretUri) -> Result<Arc<dyn BackupStore>, UriError> {
+    let store = crate::postgres::PostgresStore::connect(uri.expose())
+        .await
+        .map_err(|source| UriError::Open {
+            store: "postgres",
+            source: Box::new(source),
+        })?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
 async fn open_postgres(_uri: &SecretUri) -> Result<Arc<dyn BackupStore>, UriError> {
     Err(UriError::NotCompiled {
         store: "postgres",
@@ -288,7 +305,17 @@ async fn open_object(cloud: Cloud, uri: &str) -> Result<Arc<dyn BackupStore>, Ur
     open_compiled_object(cloud, uri)
 }
 
-// WIRE-OBJ
+#[cfg(feature = "object-store")]
+fn open_compiled_object(cloud: Cloud, uri: &str) -> Result<Arc<dyn BackupStore>, UriError> {
+    let store =
+        crate::object::ObjectStoreStore::from_url(uri).map_err(|source| UriError::Open {
+            store: cloud.feature(),
+            source: Box::new(source),
+        })?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "object-store"))]
 fn open_compiled_object(cloud: Cloud, _uri: &str) -> Result<Arc<dyn BackupStore>, UriError> {
     Err(UriError::NotCompiled {
         store: cloud.feature(),
@@ -407,7 +434,14 @@ mod tests {
         assert!(matches!(err("   "), UriError::Empty));
         assert!(matches!(err("ftp://x"), UriError::UnknownScheme { scheme } if scheme == "ftp"));
         assert!(matches!(err("backups"), UriError::UnknownScheme { .. }));
-        for bad in ["file:", "file://relative", "s3://", "s3:bucket", "gs:///x", "postgres:db"] {
+        for bad in [
+            "file:",
+            "file://relative",
+            "s3://",
+            "s3:bucket",
+            "gs:///x",
+            "postgres:db",
+        ] {
             assert!(matches!(err(bad), UriError::Invalid { .. }), "{bad}");
         }
     }
@@ -449,7 +483,7 @@ mod tests {
         // Building an S3 client needs no network; without the feature the error names it.
         let s3 = StoreUri::parse("s3://bucket").unwrap().open().await;
         if cfg!(feature = "s3") {
-            assert_eq!(s3.unwrap().name(), "object-store");
+            assert_eq!(s3.unwrap().name(), "s3");
         } else {
             let err = s3.unwrap_err();
             assert!(err.to_string().contains("`s3` feature"), "{err}");

@@ -11,7 +11,21 @@
 //! `baseline_ideal/cNNN` (the ideal time per backup) next to `bulk_backup/cNNN` (the achieved
 //! one): *speed vs baseline* is then achieved ÷ ideal throughput.
 //!
-//! Run alone: `cargo bench -p backup-flow --bench bulk_throughput` (prints the table).
+//! # Rate limit held
+//!
+//! The second part (`rate-limit`) runs one bulk backup with the client-side rate limits set
+//! ([`RATE_API`], [`RATE_MPC`]: the API host at 20 requests/s, burst 5, the MPC host at 5/s,
+//! burst 2, the 4:1 ratio of Portal's published limits) against a simulator that answers 429
+//! beyond what those limits allow in any one second (rate + burst). From the simulator's side
+//! it records, per host, the busiest second (a sliding window over arrivals) and the 429s
+//! answered, writes them to `<CRITERION_HOME>/bulk_rate_limited/rate_limit.json`, and
+//! **panics** if any host saw more than its limit allows in one second or answered a 429. In
+//! criterion's layout (group `bulk_rate_limited`), `baseline_limit_bound` is the time per
+//! backup at the rate the limits allow (min over hosts of rate ÷ that host's requests per
+//! backup) next to the achieved `bulk_backup`.
+//!
+//! Run alone: `cargo bench -p backup-flow --bench bulk_throughput` (prints the tables); add
+//! `-- throughput` or `-- rate-limit` for one part.
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -25,10 +39,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
+use backup_flow::portal_api::client::RateLimit;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
-use backup_flow::portal_api::{ApiKey, Client};
+use backup_flow::portal_api::{ApiKey, Client, ClientBuilder};
 use backup_flow::{BulkOptions, CiphertextStore, Flow};
-use portal_sim::{PortalSim, SimConfig};
+use portal_sim::{Host, HostTraffic, PortalSim, SimConfig};
 use serde_json::json;
 
 const LATENCY_MS: u64 = 20;
@@ -52,10 +67,16 @@ impl Level {
     }
 }
 
-async fn level(concurrency: usize, clients: usize) -> Level {
-    let sim = PortalSim::start(SimConfig::new().with_seed(3))
-        .await
-        .unwrap();
+/// Client-side limit of the API host in the rate-limit part: 20 requests/s, burst 5.
+const RATE_API: (u32, u32) = (1200, 5);
+/// Client-side limit of the MPC host: 5 requests/s, burst 2.
+const RATE_MPC: (u32, u32) = (300, 2);
+const RATE_GROUP: &str = "bulk_rate_limited";
+/// (concurrency, clients) of the rate-limit part: about 20 s at the API host's rate.
+const RATE_LEVEL: (usize, usize) = (64, 64);
+
+/// `clients` new clients of `sim` with confirmed signing shares, as bulk input lines.
+async fn prepare(sim: &PortalSim, clients: usize) -> String {
     let mut input = String::new();
     for _ in 0..clients {
         let keys = sim.create_client();
@@ -76,16 +97,34 @@ async fn level(concurrency: usize, clients: usize) -> Level {
         );
         input.push('\n');
     }
-    let base = Client::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
-        .without_rate_limits()
-        .build()
-        .unwrap();
-    let state = tempfile::tempdir().unwrap();
+    input
+}
+
+fn flow(base: ClientBuilder, state: &Path) -> Flow {
     let keyring =
         Keyring::new().with(Arc::new(LocalKek::generate().unwrap()) as Arc<dyn KeyEncryptionKey>);
-    let flow = Flow::new(base, keyring, CiphertextStore::Portal, state.path()).unwrap();
+    Flow::new(
+        base.build().unwrap(),
+        keyring,
+        CiphertextStore::Portal,
+        state,
+    )
+    .unwrap()
+}
+
+fn sim_client(sim: &PortalSim) -> ClientBuilder {
+    Client::builder()
+        .with_api_base_url(sim.api_base_url())
+        .with_mpc_base_url(sim.mpc_base_url())
+}
+
+async fn level(concurrency: usize, clients: usize) -> Level {
+    let sim = PortalSim::start(SimConfig::new().with_seed(3))
+        .await
+        .unwrap();
+    let input = prepare(&sim, clients).await;
+    let state = tempfile::tempdir().unwrap();
+    let flow = flow(sim_client(&sim).without_rate_limits(), state.path());
     sim.add_fault(format!("*: latency-ms={LATENCY_MS}").parse().unwrap())
         .unwrap();
     sim.reset_report();
@@ -114,15 +153,195 @@ async fn level(concurrency: usize, clients: usize) -> Level {
     }
 }
 
-/// One result in criterion's layout: `<home>/<group>/<function>/<parameter>/new/`.
-fn write_result(home: &Path, function: &str, parameter: &str, median_ns: f64) {
-    let dir = home.join(GROUP).join(function).join(parameter).join("new");
+/// What one host saw in the rate-limit part, against its client-side limit.
+struct HostRate {
+    host: Host,
+    per_minute: u32,
+    burst: u32,
+    traffic: HostTraffic,
+}
+
+impl HostRate {
+    fn per_second(&self) -> f64 {
+        f64::from(self.per_minute) / 60.0
+    }
+    /// What the limit lets start within any one second: burst + rate x 1 s.
+    fn allowed_in_any_second(&self) -> u64 {
+        u64::from(self.burst) + u64::from(self.per_minute).div_ceil(60)
+    }
+    fn held(&self) -> bool {
+        self.traffic.busiest_second <= self.allowed_in_any_second() && self.traffic.throttled == 0
+    }
+}
+
+struct RateRun {
+    concurrency: usize,
+    clients: usize,
+    elapsed: Duration,
+    hosts: Vec<HostRate>,
+}
+
+impl RateRun {
+    fn achieved(&self) -> f64 {
+        self.clients as f64 / self.elapsed.as_secs_f64()
+    }
+    /// Backups per second the limits allow: min over hosts of rate / requests per backup.
+    fn bound(&self) -> f64 {
+        self.hosts
+            .iter()
+            .filter(|h| h.traffic.requests > 0)
+            .map(|h| h.per_second() / (h.traffic.requests as f64 / self.clients as f64))
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+async fn rate_limited(concurrency: usize, clients: usize) -> RateRun {
+    let limits = [(Host::Api, RATE_API), (Host::Mpc, RATE_MPC)];
+    let sim = PortalSim::start(SimConfig::new().with_seed(4))
+        .await
+        .unwrap();
+    let input = prepare(&sim, clients).await;
+    // The simulator answers 429 beyond what the client's limit allows in any second.
+    for (host, (per_minute, burst)) in limits {
+        let allowed = u64::from(burst) + u64::from(per_minute).div_ceil(60);
+        sim.set_rate_limit(host, Some(u32::try_from(allowed).unwrap()));
+    }
+    let state = tempfile::tempdir().unwrap();
+    let flow = flow(
+        sim_client(&sim)
+            .with_api_rate_limit(RateLimit::per_minute(RATE_API.0).with_burst(RATE_API.1))
+            .with_mpc_rate_limit(RateLimit::per_minute(RATE_MPC.0).with_burst(RATE_MPC.1)),
+        state.path(),
+    );
+    sim.add_fault(format!("*: latency-ms={LATENCY_MS}").parse().unwrap())
+        .unwrap();
+    // Preparing ran unthrottled; let its second pass, then count from zero.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sim.reset_report();
+    let started = Instant::now();
+    let report = flow
+        .bulk_backup(
+            Cursor::new(input.into_bytes()),
+            std::io::sink(),
+            BulkOptions::new().with_concurrency(concurrency),
+        )
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        (report.confirmed, report.failed),
+        (clients as u64, 0),
+        "{report:?}"
+    );
+    let sim_report = sim.report();
+    assert!(sim_report.is_clean(), "{sim_report}");
+    RateRun {
+        concurrency,
+        clients,
+        elapsed,
+        hosts: limits
+            .iter()
+            .map(|(host, (per_minute, burst))| HostRate {
+                host: *host,
+                per_minute: *per_minute,
+                burst: *burst,
+                traffic: *sim_report.traffic.host(*host),
+            })
+            .collect(),
+    }
+}
+
+fn rate_limit_part(runtime: &tokio::runtime::Runtime, home: Option<&Path>, smoke: bool) {
+    let (concurrency, clients) = if smoke { (8, 4) } else { RATE_LEVEL };
+    let run = runtime.block_on(rate_limited(concurrency, clients));
+    println!(
+        "\nbulk backup with client-side rate limits, {LATENCY_MS} ms per request, concurrency \
+         {concurrency}, {clients} clients: {:.2} backups/s, the limits allow {:.2}/s ({:.3})",
+        run.achieved(),
+        run.bound(),
+        run.achieved() / run.bound()
+    );
+    for h in &run.hosts {
+        println!(
+            "  {}: limit {:.1}/s (burst {}), so at most {} in any 1 s window; max observed {} \
+             in any 1 s window, {} requests, 429s: {}{}",
+            h.host,
+            h.per_second(),
+            h.burst,
+            h.allowed_in_any_second(),
+            h.traffic.busiest_second,
+            h.traffic.requests,
+            h.traffic.throttled,
+            if h.held() { "" } else { "  <-- LIMIT EXCEEDED" }
+        );
+    }
+    if let (Some(home), false) = (home, smoke) {
+        write_result(
+            home,
+            RATE_GROUP,
+            "baseline_limit_bound",
+            None,
+            1e9 / run.bound(),
+        );
+        write_result(home, RATE_GROUP, "bulk_backup", None, 1e9 / run.achieved());
+        let hosts: Vec<_> = run
+            .hosts
+            .iter()
+            .map(|h| {
+                json!({
+                    "host": h.host.to_string(),
+                    "limitPerSecond": h.per_second(),
+                    "burst": h.burst,
+                    "allowedInAnySecond": h.allowed_in_any_second(),
+                    "busiestSecond": h.traffic.busiest_second,
+                    "requests": h.traffic.requests,
+                    "throttled": h.traffic.throttled,
+                    "held": h.held(),
+                })
+            })
+            .collect();
+        std::fs::write(
+            home.join(RATE_GROUP).join("rate_limit.json"),
+            json!({
+                "latencyMs": LATENCY_MS,
+                "concurrency": run.concurrency,
+                "clients": run.clients,
+                "seconds": run.elapsed.as_secs_f64(),
+                "backupsPerSecond": run.achieved(),
+                "limitBoundPerSecond": run.bound(),
+                "hosts": hosts,
+            })
+            .to_string(),
+        )
+        .unwrap();
+    }
+    for h in &run.hosts {
+        assert!(
+            h.held(),
+            "RATE LIMIT EXCEEDED on the {} host: {} requests within one second (the limit \
+             allows {}), {} answered 429",
+            h.host,
+            h.traffic.busiest_second,
+            h.allowed_in_any_second(),
+            h.traffic.throttled
+        );
+    }
+}
+
+/// One result in criterion's layout: `<home>/<group>/<function>[/<parameter>]/new/`.
+fn write_result(home: &Path, group: &str, function: &str, parameter: Option<&str>, median_ns: f64) {
+    let mut dir = home.join(group).join(function);
+    let mut id = format!("{group}/{function}");
+    if let Some(parameter) = parameter {
+        dir = dir.join(parameter);
+        id = format!("{id}/{parameter}");
+    }
+    let dir = dir.join("new");
     std::fs::create_dir_all(&dir).unwrap();
-    let id = format!("{GROUP}/{function}/{parameter}");
     std::fs::write(
         dir.join("benchmark.json"),
         json!({
-            "group_id": GROUP,
+            "group_id": group,
             "function_id": function,
             "value_str": parameter,
             "throughput": {"Elements": 1},
@@ -143,13 +362,29 @@ fn write_result(home: &Path, function: &str, parameter: &str, median_ns: f64) {
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing else: run a
-    // smoke-sized pass there.
-    let smoke = !std::env::args().any(|a| a == "--bench");
+    // smoke-sized pass there. `throughput` or `rate-limit` selects one part.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let parts: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |part: &str| parts.is_empty() || parts.contains(&part);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let home = std::env::var_os("CRITERION_HOME").map(std::path::PathBuf::from);
+    if wants("throughput") {
+        throughput_part(&runtime, home.as_deref(), smoke);
+    }
+    if wants("rate-limit") {
+        rate_limit_part(&runtime, home.as_deref(), smoke);
+    }
+}
+
+fn throughput_part(runtime: &tokio::runtime::Runtime, home: Option<&Path>, smoke: bool) {
     println!(
         "bulk backup, Portal-managed store, {LATENCY_MS} ms per request \
          (ideal = concurrency / (requests per backup x latency))"
@@ -167,10 +402,12 @@ fn main() {
             result.ideal(),
             result.achieved() / result.ideal()
         );
-        if let (Some(home), false) = (&home, smoke) {
+        if let (Some(home), false) = (home, smoke) {
             let parameter = format!("c{concurrency:03}");
-            write_result(home, "baseline_ideal", &parameter, 1e9 / result.ideal());
-            write_result(home, "bulk_backup", &parameter, 1e9 / result.achieved());
+            let ideal = 1e9 / result.ideal();
+            write_result(home, GROUP, "baseline_ideal", Some(&parameter), ideal);
+            let achieved = 1e9 / result.achieved();
+            write_result(home, GROUP, "bulk_backup", Some(&parameter), achieved);
         }
     }
 }

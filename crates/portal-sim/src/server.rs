@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -68,10 +68,10 @@ struct Inner {
     faults: Mutex<FaultState>,
     webhook: Option<Webhook>,
     default_custodian: SimCustodian,
-    /// Requests per second accepted by the API host (`None` = unlimited).
-    rate_limit_api: Option<u32>,
+    /// Requests per second accepted by the API host (0 = unlimited).
+    rate_limit_api: AtomicU32,
     /// The same for the MPC host.
-    rate_limit_mpc: Option<u32>,
+    rate_limit_mpc: AtomicU32,
 }
 
 impl fmt::Debug for Simulator {
@@ -115,8 +115,8 @@ impl Simulator {
                 faults: Mutex::new(FaultState::new(config.faults, fault_rng)),
                 webhook,
                 default_custodian: custodian,
-                rate_limit_api: config.rate_limit_api,
-                rate_limit_mpc: config.rate_limit_mpc,
+                rate_limit_api: AtomicU32::new(config.rate_limit_api.unwrap_or(0)),
+                rate_limit_mpc: AtomicU32::new(config.rate_limit_mpc.unwrap_or(0)),
             }),
         })
     }
@@ -208,6 +208,28 @@ impl Simulator {
     /// Removes every fault rule.
     pub fn clear_faults(&self) {
         self.fault_state().set(Vec::new());
+    }
+
+    /// Changes the rate limit of `host` (see
+    /// [`SimConfig::with_rate_limit`](crate::SimConfig::with_rate_limit); `None` = no limit,
+    /// 0 is raised to 1).
+    pub fn set_rate_limit(&self, host: Host, per_second: Option<u32>) {
+        let value = per_second.map_or(0, |n| n.max(1));
+        self.rate_limit_cell(host).store(value, Ordering::Relaxed);
+    }
+
+    /// The rate limit of `host` in force, if any.
+    #[must_use]
+    pub fn rate_limit(&self, host: Host) -> Option<u32> {
+        let value = self.rate_limit_cell(host).load(Ordering::Relaxed);
+        (value > 0).then_some(value)
+    }
+
+    fn rate_limit_cell(&self, host: Host) -> &AtomicU32 {
+        match host {
+            Host::Api => &self.inner.rate_limit_api,
+            Host::Mpc => &self.inner.rate_limit_mpc,
+        }
     }
 
     /// The fault rules in force.
@@ -312,10 +334,7 @@ async fn api_layer(State(sim): State<Simulator>, request: Request, next: Next) -
         .state()
         .recorder
         .arrival(host, std::time::Instant::now());
-    let limit = match host {
-        Host::Api => sim.inner.rate_limit_api,
-        Host::Mpc => sim.inner.rate_limit_mpc,
-    };
+    let limit = sim.rate_limit(host);
     if limit.is_some_and(|limit| in_last_second > u64::from(limit)) {
         sim.state().recorder.throttled(host);
         tracing::info!(%method, %route, %host, "rate limit exceeded: 429");
@@ -1152,6 +1171,17 @@ impl PortalSim {
     /// See [`Simulator::clear_faults`].
     pub fn clear_faults(&self) {
         self.sim.clear_faults();
+    }
+
+    /// See [`Simulator::set_rate_limit`].
+    pub fn set_rate_limit(&self, host: Host, per_second: Option<u32>) {
+        self.sim.set_rate_limit(host, per_second);
+    }
+
+    /// See [`Simulator::rate_limit`].
+    #[must_use]
+    pub fn rate_limit(&self, host: Host) -> Option<u32> {
+        self.sim.rate_limit(host)
     }
 
     /// See [`Simulator::advance_clock`].

@@ -54,6 +54,17 @@ async fn requests_beyond_the_limit_get_429_and_are_counted_per_host() {
 
     sim.reset_report();
     assert_eq!(sim.report().traffic, portal_sim::Traffic::default());
+
+    // Limits change at run time.
+    assert_eq!(sim.rate_limit(Host::Api), Some(5));
+    sim.set_rate_limit(Host::Api, None);
+    assert_eq!(sim.rate_limit(Host::Api), None);
+    for _ in 0..8 {
+        client.client_me().await.unwrap();
+    }
+    sim.set_rate_limit(Host::Mpc, Some(0));
+    assert_eq!(sim.rate_limit(Host::Mpc), Some(1));
+    assert_eq!(sim.report().traffic.throttled(), 0);
 }
 
 #[tokio::test]

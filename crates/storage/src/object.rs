@@ -494,6 +494,25 @@ impl BackupStore for ObjectStoreStore {
         keys.dedup();
         Ok(keys)
     }
+
+    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+        // One delimiter listing of the prefix: its "directories" are the client ids.
+        let listed = self
+            .inner
+            .list_with_delimiter(self.prefix.as_ref())
+            .await
+            .map_err(|e| self.other_error("list clients", e))?;
+        let mut clients: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|dir| dir.filename())
+            .filter(|name| BackupKey::check_client_id(name).is_ok())
+            .map(str::to_owned)
+            .collect();
+        clients.sort_unstable();
+        clients.dedup();
+        Ok(clients)
+    }
 }
 
 #[cfg(test)]

@@ -85,6 +85,8 @@ const SELECT: &str =
     "SELECT body, version FROM portal_backup_objects WHERE client_id = $1 AND path = $2";
 const DELETE: &str = "DELETE FROM portal_backup_objects WHERE client_id = $1 AND path = $2";
 const LIST: &str = "SELECT path FROM portal_backup_objects WHERE client_id = $1 ORDER BY path";
+const LIST_CLIENTS: &str =
+    "SELECT DISTINCT client_id FROM portal_backup_objects ORDER BY client_id";
 
 /// A [`BackupStore`] in a PostgreSQL table; see the [module docs](self).
 ///
@@ -337,6 +339,13 @@ impl BackupStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+        sqlx::query_scalar(LIST_CLIENTS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("cannot list the clients", e))
     }
 }
 

@@ -7,7 +7,7 @@
 //! * `GET`/`HEAD /{bucket}/{object}`: the body with `Content-Length`, `ETag`, `Last-Modified`
 //!   and `x-goog-generation`, or `404 NoSuchKey`;
 //! * `DELETE /{bucket}/{object}`: `204`, or `404 NoSuchKey`;
-//! * `GET /{bucket}?list-type=2&prefix=…`: a `ListBucketResult`, paginated with
+//! * `GET /{bucket}?list-type=2&prefix=…[&delimiter=/]`: a `ListBucketResult`, paginated with
 //!   `continuation-token` in pages of [`PAGE`] (small, so that the client's pagination is
 //!   exercised);
 //! * an unknown bucket: `404 NoSuchBucket`.
@@ -209,6 +209,50 @@ async fn object(
     }
 }
 
+/// A delimiter listing, in one page: the objects directly under `prefix` and the "directories"
+/// (`CommonPrefixes`) below it.
+fn list_with_delimiter(
+    bucket: &str,
+    objects: &BTreeMap<String, Object>,
+    prefix: &str,
+    delimiter: &str,
+) -> Response {
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut xml = format!(
+        "<?xml version='1.0' encoding='UTF-8'?><ListBucketResult xmlns='http://doc.s3.amazonaws.com/2006-03-01'><Name>{}</Name><Prefix>{}</Prefix><IsTruncated>false</IsTruncated>",
+        xml_escape(bucket),
+        xml_escape(prefix),
+    );
+    for (key, object) in objects.iter().filter(|(k, _)| k.starts_with(prefix)) {
+        let rest = &key[prefix.len()..];
+        match rest.find(delimiter) {
+            Some(at) => {
+                dirs.insert(format!("{prefix}{}", &rest[..at + delimiter.len()]));
+            }
+            None => xml.push_str(&format!(
+                "<Contents><Key>{}</Key><Generation>{}</Generation><LastModified>{LAST_MODIFIED_ISO}</LastModified><ETag>{}</ETag><Size>{}</Size></Contents>",
+                xml_escape(key),
+                object.generation,
+                xml_escape(&etag(object.generation)),
+                object.body.len()
+            )),
+        }
+    }
+    for dir in dirs {
+        xml.push_str(&format!(
+            "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+            xml_escape(&dir)
+        ));
+    }
+    xml.push_str("</ListBucketResult>");
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/xml")],
+        xml,
+    )
+        .into_response()
+}
+
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -226,10 +270,13 @@ async fn list(
     let Some(objects) = state.buckets.get(&bucket) else {
         return error(StatusCode::NOT_FOUND, "NoSuchBucket");
     };
-    if query.get("list-type").map(String::as_str) != Some("2") || query.contains_key("delimiter") {
+    if query.get("list-type").map(String::as_str) != Some("2") {
         return error(StatusCode::NOT_IMPLEMENTED, "NotImplemented");
     }
     let prefix = query.get("prefix").cloned().unwrap_or_default();
+    if let Some(delimiter) = query.get("delimiter") {
+        return list_with_delimiter(&bucket, objects, &prefix, delimiter);
+    }
     let after = query
         .get("continuation-token")
         .or_else(|| query.get("start-after"))

@@ -1,16 +1,23 @@
-//! Load test of the webhook server on the file store, from a separate process on loopback.
+//! Load test of the webhook server on the file store or PostgreSQL, from a separate process
+//! on loopback.
 //!
 //! ```text
 //! cargo run --release -p custodian-webhook --example load [-- --pairs 10000 --concurrency 50 --deadline-secs 300]
+//! cargo run --release -p custodian-webhook --example load --features postgres -- --store postgres
 //! ```
 //!
-//! The program starts itself a second time as the server (`--serve <dir>`: an `FsStore` and a
-//! local key file in a fresh temporary directory, plain HTTP on `127.0.0.1`), then drives
+//! The program starts itself a second time as the server (`--serve <dir>`: a local key file
+//! in a fresh temporary directory, plain HTTP on `127.0.0.1`, and an `FsStore` in that
+//! directory, or with `--store postgres` a `PostgresStore` on a throwaway PostgreSQL that this
+//! program starts on loopback, see `storage/tests/support/postgres.rs`), then drives
 //! `--pairs` backup+fetch pairs over `--concurrency` connections, as Portal does (`/backup`,
 //! then `/backup/fetch` must return the share). Afterwards it fetches every client once more,
-//! stops the server gracefully, and scans the store directory for any plaintext share (raw,
-//! JSON-escaped, base64, base64url). It exits non-zero on any error, missing share or hit,
-//! and when the whole run exceeds `--deadline-secs`.
+//! reads the server's peak resident memory (`VmHWM`), stops the server gracefully, and scans
+//! for any plaintext share (raw, JSON-escaped, base64, base64url, hex): the store directory;
+//! or, for PostgreSQL, every stored body (raw, and as `psql` prints it), a `pg_dump` of the
+//! database, and the server's whole directory (data files, WAL, log) after a checkpoint. It
+//! exits non-zero on any error, missing share or hit, and when the whole run exceeds
+//! `--deadline-secs`.
 // A test program: it panics on broken fixtures and does arithmetic on small counters.
 #![allow(
     clippy::unwrap_used,
@@ -24,6 +31,9 @@
 
 #[path = "../tests/support/load.rs"]
 mod load;
+#[cfg(feature = "postgres")]
+#[path = "../../storage/tests/support/postgres.rs"]
+mod pg;
 #[path = "../tests/support/scan.rs"]
 mod scan;
 
@@ -33,9 +43,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use custodian_webhook::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
+use custodian_webhook::storage::BackupStore;
 use custodian_webhook::storage::fs::FsStore;
 use custodian_webhook::{SECRET_ENV, WebhookSecrets, WebhookServer};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+
+/// The server's PostgreSQL URL (in the environment: it holds the password).
+const PG_URL_ENV: &str = "PORTAL_BACKUP_LOAD_PG_URL";
 
 /// A share shaped like Portal's: a JSON string of about 7 KiB with random content.
 fn share_like_portal(client: &str) -> String {
@@ -66,7 +80,19 @@ fn main() {
     let concurrency: usize = arg(&args, "--concurrency").map_or(50, |v| v.parse().unwrap());
     let deadline =
         Duration::from_secs(arg(&args, "--deadline-secs").map_or(300, |v| v.parse().unwrap()));
-    let ok = runtime.block_on(drive(pairs, concurrency, deadline));
+    let postgres = match arg(&args, "--store").as_deref() {
+        None | Some("fs") => false,
+        Some("postgres") if cfg!(feature = "postgres") => true,
+        Some("postgres") => {
+            eprintln!("--store postgres needs the example built with --features postgres");
+            std::process::exit(2);
+        }
+        Some(other) => {
+            eprintln!("--store {other}: expected fs or postgres");
+            std::process::exit(2);
+        }
+    };
+    let ok = runtime.block_on(drive(pairs, concurrency, deadline, postgres));
     std::process::exit(if ok { 0 } else { 1 });
 }
 
@@ -75,7 +101,7 @@ async fn serve(dir: &Path) {
     let kek = LocalKek::from_file(&dir.join("kek")).unwrap();
     let server = WebhookServer::builder()
         .with_keyring(Keyring::new().with(Arc::new(kek) as Arc<dyn KeyEncryptionKey>))
-        .with_store(Arc::new(FsStore::new(dir.join("store")).unwrap()))
+        .with_store(open_store(dir).await)
         .with_secrets(WebhookSecrets::from_env(SECRET_ENV).unwrap())
         .build()
         .unwrap();
@@ -90,18 +116,51 @@ async fn serve(dir: &Path) {
         .unwrap();
 }
 
-async fn drive(pairs: usize, concurrency: usize, deadline: Duration) -> bool {
+/// The server's store: PostgreSQL when the driver passed its URL, else files under `dir`.
+async fn open_store(dir: &Path) -> Arc<dyn BackupStore> {
+    match std::env::var(PG_URL_ENV) {
+        #[cfg(feature = "postgres")]
+        Ok(url) => Arc::new(
+            storage::postgres::PostgresStore::connect(&url)
+                .await
+                .unwrap(),
+        ),
+        #[cfg(not(feature = "postgres"))]
+        Ok(_) => panic!("built without the postgres feature"),
+        Err(_) => Arc::new(FsStore::new(dir.join("store")).unwrap()),
+    }
+}
+
+/// Peak resident set size of a process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn drive(pairs: usize, concurrency: usize, deadline: Duration, postgres: bool) -> bool {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
+    #[cfg(feature = "postgres")]
+    let pg = postgres.then(|| match pg::start() {
+        Some(pg) => pg,
+        None => panic!("--store postgres needs PostgreSQL's server binaries"),
+    });
     LocalKek::generate_file(&dir.path().join("kek")).unwrap();
     let mut secret_bytes = [0u8; 24];
     getrandom::fill(&mut secret_bytes).unwrap();
     let secret: String = secret_bytes.iter().map(|b| format!("{b:02x}")).collect();
 
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+    let mut server = tokio::process::Command::new(std::env::current_exe().unwrap());
+    server
         .arg("--serve")
         .arg(dir.path())
-        .env(SECRET_ENV, &secret)
+        .env(SECRET_ENV, &secret);
+    #[cfg(feature = "postgres")]
+    if let Some(pg) = &pg {
+        server.env(PG_URL_ENV, &pg.url);
+    }
+    let mut child = server
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -114,9 +173,14 @@ async fn drive(pairs: usize, concurrency: usize, deadline: Duration) -> bool {
         .unwrap()
         .expect("server prints its address");
     let addr = line.strip_prefix("LISTENING ").unwrap().to_owned();
+    let server_pid = child.id().unwrap_or(0);
     println!(
-        "server: separate process (pid {}), file store, local KEK, plain HTTP on {addr}; {} CPUs",
-        child.id().unwrap_or(0),
+        "server: separate process (pid {server_pid}), {} store, local KEK, plain HTTP on {addr}; {} CPUs",
+        if postgres {
+            "PostgreSQL (throwaway, loopback, default settings: fsync and synchronous_commit on)"
+        } else {
+            "file"
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
@@ -144,6 +208,15 @@ async fn drive(pairs: usize, concurrency: usize, deadline: Duration) -> bool {
         println!("  error: {e}");
     }
 
+    let rss = peak_rss_kib(server_pid);
+    println!(
+        "server peak RSS (VmHWM): {}",
+        rss.map_or("unknown".to_owned(), |kib| format!(
+            "{:.1} MiB",
+            kib as f64 / 1024.0
+        ))
+    );
+
     // Graceful stop: close the server's stdin and wait for it.
     drop(child.stdin.take());
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
@@ -154,13 +227,15 @@ async fn drive(pairs: usize, concurrency: usize, deadline: Duration) -> bool {
 
     let scan_started = Instant::now();
     scan::self_check();
-    let store = dir.path().join("store");
-    let files = scan::count_files(&store);
-    let bytes = dir_bytes(&store);
-    let hits = scan::scan(dir.path(), &shares);
+    #[cfg(feature = "postgres")]
+    let (objects, hits) = match &pg {
+        Some(pg) => scan_postgres(pg, dir.path(), &shares),
+        None => scan_files(dir.path(), &shares),
+    };
+    #[cfg(not(feature = "postgres"))]
+    let (objects, hits) = scan_files(dir.path(), &shares);
     println!(
-        "disk scan: {files} files, {:.1} MiB under the store; {} plaintext hits (raw, JSON-escaped, base64, base64url) in {:.2} s",
-        bytes as f64 / (1024.0 * 1024.0),
+        "scan: {} plaintext hits (raw, JSON-escaped, base64, base64url, hex) in {:.2} s",
         hits.len(),
         scan_started.elapsed().as_secs_f64()
     );
@@ -182,11 +257,82 @@ async fn drive(pairs: usize, concurrency: usize, deadline: Duration) -> bool {
         && report.missing_after == 0
         && report.pairs == pairs
         && hits.is_empty()
-        && files == pairs
+        && objects == pairs
         && status.success()
         && within;
     println!("{}", if ok { "RESULT: PASS" } else { "RESULT: FAIL" });
     ok
+}
+
+/// The file store: one file per share; scans the whole temporary directory.
+fn scan_files(dir: &Path, shares: &[String]) -> (usize, Vec<scan::Hit>) {
+    let store = dir.join("store");
+    let files = scan::count_files(&store);
+    println!(
+        "disk: {files} files, {:.1} MiB under the store",
+        dir_bytes(&store) as f64 / (1024.0 * 1024.0)
+    );
+    (files, scan::scan(dir, shares))
+}
+
+/// PostgreSQL: the rows, every body (raw bytes from a binary COPY, and the hex text `psql`
+/// prints), a `pg_dump` of the database, the server's log, and its data directory (tables,
+/// WAL) after a checkpoint.
+#[cfg(feature = "postgres")]
+fn scan_postgres(pg: &pg::Postgres, dir: &Path, shares: &[String]) -> (usize, Vec<scan::Hit>) {
+    let rows: usize = pg
+        .psql("SELECT count(*) FROM portal_backup_objects")
+        .trim()
+        .parse()
+        .unwrap();
+    pg.psql("CHECKPOINT");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir(&dumps).unwrap();
+    let run = |tool: &str, args: &[&str], file: &str| {
+        let out = pg.client(tool).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(dumps.join(file), &out.stdout).unwrap();
+        out.stdout.len()
+    };
+    let binary = run(
+        "psql",
+        &[
+            "-X",
+            "-c",
+            "COPY (SELECT body FROM portal_backup_objects) TO STDOUT (FORMAT binary)",
+        ],
+        "bodies.bin",
+    );
+    let text = run(
+        "psql",
+        &[
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT body FROM portal_backup_objects",
+        ],
+        "bodies.txt",
+    );
+    let dump = run("pg_dump", &["--no-owner"], "pg_dump.sql");
+    let data = pg.data_dir().unwrap();
+    let data_bytes = dir_bytes(&data);
+    println!(
+        "database: {rows} rows; bodies {:.1} MiB raw, {:.1} MiB as psql prints them; pg_dump {:.1} MiB; data directory {:.1} MiB ({} files)",
+        binary as f64 / 1048576.0,
+        text as f64 / 1048576.0,
+        dump as f64 / 1048576.0,
+        data_bytes as f64 / 1048576.0,
+        scan::count_files(&data),
+    );
+    std::fs::write(dumps.join("server.log"), pg.log()).unwrap();
+    let mut hits = scan::scan(&dumps, shares);
+    hits.extend(scan::scan(&data, shares));
+    (rows, hits)
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

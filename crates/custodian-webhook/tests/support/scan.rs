@@ -1,6 +1,6 @@
-//! Scans a directory for plaintext shares: the raw share, its JSON-escaped form, and its
+//! Scans a directory for plaintext shares: the raw share, its JSON-escaped form, its
 //! base64 forms (standard and URL-safe, padded or not; a window from the middle of the
-//! encoding is the same for both paddings).
+//! encoding is the same for both paddings), and lower-case hex (as PostgreSQL prints bytea).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -32,11 +32,13 @@ pub fn scan(dir: &Path, shares: &[String]) -> Vec<Hit> {
     let mut needles: Vec<(Vec<u8>, usize, &'static str)> = Vec::new();
     for (i, share) in shares.iter().enumerate() {
         let escaped = serde_json::to_string(share).unwrap();
-        let forms: [(Vec<u8>, &'static str); 4] = [
+        let hex: String = share.bytes().map(|b| format!("{b:02x}")).collect();
+        let forms: [(Vec<u8>, &'static str); 5] = [
             (share.as_bytes().to_vec(), "raw"),
             (escaped.into_bytes(), "json-escaped"),
             (STANDARD.encode(share).into_bytes(), "base64"),
             (URL_SAFE.encode(share).into_bytes(), "base64url"),
+            (hex.into_bytes(), "hex"),
         ];
         for (bytes, form) in forms {
             if let Some(window) = middle(&bytes) {
@@ -109,6 +111,8 @@ pub fn self_check() {
     let share = super::share_like_portal("cl_scan");
     std::fs::write(dir.path().join("raw"), format!("xx{share}yy")).unwrap();
     std::fs::write(dir.path().join("b64"), STANDARD.encode(&share)).unwrap();
+    let hex: String = share.bytes().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(dir.path().join("hex"), format!("\\x{hex}")).unwrap();
     std::fs::write(
         dir.path().join("json"),
         serde_json::json!({ "s": share }).to_string(),
@@ -117,7 +121,10 @@ pub fn self_check() {
     let hits = scan(dir.path(), &[share]);
     let forms: HashSet<&str> = hits.iter().map(|h| h.form).collect();
     assert!(
-        forms.contains("raw") && forms.contains("base64") && forms.contains("json-escaped"),
+        forms.contains("raw")
+            && forms.contains("base64")
+            && forms.contains("json-escaped")
+            && forms.contains("hex"),
         "{hits:?}"
     );
 }

@@ -330,11 +330,13 @@ pub async fn crash_soak(params: Params, child: impl Fn() -> Command + Send + Syn
         .unwrap();
     }
 
-    // Kill moments are random below a cap; a run that finishes before its kill shrinks the
-    // cap (later runs have less left to do), so the kills keep landing inside runs, from the
-    // first backups to the last resumed ones.
+    // Each run is killed at a random moment of new work: once it has reported a random
+    // number of clients (below its share of what is left: clients not yet confirmed by any
+    // run, over the kills still to come) confirmed that no run had confirmed before, plus a
+    // random 0-20 ms, so that the kills spread from the first backups to the last instead of
+    // landing on runs that only find everything done. Should every client be confirmed
+    // early anyway, the remaining runs are killed at a random moment in their first 300 ms.
     let random = RandomState::new();
-    let mut cap_ms: u64 = 1500;
     let (mut kills, mut finished_before_kill, mut runs) = (0usize, 0usize, 0u64);
     // Clients any run so far reported confirmed, and their count after each kill.
     let mut confirmed = std::collections::BTreeSet::new();
@@ -342,21 +344,35 @@ pub async fn crash_soak(params: Params, child: impl Fn() -> Command + Send + Syn
     let killing = Instant::now();
     while kills < params.kills && runs < 20 * params.kills as u64 {
         runs += 1;
-        let wait = Duration::from_millis(20 + random.hash_one(runs) % cap_ms);
+        let left = params.clients - confirmed.len();
+        let share = (left / (params.kills - kills)).max(1) as u64;
+        let new_work = random.hash_one((runs, 0)) % share;
+        let jitter =
+            Duration::from_millis(random.hash_one((runs, 1)) % if left > 0 { 21 } else { 301 });
         let mut child = spawn(Stdio::null());
-        let deadline = Instant::now() + wait;
         let mut exited = false;
-        while Instant::now() < deadline {
+        let mut trigger: Option<Instant> = (left == 0).then(|| Instant::now() + jitter);
+        loop {
             if child.try_wait().unwrap().is_some() {
                 exited = true;
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some(at) = trigger {
+                if Instant::now() >= at {
+                    break;
+                }
+            } else {
+                let mut seen = confirmed.clone();
+                note_confirmed(&output, &mut seen);
+                if (seen.len() - confirmed.len()) as u64 >= new_work {
+                    trigger = Some(Instant::now() + jitter);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         if exited {
             note_confirmed(&output, &mut confirmed);
             finished_before_kill += 1;
-            cap_ms = (wait.as_millis() as u64 * 4 / 5).max(20);
             continue;
         }
         child.kill().unwrap(); // SIGKILL

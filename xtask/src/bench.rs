@@ -23,14 +23,43 @@ use std::time::{Duration, SystemTime};
 
 use crate::cmd::{self, Error, Result};
 use crate::json::{self, Value};
+use crate::measure;
 
-/// The benches to run, as `(package, bench target)`. Extend this as crates add benches.
-const BENCHES: &[(&str, &str)] = &[("envelope", "envelope"), ("backup-flow", "bulk_throughput")];
+/// The sections of `cargo xtask bench`, in the order they run: `(name, what it measures)`.
+pub(crate) const SECTIONS: &[(&str, &str)] = &[
+    (
+        "envelope",
+        "criterion: envelope seal+open versus raw AES-256-GCM",
+    ),
+    (
+        "bulk",
+        "bulk backup throughput against portal-sim with 20 ms per request",
+    ),
+    (
+        "rate",
+        "a bulk run under client-side rate limits; the simulator counts every 1 s window",
+    ),
+    (
+        "rss",
+        "peak RSS of bulk runs of 1,000, 10,000 and 100,000 clients",
+    ),
+    (
+        "build",
+        "clean build time and dependency count, minimal versus all features (slow)",
+    ),
+];
+
+/// What `cargo xtask bench` runs without arguments: every section but `build`.
+const DEFAULT_SECTIONS: &[&str] = &["envelope", "bulk", "rate", "rss"];
 
 /// The id prefix that marks a group's reference benchmark (see the module docs).
 const BASELINE_PREFIX: &str = "baseline";
 
-pub(crate) fn run(root: &Path) -> Result {
+/// Runs the named sections (none: [`DEFAULT_SECTIONS`]; `all`: every one), then rewrites
+/// `docs/benchmarks.md` and `docs/benchmarks.json` with their new figures and the last
+/// figures of every other section, kept from the JSON.
+pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
+    let sections = select_sections(args)?;
     let metadata = json::parse(
         &cmd::cargo(root)
             .args(["metadata", "--format-version", "1", "--no-deps"])
@@ -41,35 +70,127 @@ pub(crate) fn run(root: &Path) -> Result {
         .and_then(Value::as_str)
         .map(PathBuf::from)
         .ok_or_else(|| Error::msg("cargo metadata: no target_directory"))?;
-    // Some slack for file systems with coarse modification times.
-    let since = SystemTime::now()
-        .checked_sub(Duration::from_secs(2))
-        .unwrap_or(SystemTime::UNIX_EPOCH);
     // Criterion resolves a relative CARGO_TARGET_DIR against the bench's package directory,
     // not the workspace root; name its output directory explicitly so both sides agree.
     let criterion_dir = target_dir.join("criterion");
-    for (package, bench) in BENCHES {
-        cmd::cargo(root)
-            .env("CRITERION_HOME", &criterion_dir)
-            .args(["bench", "--locked", "-p", package, "--bench", bench])
-            .run()?;
-    }
-    let results = collect(&criterion_dir, since)?;
-    if results.is_empty() {
-        return Err(Error::msg(
-            "the benches wrote no criterion results (<target>/criterion/**/new/estimates.json)",
-        ));
-    }
-    let rows = with_ratios(results);
     let docs = root.join("docs");
     std::fs::create_dir_all(&docs)?;
-    std::fs::write(docs.join("benchmarks.md"), markdown(&rows))?;
-    std::fs::write(docs.join("benchmarks.json"), to_json(&rows))?;
-    println!(
-        "wrote docs/benchmarks.md and docs/benchmarks.json ({} benchmarks)",
-        rows.len()
-    );
+    let json_path = docs.join("benchmarks.json");
+    let mut doc = match std::fs::read_to_string(&json_path) {
+        Ok(text) => Doc::from_json(&json::parse(&text)?),
+        Err(_) => Doc::default(),
+    };
+    for section in sections {
+        println!("== bench section `{section}`");
+        let machine = measure::machine();
+        match section {
+            "envelope" => {
+                let rows = criterion(root, &criterion_dir, "envelope", "envelope", &[])?;
+                doc.replace_rows(section, rows);
+            }
+            "bulk" => {
+                let rows = criterion(
+                    root,
+                    &criterion_dir,
+                    "backup-flow",
+                    "bulk_throughput",
+                    &["throughput"],
+                )?;
+                doc.replace_rows(section, rows);
+            }
+            "rate" => {
+                let since = now_with_slack();
+                let rows = criterion(
+                    root,
+                    &criterion_dir,
+                    "backup-flow",
+                    "bulk_throughput",
+                    &["rate-limit"],
+                )?;
+                let file = criterion_dir
+                    .join("bulk_rate_limited")
+                    .join("rate_limit.json");
+                if std::fs::metadata(&file)?.modified()? < since {
+                    return Err(Error::msg(
+                        "the rate-limit bench wrote no new bulk_rate_limited/rate_limit.json",
+                    ));
+                }
+                doc.rate = Some(measure::rate_limit(&file)?);
+                doc.replace_rows(section, rows);
+            }
+            "rss" => doc.rss = Some(measure::rss(root, &target_dir)?),
+            "build" => doc.build = Some(measure::build(root, &target_dir)?),
+            other => return Err(Error::msg(format!("unknown bench section `{other}`"))),
+        }
+        doc.machines.retain(|(name, _)| name != section);
+        doc.machines.push((section.to_owned(), machine));
+        doc.machines
+            .sort_by_key(|(name, _)| SECTIONS.iter().position(|(s, _)| s == name));
+        // Written after every section, so a failure later keeps what was measured.
+        std::fs::write(docs.join("benchmarks.md"), doc.markdown())?;
+        std::fs::write(&json_path, doc.to_json())?;
+        println!("wrote docs/benchmarks.md and docs/benchmarks.json (section `{section}`)");
+    }
     Ok(())
+}
+
+fn select_sections<'a>(args: &[&'a str]) -> Result<Vec<&'a str>> {
+    match args {
+        [] => Ok(DEFAULT_SECTIONS.to_vec()),
+        ["all"] => Ok(SECTIONS.iter().map(|(name, _)| *name).collect()),
+        names => {
+            for name in names {
+                if !SECTIONS.iter().any(|(s, _)| s == name) {
+                    return Err(Error::msg(format!(
+                        "unknown bench section `{name}`; sections: all, {}",
+                        SECTIONS
+                            .iter()
+                            .map(|(s, _)| *s)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            }
+            // In the documented order, each once.
+            Ok(SECTIONS
+                .iter()
+                .map(|(s, _)| *s)
+                .filter(|s| names.contains(s))
+                .collect())
+        }
+    }
+}
+
+fn now_with_slack() -> SystemTime {
+    // Some slack for file systems with coarse modification times.
+    SystemTime::now()
+        .checked_sub(Duration::from_secs(2))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Runs one bench target and returns the criterion results it wrote, with ratios.
+fn criterion(
+    root: &Path,
+    criterion_dir: &Path,
+    package: &str,
+    bench: &str,
+    bench_args: &[&str],
+) -> Result<Vec<Row>> {
+    let since = now_with_slack();
+    let mut command = cmd::cargo(root)
+        .env("CRITERION_HOME", criterion_dir)
+        .args(["bench", "--locked", "-p", package, "--bench", bench]);
+    if !bench_args.is_empty() {
+        command = command.arg("--").args(bench_args);
+    }
+    command.run()?;
+    let results = collect(criterion_dir, since)?;
+    if results.is_empty() {
+        return Err(Error::msg(format!(
+            "the {bench} bench wrote no criterion results (<target>/criterion/**/new/estimates.json)"
+        )));
+    }
+    Ok(with_ratios(results))
 }
 
 /// One criterion benchmark's result.
@@ -89,6 +210,8 @@ struct Bench {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
+    /// The `cargo xtask bench` section that measured it.
+    section: String,
     bench: Bench,
     /// The id of the baseline compared against, and `median / baseline median`.
     ratio: Option<(String, f64)>,
@@ -190,6 +313,7 @@ fn with_ratios(benches: Vec<Bench>) -> Vec<Row> {
                 ratio.is_finite().then(|| (b.id.clone(), ratio))
             });
             Row {
+                section: String::new(),
                 bench: bench.clone(),
                 ratio,
             }
@@ -221,93 +345,235 @@ fn mib_per_s(bytes: f64, ns: f64) -> Option<f64> {
     rate.is_finite().then_some(rate)
 }
 
-fn markdown(rows: &[Row]) -> String {
-    let mut md = String::from(
-        "# Benchmarks\n\n\
-         Generated by `cargo xtask bench` from criterion's results (one run, on the machine it \
-         ran on); do not edit by hand. The same data is in `benchmarks.json`.\n\n\
-         **Convention.** In each criterion group, the benchmark whose id starts with \
-         `baseline` is the reference. For every benchmark, *time ÷ baseline* is its median time \
-         divided by the baseline's (1.25 = 25 % slower), and *speed vs baseline* is the inverse \
-         (0.80 = 0.8x the baseline's speed). Parameterized groups compare each benchmark with \
-         the baseline of the same parameter.\n\n\
-         **Bulk throughput** (`bulk_backup_20ms`, from `crates/backup-flow/benches/bulk_throughput.rs`, \
-         one timed bulk run per concurrency `cNNN` against `portal-sim` with 20 ms added to every \
-         request, written in criterion's layout): *median* is wall time per backup, *throughput* \
-         backups per second, and `baseline_ideal/cNNN` is the ideal, concurrency / (requests per backup × \
-         20 ms), with requests counted by the simulator; *speed vs baseline* is therefore \
-         achieved ÷ ideal throughput.\n\n\
-         | group | benchmark | median | throughput | time ÷ baseline | speed vs baseline |\n\
-         | --- | --- | ---: | ---: | ---: | ---: |\n",
-    );
-    for row in rows {
-        let b = &row.bench;
-        let throughput = b
-            .bytes
-            .and_then(|bytes| mib_per_s(bytes, b.median_ns))
-            .map(|r| format!("{r:.1} MiB/s"))
-            .or_else(|| {
-                b.elements
-                    .and_then(|n| per_s(n, b.median_ns))
-                    .map(|r| format!("{r:.1} /s"))
-            })
-            .unwrap_or_else(|| "–".to_owned());
-        let (time_ratio, speed) = row.ratio.as_ref().map_or_else(
-            || ("–".to_owned(), "–".to_owned()),
-            |(_, r)| (format!("{r:.3}"), format!("{:.3}", 1.0 / r)),
-        );
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {throughput} | {time_ratio} | {speed} |",
-            b.group,
-            b.id,
-            human_time(b.median_ns)
-        );
-    }
-    md
+/// Everything `docs/benchmarks.json` holds: the criterion rows of every section, the other
+/// sections' figures, and the machine each section last ran on.
+#[derive(Debug, Default)]
+struct Doc {
+    rows: Vec<Row>,
+    machines: Vec<(String, Value)>,
+    rate: Option<Value>,
+    rss: Option<Value>,
+    build: Option<Value>,
 }
 
-fn to_json(rows: &[Row]) -> String {
-    let number = |n: Option<f64>| {
-        n.filter(|n| n.is_finite())
-            .map_or_else(|| "null".to_owned(), |n| format!("{n}"))
-    };
-    let mut out = String::from(
-        "{\n  \"generated_by\": \"cargo xtask bench\",\n  \"unit\": \"ns\",\n  \"convention\": ",
-    );
-    out.push_str(&json::quote(
-        "In each criterion group the benchmark whose id starts with `baseline` is the \
-         reference; time_ratio_to_baseline = median_ns / baseline median_ns; \
-         speed_relative_to_baseline = its inverse. Parameterized groups use the baseline of \
-         the same parameter.",
-    ));
-    out.push_str(",\n  \"benchmarks\": [");
-    for (index, row) in rows.iter().enumerate() {
-        let b = &row.bench;
-        let ratio = row.ratio.as_ref().map(|(_, r)| *r);
-        let baseline = row
-            .ratio
-            .as_ref()
-            .map_or_else(|| "null".to_owned(), |(id, _)| json::quote(id));
-        let _ = write!(
-            out,
-            "{}\n    {{\"group\": {}, \"id\": {}, \"median_ns\": {}, \"bytes\": {}, \
-             \"mib_per_s\": {}, \"elements\": {}, \"per_s\": {}, \"baseline\": {baseline}, \"time_ratio_to_baseline\": {}, \
-             \"speed_relative_to_baseline\": {}}}",
-            if index == 0 { "" } else { "," },
-            json::quote(&b.group),
-            json::quote(&b.id),
-            number(Some(b.median_ns)),
-            number(b.bytes),
-            number(b.bytes.and_then(|bytes| mib_per_s(bytes, b.median_ns))),
-            number(b.elements),
-            number(b.elements.and_then(|n| per_s(n, b.median_ns))),
-            number(ratio),
-            number(ratio.map(|r| 1.0 / r)),
-        );
+impl Doc {
+    /// Replaces the rows of `section` with `rows`.
+    fn replace_rows(&mut self, section: &str, rows: Vec<Row>) {
+        self.rows.retain(|r| r.section != section);
+        self.rows.extend(rows.into_iter().map(|mut r| {
+            r.section = section.to_owned();
+            r
+        }));
+        self.rows
+            .sort_by(|a, b| (&a.bench.group, &a.bench.id).cmp(&(&b.bench.group, &b.bench.id)));
     }
-    out.push_str("\n  ]\n}\n");
-    out
+
+    /// Reads back what [`to_json`](Self::to_json) wrote (rows of files written before sections
+    /// existed are assigned by group).
+    fn from_json(value: &Value) -> Self {
+        let rows = value
+            .get("benchmarks")
+            .map(Value::as_array)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|b| {
+                let text = |k: &str| b.get(k).and_then(Value::as_str).map(str::to_owned);
+                let number = |k: &str| b.get(k).and_then(Value::as_f64);
+                let group = text("group")?;
+                let section = text("section").unwrap_or_else(|| {
+                    match group.as_str() {
+                        g if g.starts_with("bulk_rate") => "rate",
+                        g if g.starts_with("bulk_") => "bulk",
+                        _ => "envelope",
+                    }
+                    .to_owned()
+                });
+                Some(Row {
+                    section,
+                    ratio: text("baseline").zip(number("time_ratio_to_baseline")),
+                    bench: Bench {
+                        group,
+                        id: text("id")?,
+                        parameter: None,
+                        median_ns: number("median_ns")?,
+                        bytes: number("bytes"),
+                        elements: number("elements"),
+                    },
+                })
+            })
+            .collect();
+        let machines = match value.get("machine") {
+            Some(Value::Object(members)) => members.clone(),
+            _ => Vec::new(),
+        };
+        Self {
+            rows,
+            machines,
+            rate: value.get("rate_limit").cloned(),
+            rss: value.get("rss").cloned(),
+            build: value.get("build").cloned(),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        let number = |n: Option<f64>| {
+            n.filter(|n| n.is_finite())
+                .map_or(Value::Null, Value::Number)
+        };
+        let rows = self
+            .rows
+            .iter()
+            .map(|row| {
+                let b = &row.bench;
+                let ratio = row.ratio.as_ref().map(|(_, r)| *r);
+                json::object([
+                    ("section", Value::String(row.section.clone())),
+                    ("group", Value::String(b.group.clone())),
+                    ("id", Value::String(b.id.clone())),
+                    ("median_ns", number(Some(b.median_ns))),
+                    ("bytes", number(b.bytes)),
+                    (
+                        "mib_per_s",
+                        number(b.bytes.and_then(|n| mib_per_s(n, b.median_ns))),
+                    ),
+                    ("elements", number(b.elements)),
+                    (
+                        "per_s",
+                        number(b.elements.and_then(|n| per_s(n, b.median_ns))),
+                    ),
+                    (
+                        "baseline",
+                        row.ratio
+                            .as_ref()
+                            .map_or(Value::Null, |(id, _)| Value::String(id.clone())),
+                    ),
+                    ("time_ratio_to_baseline", number(ratio)),
+                    ("speed_relative_to_baseline", number(ratio.map(|r| 1.0 / r))),
+                ])
+            })
+            .collect();
+        let mut members = vec![
+            ("generated_by", Value::String("cargo xtask bench".into())),
+            ("unit", Value::String("ns".into())),
+            (
+                "convention",
+                Value::String(
+                    "In each criterion group the benchmark whose id starts with `baseline` is \
+                     the reference; time_ratio_to_baseline = median_ns / baseline median_ns; \
+                     speed_relative_to_baseline = its inverse. Parameterized groups use the \
+                     baseline of the same parameter. `machine` says when and where each \
+                     section last ran; rate_limit, rss and build are the non-criterion \
+                     sections (see benchmarks.md)."
+                        .into(),
+                ),
+            ),
+            ("machine", Value::Object(self.machines.clone())),
+            ("benchmarks", Value::Array(rows)),
+        ];
+        for (key, value) in [
+            ("rate_limit", &self.rate),
+            ("rss", &self.rss),
+            ("build", &self.build),
+        ] {
+            if let Some(value) = value {
+                members.push((key, value.clone()));
+            }
+        }
+        let mut out = json::object(members).to_json();
+        out.push('\n');
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let mut md = String::from(
+            "# Benchmarks\n\n\
+             Generated by `cargo xtask bench [section...]` (one run per section, on the machine \
+             it ran on; see *Machine* at the end); do not edit by hand. The same data is in \
+             `benchmarks.json`. Sections: ",
+        );
+        md.push_str(
+            &SECTIONS
+                .iter()
+                .map(|(name, what)| format!("`{name}` ({what})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        md.push_str(
+            "; without arguments every section but `build` runs, `all` runs every one.\n\n\
+             **Convention.** In each criterion group, the benchmark whose id starts with \
+             `baseline` is the reference. For every benchmark, *time ÷ baseline* is its median time \
+             divided by the baseline's (1.25 = 25 % slower), and *speed vs baseline* is the inverse \
+             (0.80 = 0.8x the baseline's speed). Parameterized groups compare each benchmark with \
+             the baseline of the same parameter.\n\n\
+             **Bulk throughput** (`bulk_backup_20ms`, from `crates/backup-flow/benches/bulk_throughput.rs`, \
+             one timed bulk run per concurrency `cNNN` against `portal-sim` with 20 ms added to every \
+             request, written in criterion's layout): *median* is wall time per backup, *throughput* \
+             backups per second, and `baseline_ideal/cNNN` is the ideal, concurrency / (requests per backup × \
+             20 ms), with requests counted by the simulator; *speed vs baseline* is therefore \
+             achieved ÷ ideal throughput. `bulk_rate_limited` is the same for the run under rate \
+             limits (see *Rate limit held*): `baseline_limit_bound` is the throughput the limits \
+             allow.\n\n\
+             | group | benchmark | median | throughput | time ÷ baseline | speed vs baseline |\n\
+             | --- | --- | ---: | ---: | ---: | ---: |\n",
+        );
+        for row in &self.rows {
+            let b = &row.bench;
+            let throughput = b
+                .bytes
+                .and_then(|bytes| mib_per_s(bytes, b.median_ns))
+                .map(|r| format!("{r:.1} MiB/s"))
+                .or_else(|| {
+                    b.elements
+                        .and_then(|n| per_s(n, b.median_ns))
+                        .map(|r| format!("{r:.1} /s"))
+                })
+                .unwrap_or_else(|| "–".to_owned());
+            let (time_ratio, speed) = row.ratio.as_ref().map_or_else(
+                || ("–".to_owned(), "–".to_owned()),
+                |(_, r)| (format!("{r:.3}"), format!("{:.3}", 1.0 / r)),
+            );
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {throughput} | {time_ratio} | {speed} |",
+                b.group,
+                b.id,
+                human_time(b.median_ns)
+            );
+        }
+        md.push('\n');
+        if let Some(rate) = &self.rate {
+            measure::rate_limit_markdown(rate, &mut md);
+        }
+        if let Some(rss) = &self.rss {
+            measure::rss_markdown(rss, &mut md);
+        }
+        if let Some(build) = &self.build {
+            measure::build_markdown(build, &mut md);
+        }
+        md.push_str(
+            "## Machine\n\n\
+             | section | last run | cores | CPU | memory |\n\
+             | --- | --- | ---: | --- | ---: |\n",
+        );
+        for (section, machine) in &self.machines {
+            let text = |k: &str| machine.get(k).and_then(Value::as_str).unwrap_or("?");
+            let number = |k: &str| {
+                machine
+                    .get(k)
+                    .and_then(Value::as_f64)
+                    .map_or_else(|| "?".to_owned(), |n| format!("{n}"))
+            };
+            let _ = writeln!(
+                md,
+                "| {section} | {} | {} | {} | {} MiB |",
+                text("date"),
+                number("cores"),
+                text("cpu"),
+                number("memory_mib"),
+            );
+        }
+        md
+    }
 }
 
 #[cfg(test)]
@@ -359,13 +625,17 @@ mod tests {
 
     #[test]
     fn reports_are_written_and_json_parses() {
-        let rows = with_ratios(vec![
-            bench("g", "baseline", None, 1000.0),
-            bench("g", "envelope \"x\"", None, 1250.0),
-        ]);
-        let md = markdown(&rows);
+        let mut doc = Doc::default();
+        doc.replace_rows(
+            "envelope",
+            with_ratios(vec![
+                bench("g", "baseline", None, 1000.0),
+                bench("g", "envelope \"x\"", None, 1250.0),
+            ]),
+        );
+        let md = doc.markdown();
         assert!(md.contains("| g | envelope \"x\" | 1.250 µs | 3125.0 MiB/s | 1.250 | 0.800 |"));
-        let parsed = json::parse(&to_json(&rows)).unwrap();
+        let parsed = json::parse(&doc.to_json()).unwrap();
         let second = parsed
             .get("benchmarks")
             .map(Value::as_array)
@@ -379,6 +649,84 @@ mod tests {
         assert_eq!(
             second.get("baseline"),
             Some(&Value::String("baseline".into()))
+        );
+        assert_eq!(
+            second.get("section"),
+            Some(&Value::String("envelope".into()))
+        );
+    }
+
+    #[test]
+    fn sections_not_run_keep_their_last_figures() {
+        let mut doc = Doc::default();
+        doc.replace_rows(
+            "envelope",
+            with_ratios(vec![bench("seal", "baseline", None, 10.0)]),
+        );
+        doc.replace_rows(
+            "bulk",
+            with_ratios(vec![
+                bench("bulk_backup_20ms", "baseline_ideal", None, 100.0),
+                bench("bulk_backup_20ms", "bulk_backup", None, 125.0),
+            ]),
+        );
+        doc.build = Some(json::object([("builds", Value::Array(Vec::new()))]));
+        doc.machines.push(("bulk".into(), measure::machine()));
+        // Written, read back, and only `envelope` measured again.
+        let mut again = Doc::from_json(&json::parse(&doc.to_json()).unwrap());
+        again.replace_rows(
+            "envelope",
+            with_ratios(vec![bench("seal", "baseline", None, 20.0)]),
+        );
+        let ids: Vec<(&str, &str, f64)> = again
+            .rows
+            .iter()
+            .map(|r| (r.section.as_str(), r.bench.id.as_str(), r.bench.median_ns))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("bulk", "baseline_ideal", 100.0),
+                ("bulk", "bulk_backup", 125.0),
+                ("envelope", "baseline", 20.0)
+            ]
+        );
+        let kept = again
+            .rows
+            .iter()
+            .find(|r| r.bench.id == "bulk_backup")
+            .unwrap();
+        assert_eq!(kept.ratio, Some(("baseline_ideal".to_owned(), 1.25)));
+        assert!(again.build.is_some() && again.rss.is_none());
+        let md = again.markdown();
+        assert!(md.contains("## Build time"), "{md}");
+        assert!(md.contains("| bulk | 20"), "{md}");
+        // Files written before sections existed: rows are assigned by group.
+        let old = json::parse(
+            r#"{"benchmarks": [{"group": "bulk_backup_20ms", "id": "x", "median_ns": 1.0},
+                              {"group": "seal_open_4k", "id": "y", "median_ns": 2.0}]}"#,
+        )
+        .unwrap();
+        let sections: Vec<String> = Doc::from_json(&old)
+            .rows
+            .into_iter()
+            .map(|r| r.section)
+            .collect();
+        assert_eq!(sections, ["bulk", "envelope"]);
+    }
+
+    #[test]
+    fn section_names_are_checked_and_ordered() {
+        assert_eq!(select_sections(&[]).unwrap(), DEFAULT_SECTIONS);
+        assert_eq!(select_sections(&["all"]).unwrap().len(), SECTIONS.len());
+        assert_eq!(
+            select_sections(&["rss", "envelope"]).unwrap(),
+            ["envelope", "rss"]
+        );
+        let err = select_sections(&["nope"]).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown bench section `nope`") && err.contains("build"),
+            "{err}"
         );
     }
 

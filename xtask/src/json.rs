@@ -48,6 +48,60 @@ impl Value {
     }
 }
 
+impl Value {
+    /// The value as JSON text, one member per line at the top two levels (readable diffs of
+    /// `docs/benchmarks.json`), compact below.
+    pub(crate) fn to_json(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out, 0);
+        out
+    }
+
+    fn write(&self, out: &mut String, depth: usize) {
+        let (open, close, items): (char, char, Vec<(Option<&str>, &Self)>) = match self {
+            Self::Null => return out.push_str("null"),
+            Self::Bool(b) => return out.push_str(if *b { "true" } else { "false" }),
+            Self::Number(n) if n.is_finite() => return out.push_str(&format!("{n}")),
+            Self::Number(_) => return out.push_str("null"),
+            Self::String(s) => return out.push_str(&quote(s)),
+            Self::Array(items) => ('[', ']', items.iter().map(|v| (None, v)).collect()),
+            Self::Object(members) => (
+                '{',
+                '}',
+                members.iter().map(|(k, v)| (Some(k.as_str()), v)).collect(),
+            ),
+        };
+        let pretty = depth < 2 && !items.is_empty();
+        let indent = |out: &mut String, depth: usize| {
+            out.push('\n');
+            out.push_str(&"  ".repeat(depth));
+        };
+        out.push(open);
+        for (index, (key, value)) in items.iter().enumerate() {
+            if index > 0 {
+                out.push_str(if pretty { "," } else { ", " });
+            }
+            if pretty {
+                indent(out, depth.saturating_add(1));
+            }
+            if let Some(key) = key {
+                out.push_str(&quote(key));
+                out.push_str(": ");
+            }
+            value.write(out, depth.saturating_add(1));
+        }
+        if pretty {
+            indent(out, depth);
+        }
+        out.push(close);
+    }
+}
+
+/// An object from `(key, value)` pairs.
+pub(crate) fn object<K: Into<String>>(members: impl IntoIterator<Item = (K, Value)>) -> Value {
+    Value::Object(members.into_iter().map(|(k, v)| (k.into(), v)).collect())
+}
+
 /// Parses one JSON document.
 pub(crate) fn parse(text: &str) -> Result<Value> {
     let mut parser = Parser {
@@ -270,6 +324,23 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert!(parse(&"[".repeat(10_000)).is_err());
+    }
+
+    #[test]
+    fn writes_what_it_parses() {
+        let text = r#"{"a": [1, 2.5, {"b": null, "c": [true, false]}], "d": "x\"y", "e": {}}"#;
+        let value = parse(text).unwrap();
+        let written = value.to_json();
+        assert_eq!(parse(&written).unwrap(), value);
+        assert!(
+            written.starts_with("{\n  \"a\": [\n    1,\n    2.5,\n    {\"b\": null"),
+            "{written}"
+        );
+        assert_eq!(Value::Number(f64::NAN).to_json(), "null");
+        assert_eq!(
+            object([("k", Value::Number(3.0))]).to_json(),
+            "{\n  \"k\": 3\n}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod json;
+mod measure;
 mod postgres;
 mod tools;
 
@@ -31,13 +32,19 @@ Commands:
   demo          The main job, against a simulated Portal on loopback: backup, verify, crash
                 and resume, file store, recover, rotate (cargo run --release -p portal-backup
                 -- demo).
-  bench         Runs the criterion benches, then writes docs/benchmarks.md and
-                docs/benchmarks.json (medians, and ratios to each group's `baseline*` bench).
+  bench [SECTION...]
+                Runs benchmark sections, then rewrites docs/benchmarks.md and
+                docs/benchmarks.json (ratios to each group's `baseline*` bench), keeping the
+                last figures of sections not run. Sections: envelope, bulk, rate (rate limit
+                held), rss (peak RSS at 1k/10k/100k clients), build (clean build time and
+                dependency count by feature set; slow). No section: all but build; `all`:
+                every one.
   services      Lists the services that tests need (none yet).
   help          This text.
 
 Environment:
   PORTAL_BACKUP_FUZZ_SECONDS  seconds per fuzz target in `ci` (default 30)
+  PORTAL_BACKUP_BENCH_RSS_CLIENTS  client counts of `bench rss` (default 1000,10000,100000)
 ";
 
 fn main() -> ExitCode {
@@ -47,7 +54,7 @@ fn main() -> ExitCode {
         ["ci", steps @ ..] => ci::run(&root(), steps),
         ["test"] => ci::run(&root(), &["test"]),
         ["demo"] => demo(&root()),
-        ["bench"] => bench::run(&root()),
+        ["bench", sections @ ..] => bench::run(&root(), sections),
         ["services"] => {
             services();
             Ok(())

@@ -80,18 +80,21 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
         Ok(text) => Doc::from_json(&json::parse(&text)?),
         Err(_) => Doc::default(),
     };
+    // Results older than this were collected by an earlier section of this run.
+    let mut floor = SystemTime::UNIX_EPOCH;
     for section in sections {
         println!("== bench section `{section}`");
         let machine = measure::machine();
         match section {
             "envelope" => {
-                let rows = criterion(root, &criterion_dir, "envelope", "envelope", &[])?;
+                let rows = criterion(root, &criterion_dir, floor, "envelope", "envelope", &[])?;
                 doc.replace_rows(section, rows);
             }
             "bulk" => {
                 let rows = criterion(
                     root,
                     &criterion_dir,
+                    floor,
                     "backup-flow",
                     "bulk_throughput",
                     &["throughput"],
@@ -99,10 +102,11 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
                 doc.replace_rows(section, rows);
             }
             "rate" => {
-                let since = now_with_slack();
+                let since = since(floor);
                 let rows = criterion(
                     root,
                     &criterion_dir,
+                    floor,
                     "backup-flow",
                     "bulk_throughput",
                     &["rate-limit"],
@@ -122,6 +126,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
             "build" => doc.build = Some(measure::build(root, &target_dir)?),
             other => return Err(Error::msg(format!("unknown bench section `{other}`"))),
         }
+        floor = SystemTime::now();
         doc.machines.retain(|(name, _)| name != section);
         doc.machines.push((section.to_owned(), machine));
         doc.machines
@@ -161,22 +166,26 @@ fn select_sections<'a>(args: &[&'a str]) -> Result<Vec<&'a str>> {
     }
 }
 
-fn now_with_slack() -> SystemTime {
-    // Some slack for file systems with coarse modification times.
+/// Where new results start: a little before now, for file systems with coarse modification
+/// times, but never before `floor` (the end of the previous section of this run, whose
+/// results must not be collected twice).
+fn since(floor: SystemTime) -> SystemTime {
     SystemTime::now()
         .checked_sub(Duration::from_secs(2))
         .unwrap_or(SystemTime::UNIX_EPOCH)
+        .max(floor)
 }
 
 /// Runs one bench target and returns the criterion results it wrote, with ratios.
 fn criterion(
     root: &Path,
     criterion_dir: &Path,
+    floor: SystemTime,
     package: &str,
     bench: &str,
     bench_args: &[&str],
 ) -> Result<Vec<Row>> {
-    let since = now_with_slack();
+    let since = since(floor);
     let mut command = cmd::cargo(root)
         .env("CRITERION_HOME", criterion_dir)
         .args(["bench", "--locked", "-p", package, "--bench", bench]);
@@ -713,6 +722,14 @@ mod tests {
             .map(|r| r.section)
             .collect();
         assert_eq!(sections, ["bulk", "envelope"]);
+    }
+
+    #[test]
+    fn results_of_the_previous_section_are_not_collected_again() {
+        let now = SystemTime::now();
+        let slack = since(SystemTime::UNIX_EPOCH);
+        assert!(slack < now && slack > now - Duration::from_secs(3));
+        assert_eq!(since(now), now);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub(crate) type Result<T = ()> = std::result::Result<T, Error>;
 #[derive(Debug)]
 pub(crate) struct Cmd {
     inner: Command,
+    /// Environment variables whose values are not shown (secrets).
+    hidden: Vec<String>,
 }
 
 /// `cargo` (the one that runs xtask, from `$CARGO`), run in `dir`.
@@ -45,7 +47,10 @@ impl Cmd {
     pub(crate) fn new(program: impl AsRef<OsStr>, dir: &Path) -> Self {
         let mut inner = Command::new(program);
         inner.current_dir(dir);
-        Self { inner }
+        Self {
+            inner,
+            hidden: Vec::new(),
+        }
     }
 
     pub(crate) fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -67,13 +72,25 @@ impl Cmd {
         self
     }
 
+    /// Like [`env`](Self::env), but the value is shown as `***`.
+    pub(crate) fn secret_env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.hidden.push(key.to_owned());
+        self.env(key, value)
+    }
+
     /// The command line as shown to the user (environment overrides first).
     pub(crate) fn display(&self) -> String {
         let mut parts: Vec<String> = self
             .inner
             .get_envs()
             .filter_map(|(k, v)| {
-                v.map(|v| format!("{}={}", k.to_string_lossy(), quote(&v.to_string_lossy())))
+                let k = k.to_string_lossy();
+                let shown = if self.hidden.iter().any(|h| *h == k) {
+                    "***".to_owned()
+                } else {
+                    quote(&v?.to_string_lossy())
+                };
+                v.map(|_| format!("{k}={shown}"))
             })
             .collect();
         let program = self.inner.get_program().to_string_lossy();
@@ -151,5 +168,10 @@ mod tests {
             .args(["doc", "--workspace"])
             .display();
         assert_eq!(shown, "RUSTDOCFLAGS='-D warnings' cargo doc --workspace");
+        let shown = Cmd::new("run", Path::new("."))
+            .secret_env("KEY", "s3cret-value")
+            .env("URL", "http://x")
+            .display();
+        assert_eq!(shown, "KEY=*** URL=http://x run");
     }
 }

@@ -320,7 +320,7 @@ fn rss_runs(
         let prepared = Instant::now();
         cmd::Cmd::new(example, work)
             .env("PORTAL_SIM_URL", &sim.url)
-            .env("PORTAL_SIM_CUSTODIAN_API_KEY", &key)
+            .secret_env("PORTAL_SIM_CUSTODIAN_API_KEY", &key)
             .arg("prepare")
             .arg(n.to_string())
             .arg(&input)

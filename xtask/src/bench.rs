@@ -1,5 +1,11 @@
-//! `cargo xtask bench`: run the criterion benches, then write `docs/benchmarks.md` and
-//! `docs/benchmarks.json` from criterion's results.
+//! `cargo xtask bench [section...]`: run benchmark sections, then write `docs/benchmarks.md`
+//! and `docs/benchmarks.json`.
+//!
+//! Sections ([`SECTIONS`]): `envelope` and `bulk` (criterion results), `rate` (a bulk run
+//! under rate limits, checked from the simulator's side), `rss` and `build` (see
+//! [`measure`]). Without arguments every section but the slow `build` runs; `all` runs every
+//! one. The figures of sections not run are kept from the JSON, with the date and machine of
+//! the run that measured them.
 //!
 //! # The baseline convention
 //!

@@ -35,7 +35,11 @@ async fn parent() {
     };
     let outcome = crash::crash_soak(params, || {
         let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
-        cmd.args(["--exact", "bulk_backup_survives_repeated_sigkills", "--nocapture"]);
+        cmd.args([
+            "--exact",
+            "bulk_backup_survives_repeated_sigkills",
+            "--nocapture",
+        ]);
         cmd
     })
     .await;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -16,8 +17,9 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -415,27 +417,151 @@ fn drop_connection(kill: Option<&KillSwitch>) -> Response {
 }
 
 async fn unknown_route(State(sim): State<Simulator>, request: Request) -> Response {
-    let method = request.method().as_str().to_owned();
-    let path = request.uri().path().to_owned();
-    let error = ApiError::not_found("no such route");
-    let mut state = sim.state();
-    state.recorder.request();
-    state
-        .recorder
-        .rejection(&method, &path, 404, &error.reason());
-    error.into_response()
+    unrouted(&sim, &request, ApiError::not_found("no such route"), 404)
 }
 
 async fn method_not_allowed(State(sim): State<Simulator>, request: Request) -> Response {
-    let method = request.method().as_str().to_owned();
-    let path = request.uri().path().to_owned();
     let error = ApiError::flat(405, "BAD_REQUEST", "method not allowed");
+    unrouted(&sim, &request, error, 405)
+}
+
+/// Counts a request no route took (the API layer never saw it) and its rejection.
+fn unrouted(sim: &Simulator, request: &Request, error: ApiError, status: u16) -> Response {
     let mut state = sim.state();
     state.recorder.request();
-    state
-        .recorder
-        .rejection(&method, &path, 405, &error.reason());
+    state.recorder.rejection(
+        request.method().as_str(),
+        request.uri().path(),
+        status,
+        &error.reason(),
+    );
     error.into_response()
+}
+
+// ---- who is calling ------------------------------------------------------------------------
+
+/// One of Portal's credentialed APIs: whom its bearer token names, and how it shapes the
+/// errors of authentication and body parsing.
+trait Api: Send + Sync + 'static {
+    /// The caller's id for a bearer token, or the 401 Portal answers.
+    fn authenticate(state: &mut SimState, token: &str) -> Result<String, ApiError>;
+
+    /// An authentication or body error in this API's shape.
+    fn shape(error: ApiError) -> ApiError;
+}
+
+/// The Enclave MPC API and the Client API: a Client API key or a client session token.
+struct ClientApi;
+
+/// The Custodian API: a Custodian API key; errors as `{"error": ...}`.
+struct CustodianApi;
+
+impl Api for ClientApi {
+    fn authenticate(state: &mut SimState, token: &str) -> Result<String, ApiError> {
+        state.auth_client(token)
+    }
+
+    fn shape(error: ApiError) -> ApiError {
+        error
+    }
+}
+
+impl Api for CustodianApi {
+    fn authenticate(state: &mut SimState, token: &str) -> Result<String, ApiError> {
+        state.auth_custodian(token)
+    }
+
+    fn shape(error: ApiError) -> ApiError {
+        error.into_custodian()
+    }
+}
+
+/// The authenticated caller of a route (its `Authorization: Bearer` header), with the
+/// simulator it called. An extractor: a route without a body takes it after its `Path`.
+struct Caller<A> {
+    sim: Simulator,
+    /// The client id (Client API) or the custodian id (Custodian API).
+    id: String,
+    api: PhantomData<A>,
+}
+
+type ClientCaller = Caller<ClientApi>;
+type CustodianCaller = Caller<CustodianApi>;
+
+impl<A: Api> Caller<A> {
+    fn authenticate(sim: &Simulator, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let id = bearer(headers)
+            .and_then(|token| A::authenticate(&mut sim.state(), &token))
+            .map_err(A::shape)?;
+        Ok(Self {
+            sim: sim.clone(),
+            id,
+            api: PhantomData,
+        })
+    }
+
+    /// Runs one state call as this caller and answers its value as JSON (200), or its error.
+    fn json<T: Serialize>(
+        &self,
+        call: impl FnOnce(&mut SimState, &str) -> Result<T, ApiError>,
+    ) -> Answer {
+        let value = call(&mut self.sim.state(), &self.id)?;
+        Ok(Json(value).into_response())
+    }
+
+    /// Runs one state call as this caller and answers `status` with no body, or its error.
+    fn status(
+        &self,
+        status: StatusCode,
+        call: impl FnOnce(&mut SimState, &str) -> Result<(), ApiError>,
+    ) -> Answer {
+        call(&mut self.sim.state(), &self.id)?;
+        Ok(status.into_response())
+    }
+}
+
+impl<A: Api> FromRequestParts<Simulator> for Caller<A> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, sim: &Simulator) -> Result<Self, ApiError> {
+        Self::authenticate(sim, &parts.headers)
+    }
+}
+
+/// The caller of a route that takes a JSON body, and that body. The body is read before the
+/// caller is authenticated (a body over axum's limit answers 413 whatever the credential), and
+/// parsed after, by the handler, so a bad credential answers 401 before a bad body answers 400.
+struct Call<A> {
+    caller: Caller<A>,
+    body: Bytes,
+}
+
+type ClientCall = Call<ClientApi>;
+type CustodianCall = Call<CustodianApi>;
+
+impl<A: Api> Call<A> {
+    /// The body as JSON; the error names where parsing failed, never the input.
+    fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        parse(&self.body).map_err(A::shape)
+    }
+
+    /// Like [`parse`](Self::parse), with an empty body meaning the default (`{}`).
+    fn parse_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        parse_or_default(&self.body).map_err(A::shape)
+    }
+}
+
+impl<A: Api> FromRequest<Simulator> for Call<A> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, sim: &Simulator) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, sim)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let caller = Caller::authenticate(sim, &headers).map_err(IntoResponse::into_response)?;
+        Ok(Self { caller, body })
+    }
 }
 
 // ---- helpers -----------------------------------------------------------------------------
@@ -456,18 +582,6 @@ fn bearer(headers: &HeaderMap) -> Result<Zeroizing<String>, ApiError> {
     Ok(Zeroizing::new(token.to_owned()))
 }
 
-fn client_of(sim: &Simulator, headers: &HeaderMap) -> Result<String, ApiError> {
-    let token = bearer(headers)?;
-    sim.state().auth_client(&token)
-}
-
-fn custodian_of(sim: &Simulator, headers: &HeaderMap) -> Result<String, ApiError> {
-    let token = bearer(headers)?;
-    sim.state()
-        .auth_custodian(&token)
-        .map_err(ApiError::into_custodian)
-}
-
 /// Parses a JSON body; the error names where parsing failed, never the input.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body)
@@ -485,272 +599,190 @@ fn parse_or_default<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Ap
 
 type Answer = Result<Response, ApiError>;
 
-fn json_ok<T: Serialize>(value: &T) -> Answer {
-    Ok(Json(value).into_response())
-}
-
 // ---- Enclave MPC API ---------------------------------------------------------------------
 
-async fn generate(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let _request: GenerateRequest = parse_or_default(&body)?;
-    let shares = sim.state().generate(&client_id)?;
-    json_ok(&shares)
+async fn generate(call: ClientCall) -> Answer {
+    let _request: GenerateRequest = call.parse_or_default()?;
+    call.caller.json(|state, client| state.generate(client))
 }
 
-async fn backup(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let request: BackupRequest = parse(&body)?;
+async fn backup(call: ClientCall) -> Answer {
+    let request: BackupRequest = call.parse()?;
     let generate_response = request.parse_generate_response().map_err(|_| {
         ApiError::bad_request("generateResponse must be the JSON text of a /v1/generate response")
     })?;
-    let plan = sim.state().prepare_backup(&client_id, &generate_response)?;
-    if let Some(webhook) = &sim.inner.webhook {
+    let client = call.caller;
+    let plan = client
+        .sim
+        .state()
+        .prepare_backup(&client.id, &generate_response)?;
+    if let Some(webhook) = &client.sim.inner.webhook {
         for item in &plan.items {
-            if let Err(step) = webhook
+            webhook
                 .deliver(&plan.client_id, &item.webhook_method, &item.custodian_share)
                 .await
-            {
-                return Err(webhook_failed(&sim, &client_id, "backup", &step));
-            }
+                .map_err(|step| client.webhook_failed("backup", &step))?;
         }
     }
-    let shares = sim.state().commit_backup(plan);
-    json_ok(&shares)
+    client.json(|state, _| Ok(state.commit_backup(plan)))
 }
 
-async fn recover(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let request: RecoverRequest = parse(&body)?;
+async fn recover(call: ClientCall) -> Answer {
+    let request: RecoverRequest = call.parse()?;
     let backup_response = request.parse_backup_response().map_err(|_| {
         ApiError::bad_request("backupResponse must be the JSON text of a /v1/backup response")
     })?;
-    let plan = sim.state().prepare_recover(&client_id, &backup_response)?;
-    if let Some(webhook) = &sim.inner.webhook {
+    let client = call.caller;
+    let plan = client
+        .sim
+        .state()
+        .prepare_recover(&client.id, &backup_response)?;
+    if let Some(webhook) = &client.sim.inner.webhook {
         for item in &plan.items {
-            if let Err(step) = webhook
+            webhook
                 .fetch_contains(&plan.client_id, &item.custodian_share)
                 .await
-            {
-                let detail = format!("{step} (backup pair {})", item.backup_pair_id);
-                return Err(webhook_failed(&sim, &client_id, "recover", &detail));
-            }
+                .map_err(|step| {
+                    let detail = format!("{step} (backup pair {})", item.backup_pair_id);
+                    client.webhook_failed("recover", &detail)
+                })?;
         }
     }
-    let shares = sim.state().commit_recover(plan);
-    json_ok(&shares)
+    client.json(|state, _| Ok(state.commit_recover(plan)))
 }
 
-fn webhook_failed(sim: &Simulator, client_id: &str, operation: &str, step: &str) -> ApiError {
-    sim.state().recorder.violation(
-        ViolationKind::WebhookFailed,
-        client_id,
-        None,
-        format!("{operation}: {step}"),
-    );
-    ApiError::flat(
-        400,
-        "WEBHOOK_FAILED",
-        format!("self-managed backup webhook failed during {operation}"),
-    )
+impl ClientCaller {
+    /// A Self-Managed webhook step failed: records the violation and answers as Portal would.
+    fn webhook_failed(&self, operation: &str, step: &str) -> ApiError {
+        self.sim.state().recorder.violation(
+            ViolationKind::WebhookFailed,
+            &self.id,
+            None,
+            format!("{operation}: {step}"),
+        );
+        ApiError::flat(
+            400,
+            "WEBHOOK_FAILED",
+            format!("self-managed backup webhook failed during {operation}"),
+        )
+    }
 }
 
 // ---- Client API --------------------------------------------------------------------------
 
-async fn client_me(State(sim): State<Simulator>, headers: HeaderMap) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let details = sim
-        .state()
-        .client_me(&client_id)
-        .ok_or_else(|| ApiError::not_found("client not found"))?;
-    json_ok(&details)
+async fn client_me(client: ClientCaller) -> Answer {
+    client.json(|state, client| {
+        state
+            .client_me(client)
+            .ok_or_else(|| ApiError::not_found("client not found"))
+    })
 }
 
-async fn update_backup_pairs(
-    State(sim): State<Simulator>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let update: SharePairStatusUpdate = parse(&body)?;
-    sim.state().update_backup(&client_id, &update)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+async fn update_backup_pairs(call: ClientCall) -> Answer {
+    let update: SharePairStatusUpdate = call.parse()?;
+    call.caller.status(StatusCode::NO_CONTENT, |state, client| {
+        state.update_backup(client, &update)
+    })
 }
 
-async fn update_signing_pairs(
-    State(sim): State<Simulator>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let update: SharePairStatusUpdate = parse(&body)?;
-    sim.state().update_signing(&client_id, &update)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+async fn update_signing_pairs(call: ClientCall) -> Answer {
+    let update: SharePairStatusUpdate = call.parse()?;
+    call.caller.status(StatusCode::NO_CONTENT, |state, client| {
+        state.update_signing(client, &update)
+    })
 }
 
-async fn store_cipher_text(
-    State(sim): State<Simulator>,
-    Path(pair_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let request: StoreCipherTextRequest = parse(&body)?;
-    sim.state()
-        .store_cipher_text(&client_id, &pair_id, request.client_cipher_text)?;
-    Ok(StatusCode::OK.into_response())
+async fn store_cipher_text(Path(pair_id): Path<String>, call: ClientCall) -> Answer {
+    let request: StoreCipherTextRequest = call.parse()?;
+    call.caller.status(StatusCode::OK, |state, client| {
+        state.store_cipher_text(client, &pair_id, request.client_cipher_text)
+    })
 }
 
-async fn cipher_text(
-    State(sim): State<Simulator>,
-    Path(pair_id): Path<String>,
-    headers: HeaderMap,
-) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let text = sim.state().cipher_text(&client_id, &pair_id)?;
-    json_ok(&json!({"cipherText": text}))
+async fn cipher_text(Path(pair_id): Path<String>, client: ClientCaller) -> Answer {
+    client.json(|state, client| {
+        let text = state.cipher_text(client, &pair_id)?;
+        Ok(json!({"cipherText": text}))
+    })
 }
 
-async fn wallet_backup_pairs(
-    State(sim): State<Simulator>,
-    Path(wallet_id): Path<String>,
-    headers: HeaderMap,
-) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let pairs = sim.state().wallet_backup_pairs(&client_id, &wallet_id)?;
-    json_ok(&pairs)
+async fn wallet_backup_pairs(Path(wallet_id): Path<String>, client: ClientCaller) -> Answer {
+    client.json(|state, client| state.wallet_backup_pairs(client, &wallet_id))
 }
 
-async fn wallet_signing_pairs(
-    State(sim): State<Simulator>,
-    Path(wallet_id): Path<String>,
-    headers: HeaderMap,
-) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let pairs = sim.state().wallet_signing_pairs(&client_id, &wallet_id)?;
-    json_ok(&pairs)
+async fn wallet_signing_pairs(Path(wallet_id): Path<String>, client: ClientCaller) -> Answer {
+    client.json(|state, client| state.wallet_signing_pairs(client, &wallet_id))
 }
 
-async fn prepare_eject(
-    State(sim): State<Simulator>,
-    Path(wallet_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let request: PrepareEjectRequest = parse(&body)?;
-    let share = sim
-        .state()
-        .prepare_eject(&client_id, &wallet_id, &request.backup_method)?;
-    json_ok(&PrepareEjectResponse { share })
+async fn prepare_eject(Path(wallet_id): Path<String>, call: ClientCall) -> Answer {
+    let request: PrepareEjectRequest = call.parse()?;
+    call.caller.json(|state, client| {
+        let share = state.prepare_eject(client, &wallet_id, &request.backup_method)?;
+        Ok(PrepareEjectResponse { share })
+    })
 }
 
-async fn client_ejectable(
-    State(sim): State<Simulator>,
-    Path(wallet_id): Path<String>,
-    headers: HeaderMap,
-) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let shares = sim.state().ejectable(&client_id, &wallet_id, true)?;
-    json_ok(&shares)
+async fn client_ejectable(Path(wallet_id): Path<String>, client: ClientCaller) -> Answer {
+    client.json(|state, client| state.ejectable(client, &wallet_id, true))
 }
 
-async fn complete_eject(
-    State(sim): State<Simulator>,
-    Path(wallet_id): Path<String>,
-    headers: HeaderMap,
-) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    sim.state().complete_eject(&client_id, &wallet_id)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+async fn complete_eject(Path(wallet_id): Path<String>, client: ClientCaller) -> Answer {
+    client.status(StatusCode::NO_CONTENT, |state, client| {
+        state.complete_eject(client, &wallet_id)
+    })
 }
 
-async fn eject_client(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Answer {
-    let client_id = client_of(&sim, &headers)?;
-    let _request: EjectClientRequest = parse(&body)?;
-    let at = sim.state().eject_client(&client_id)?;
-    json_ok(&format!("Client ejected at {at}"))
+async fn eject_client(call: ClientCall) -> Answer {
+    let _request: EjectClientRequest = call.parse()?;
+    call.caller.json(|state, client| {
+        let at = state.eject_client(client)?;
+        Ok(format!("Client ejected at {at}"))
+    })
 }
 
 // ---- Custodian API -----------------------------------------------------------------------
 
-async fn custodian_create_client(
-    State(sim): State<Simulator>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    let custodian_id = custodian_of(&sim, &headers)?;
-    let request: CreateClientRequest = parse_or_default(&body).map_err(ApiError::into_custodian)?;
-    let created = sim.state().create_client(
-        &custodian_id,
-        request.is_account_abstracted.unwrap_or(false),
-    )?;
-    json_ok(&created)
+async fn custodian_create_client(call: CustodianCall) -> Answer {
+    let request: CreateClientRequest = call.parse_or_default()?;
+    let account_abstracted = request.is_account_abstracted.unwrap_or(false);
+    call.caller
+        .json(|state, custodian| state.create_client(custodian, account_abstracted))
 }
 
 async fn custodian_list_clients(
-    State(sim): State<Simulator>,
-    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    custodian: CustodianCaller,
 ) -> Answer {
-    let custodian_id = custodian_of(&sim, &headers)?;
-    let list = sim.state().list_clients(
-        &custodian_id,
-        query.get("cursor").map(String::as_str),
-        query.get("take").map(String::as_str),
-    )?;
-    json_ok(&list)
+    custodian.json(|state, custodian| {
+        state.list_clients(
+            custodian,
+            query.get("cursor").map(String::as_str),
+            query.get("take").map(String::as_str),
+        )
+    })
 }
 
-async fn custodian_get_client(
-    State(sim): State<Simulator>,
-    Path(client_id): Path<String>,
-    headers: HeaderMap,
-) -> Answer {
-    let custodian_id = custodian_of(&sim, &headers)?;
-    let details = sim
-        .state()
-        .custodian_get_client(&custodian_id, &client_id)?;
-    json_ok(&details)
+async fn custodian_get_client(Path(client_id): Path<String>, custodian: CustodianCaller) -> Answer {
+    custodian.json(|state, custodian| state.custodian_get_client(custodian, &client_id))
 }
 
-async fn custodian_create_session(
-    State(sim): State<Simulator>,
-    Path(client_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    let custodian_id = custodian_of(&sim, &headers)?;
-    let _request: CreateSessionRequest =
-        parse_or_default(&body).map_err(ApiError::into_custodian)?;
-    let session = sim.state().create_session(&custodian_id, &client_id)?;
-    json_ok(&session)
+async fn custodian_create_session(Path(client_id): Path<String>, call: CustodianCall) -> Answer {
+    let _request: CreateSessionRequest = call.parse_or_default()?;
+    call.caller
+        .json(|state, custodian| state.create_session(custodian, &client_id))
 }
 
-async fn custodian_enable_eject(
-    State(sim): State<Simulator>,
-    Path(client_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    let custodian_id = custodian_of(&sim, &headers)?;
-    let request: EnableEjectRequest = parse(&body).map_err(ApiError::into_custodian)?;
-    let answer = sim
-        .state()
-        .enable_eject(&custodian_id, &client_id, &request)?;
-    json_ok(&answer)
+async fn custodian_enable_eject(Path(client_id): Path<String>, call: CustodianCall) -> Answer {
+    let request: EnableEjectRequest = call.parse()?;
+    call.caller
+        .json(|state, custodian| state.enable_eject(custodian, &client_id, &request))
 }
 
 async fn custodian_ejectable(
-    State(sim): State<Simulator>,
     Path((client_id, wallet_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    custodian: CustodianCaller,
 ) -> Answer {
-    let custodian_id = custodian_of(&sim, &headers)?;
-    let shares = sim
-        .state()
-        .custodian_ejectable(&custodian_id, &client_id, &wallet_id)?;
-    json_ok(&shares)
+    custodian.json(|state, custodian| state.custodian_ejectable(custodian, &client_id, &wallet_id))
 }
 
 // ---- admin routes --------------------------------------------------------------------------
@@ -792,75 +824,69 @@ impl RuleInput {
     }
 }
 
-fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"id": "BAD_REQUEST", "message": message.into()})),
-    )
-        .into_response()
+/// An admin route's error: `{"id": "BAD_REQUEST", "message": ...}` with `status`. Admin routes
+/// are outside the API layer, so it is never counted as a rejection.
+fn admin_error(status: u16, message: impl Into<String>) -> ApiError {
+    ApiError::flat(status, "BAD_REQUEST", message)
 }
 
-fn admin_parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Box<Response>> {
-    parse_or_default(body).map_err(|e| Box::new(admin_error(StatusCode::BAD_REQUEST, e.reason())))
+/// An admin route's JSON body; a bad one answers 400 with the parse error.
+fn admin_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    parse(body).map_err(|e| admin_error(400, e.reason()))
 }
 
-async fn admin_create_custodian(State(sim): State<Simulator>, body: Bytes) -> Response {
-    let request: AdminCustodianRequest = match admin_parse(&body) {
-        Ok(r) => r,
-        Err(e) => return *e,
-    };
+/// Like [`admin_body`], with an empty body meaning the default (`{}`).
+fn admin_body_or_default<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    parse_or_default(body).map_err(|e| admin_error(400, e.reason()))
+}
+
+async fn admin_create_custodian(State(sim): State<Simulator>, body: Bytes) -> Answer {
+    let request: AdminCustodianRequest = admin_body_or_default(&body)?;
     let custodian = sim.create_custodian(request.name.as_deref().unwrap_or("custodian"));
-    Json(json!({"id": custodian.id, "apiKey": custodian.api_key.expose_secret()})).into_response()
+    Ok(
+        Json(json!({"id": custodian.id, "apiKey": custodian.api_key.expose_secret()}))
+            .into_response(),
+    )
 }
 
-async fn admin_create_client(State(sim): State<Simulator>, body: Bytes) -> Response {
-    let request: AdminClientRequest = match admin_parse(&body) {
-        Ok(r) => r,
-        Err(e) => return *e,
-    };
+async fn admin_create_client(State(sim): State<Simulator>, body: Bytes) -> Answer {
+    let request: AdminClientRequest = admin_body_or_default(&body)?;
     let created = match request.custodian_id {
         Some(id) => sim.create_client_for(&id),
         None => Ok(sim.create_client()),
     };
-    match created {
-        Ok(c) => Json(json!({
-            "custodianId": c.custodian_id,
-            "custodianApiKey": c.custodian_api_key.expose_secret(),
-            "clientId": c.client_id,
-            "clientApiKey": c.client_api_key.expose_secret(),
-            "clientSessionToken": c.client_session_token.expose_secret(),
-        }))
-        .into_response(),
-        Err(_) => admin_error(StatusCode::NOT_FOUND, "unknown custodian"),
-    }
+    let c = created.map_err(|_| admin_error(404, "unknown custodian"))?;
+    Ok(Json(json!({
+        "custodianId": c.custodian_id,
+        "custodianApiKey": c.custodian_api_key.expose_secret(),
+        "clientId": c.client_id,
+        "clientApiKey": c.client_api_key.expose_secret(),
+        "clientSessionToken": c.client_session_token.expose_secret(),
+    }))
+    .into_response())
 }
 
 async fn admin_get_faults(State(sim): State<Simulator>) -> Response {
     Json(sim.faults()).into_response()
 }
 
-async fn admin_put_faults(State(sim): State<Simulator>, body: Bytes) -> Response {
-    let inputs: Vec<RuleInput> = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return admin_error(StatusCode::BAD_REQUEST, e.reason()),
-    };
+async fn admin_put_faults(State(sim): State<Simulator>, body: Bytes) -> Answer {
+    let inputs: Vec<RuleInput> = admin_body(&body)?;
     let rules: Result<Vec<FaultRule>, Error> =
         inputs.into_iter().map(RuleInput::into_rule).collect();
-    match rules.and_then(|rules| sim.set_faults(rules)) {
-        Ok(()) => Json(sim.faults()).into_response(),
-        Err(e) => admin_error(StatusCode::BAD_REQUEST, e.to_string()),
-    }
+    rules
+        .and_then(|rules| sim.set_faults(rules))
+        .map_err(|e| admin_error(400, e.to_string()))?;
+    Ok(Json(sim.faults()).into_response())
 }
 
-async fn admin_add_fault(State(sim): State<Simulator>, body: Bytes) -> Response {
-    let input: RuleInput = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return admin_error(StatusCode::BAD_REQUEST, e.reason()),
-    };
-    match input.into_rule().and_then(|rule| sim.add_fault(rule)) {
-        Ok(()) => Json(sim.faults()).into_response(),
-        Err(e) => admin_error(StatusCode::BAD_REQUEST, e.to_string()),
-    }
+async fn admin_add_fault(State(sim): State<Simulator>, body: Bytes) -> Answer {
+    let input: RuleInput = admin_body(&body)?;
+    input
+        .into_rule()
+        .and_then(|rule| sim.add_fault(rule))
+        .map_err(|e| admin_error(400, e.to_string()))?;
+    Ok(Json(sim.faults()).into_response())
 }
 
 async fn admin_clear_faults(State(sim): State<Simulator>) -> Response {
@@ -890,13 +916,10 @@ async fn admin_reset_report(State(sim): State<Simulator>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn admin_advance_clock(State(sim): State<Simulator>, body: Bytes) -> Response {
-    let request: AdminClockRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return admin_error(StatusCode::BAD_REQUEST, e.reason()),
-    };
+async fn admin_advance_clock(State(sim): State<Simulator>, body: Bytes) -> Answer {
+    let request: AdminClockRequest = admin_body(&body)?;
     sim.advance_clock(Duration::from_secs(request.seconds));
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---- the listener that can drop connections ------------------------------------------------

@@ -746,6 +746,26 @@ impl State {
         Ok(())
     }
 
+    /// The wallet of the `kind` share pair a `curve` entry names, which must be of that curve.
+    fn entry_wallet(
+        &self,
+        curve: &Curve,
+        kind: &str,
+        wallet_id: &str,
+    ) -> Result<&Wallet, ApiError> {
+        let wallet = self
+            .wallets
+            .get(wallet_id)
+            .ok_or_else(|| ApiError::not_found("wallet not found"))?;
+        if wallet.curve != *curve {
+            return Err(ApiError::bad_request(format!(
+                "the {curve} entry names a {kind} share pair of curve {}",
+                wallet.curve
+            )));
+        }
+        Ok(wallet)
+    }
+
     pub(crate) fn prepare_backup(
         &mut self,
         client_id: &str,
@@ -761,16 +781,7 @@ impl State {
                 .get(&entry.id)
                 .filter(|p| p.client_id == client_id)
                 .ok_or_else(|| ApiError::not_found("signing share pair not found"))?;
-            let wallet = self
-                .wallets
-                .get(&pair.wallet_id)
-                .ok_or_else(|| ApiError::not_found("wallet not found"))?;
-            if wallet.curve != curve {
-                return Err(ApiError::bad_request(format!(
-                    "the {curve} entry names a signing share pair of curve {}",
-                    wallet.curve
-                )));
-            }
+            let wallet = self.entry_wallet(&curve, "signing", &pair.wallet_id)?;
             Self::check_issued(&entry.share, &pair.client_share, "the signing share")?;
             if wallet.signing_pairs.last() != Some(&pair.id) {
                 return Err(ApiError::flat(
@@ -858,16 +869,7 @@ impl State {
                 .get(&entry.id)
                 .filter(|p| p.client_id == client_id)
                 .ok_or_else(|| ApiError::not_found("backup share pair not found"))?;
-            let wallet = self
-                .wallets
-                .get(&pair.wallet_id)
-                .ok_or_else(|| ApiError::not_found("wallet not found"))?;
-            if wallet.curve != curve {
-                return Err(ApiError::bad_request(format!(
-                    "the {curve} entry names a backup share pair of curve {}",
-                    wallet.curve
-                )));
-            }
+            let wallet = self.entry_wallet(&curve, "backup", &pair.wallet_id)?;
             Self::check_issued(&entry.share, &pair.client_share, "the backup share")?;
             if pair.status != BackupStatus::ClientShare {
                 return Err(ApiError::state_invalid(

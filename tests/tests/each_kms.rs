@@ -8,10 +8,13 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use backup_flow::envelope::aws::AwsKmsBuilder;
 use backup_flow::envelope::gcp::GcpKmsBuilder;
-use backup_flow::envelope::{KeyEncryptionKey, Keyring};
+use backup_flow::envelope::{
+    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, WrappedKey,
+};
 use backup_flow::portal_api::client::RetryConfig;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::{ApiKey, Client, Curve};
@@ -25,11 +28,83 @@ use support::{hsm, moto};
 
 const SECRET: &str = "integration-webhook-secret";
 
+/// Counts the calls made to a KEK: each is one request to the KMS (AWS, Google Cloud) or one
+/// operation on the token (PKCS#11).
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn KeyEncryptionKey>,
+    calls: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl KeyEncryptionKey for Counting {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
+        self.inner.can_unwrap(key_ref)
+    }
+    async fn wrap(
+        &self,
+        key: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey, KmsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.wrap(key, context).await
+    }
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.unwrap(wrapped, context).await
+    }
+    async fn generate_data_key(
+        &self,
+        context: &EncryptionContext,
+    ) -> Result<(DataKey, WrappedKey), KmsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.generate_data_key(context).await
+    }
+}
+
+/// KEK calls made by the flow (not the webhook) in each step of a cycle, for one storage mode.
+#[derive(Debug, PartialEq, Eq)]
+struct RoundTrips {
+    backup: usize,
+    verify: usize,
+    recover: usize,
+}
+
+/// What every backend must cost: a backup draws one data key for both shares (one call) and
+/// its restore drill unwraps it once, through the KMS, to prove the stored ciphertexts open;
+/// the drill alone and a recovery each unwrap once for both shares.
+const EXPECTED: RoundTrips = RoundTrips {
+    backup: 2,
+    verify: 1,
+    recover: 1,
+};
+
 /// One full cycle with `kek` as the only KEK: Portal-managed backup, verify, recover; then a
 /// self-stored backup (files, custodian shares through the real webhook), verify, recover.
-async fn cycle(kek: Arc<dyn KeyEncryptionKey>) {
+/// The webhook seals with `webhook_kek` (default: `kek`). Returns the KEK calls the flow made
+/// in each step, Portal-managed first.
+async fn cycle(
+    kek: Arc<dyn KeyEncryptionKey>,
+    webhook_kek: Option<Arc<dyn KeyEncryptionKey>>,
+) -> [RoundTrips; 2] {
     let provider = kek.provider().to_owned();
-    let keyring = Keyring::new().with(kek);
+    let keyring = Keyring::new().with(webhook_kek.unwrap_or_else(|| Arc::clone(&kek)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Keyring::new().with(Arc::new(Counting {
+        inner: kek,
+        calls: Arc::clone(&calls),
+    }));
+    let mut counts = Vec::new();
     for self_managed in [false, true] {
         let mut config = SimConfig::new().with_seed(11);
         if self_managed {
@@ -61,13 +136,18 @@ async fn cycle(kek: Arc<dyn KeyEncryptionKey>) {
         } else {
             CiphertextStore::Portal
         };
-        let flow = Flow::new(client, keyring.clone(), target, state.path()).unwrap();
+        let flow = Flow::new(client, counted.clone(), target, state.path()).unwrap();
+        let taken = || calls.swap(0, Ordering::SeqCst);
+        taken();
 
         let outcome = flow.backup(&generate).await.unwrap();
         assert_eq!(outcome.status, "confirmed", "{provider}");
+        let backup = taken();
         let report = flow.verify().await.unwrap();
         assert!(report.is_ok(), "{provider}: {report:?}");
+        let verify = taken();
         let recovered = flow.recover().await.unwrap();
+        let recover = taken();
         assert!(
             recovered.shares.get(&Curve::Secp256k1).is_some(),
             "{provider}"
@@ -81,7 +161,23 @@ async fn cycle(kek: Arc<dyn KeyEncryptionKey>) {
             sim_report.is_clean(),
             "{provider}, self-managed {self_managed}: {sim_report}"
         );
+        let steps = RoundTrips {
+            backup,
+            verify,
+            recover,
+        };
+        eprintln!(
+            "KEK calls, {provider}, {}: backup {backup}, verify {verify}, recover {recover}",
+            if self_managed {
+                "self-stored"
+            } else {
+                "Portal-managed"
+            }
+        );
+        assert_eq!(steps, EXPECTED, "{provider}, self-managed {self_managed}");
+        counts.push(steps);
     }
+    counts.try_into().unwrap()
 }
 
 /// The custodian webhook, sealing the custodian shares with the same keyring.
@@ -105,12 +201,24 @@ async fn aws_kms_against_moto() {
     let client = moto::client(&server.endpoint, &counter);
     let arn = moto::create_key(&client).await;
     let aws = AwsKmsBuilder::new()
-        .with_key_id(arn)
+        .with_key_id(arn.clone())
         .with_client(client)
         .build()
         .await
         .unwrap();
-    cycle(Arc::new(aws)).await;
+    // The webhook gets a client of its own, so that `counter` sees the flow's requests only.
+    let webhook_client = moto::client(&server.endpoint, &moto::RequestCounter::default());
+    let webhook_aws = AwsKmsBuilder::new()
+        .with_key_id(arn)
+        .with_client(webhook_client)
+        .build()
+        .await
+        .unwrap();
+    counter.take();
+    cycle(Arc::new(aws), Some(Arc::new(webhook_aws))).await;
+    // Every KEK call was exactly one KMS request: per mode one GenerateDataKey (the backup)
+    // and three Decrypts (the backup's drill, verify, recover), nothing else.
+    assert_eq!(counter.take(), (2, 0, 6, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +230,7 @@ async fn gcp_kms_against_the_rest_fake() {
         .build()
         .await
         .unwrap();
-    cycle(Arc::new(gcp)).await;
+    cycle(Arc::new(gcp), None).await;
 }
 
 #[test]
@@ -139,6 +247,6 @@ mod in_token {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pkcs11_cycle() {
         let Some(kek) = hsm::kek() else { return };
-        cycle(Arc::new(kek)).await;
+        cycle(Arc::new(kek), None).await;
     }
 }

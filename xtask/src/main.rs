@@ -39,7 +39,7 @@ Commands:
                 held), rss (peak RSS at 1k/10k/100k clients), build (clean build time and
                 dependency count by feature set; slow). No section: all but build; `all`:
                 every one.
-  services      Lists the services that tests need (none yet).
+  services      Lists the services the tests need, and how the test step provides them.
   help          This text.
 
 Environment:
@@ -96,8 +96,19 @@ fn demo(root: &Path) -> Result {
 /// Services that the tests need, and how `ci` provides them.
 fn services() {
     println!(
-        "No service-backed tests exist yet, so `cargo xtask ci` starts no services.\n\
-         When one is added, list it here and start/stop it from the `ci` test step."
+        "The test step of `cargo xtask ci` installs what is missing and sets PORTAL_BACKUP_XTASK=1,\n\
+         so that a test whose service is absent fails instead of skipping:\n\
+         \n\
+         moto (AWS KMS and S3 emulator)  PyPI `moto[server]>=5.1.5` into target/tools/py; each test\n\
+         \x20                               binary starts its own server on 127.0.0.1\n\
+         SoftHSM2 (PKCS#11 token)        Debian package `softhsm2`; each test makes a fresh token\n\
+         PostgreSQL                      Debian package `postgresql`; one throwaway server on\n\
+         \x20                               127.0.0.1 for the whole step (PORTAL_BACKUP_PG_URL)\n\
+         Azurite (Azure Blob emulator)   npm `azurite` into target/tools/npm; tests start it\n\
+         Google Cloud KMS and Storage    in-repo fakes of the REST APIs, in the test process\n\
+         \n\
+         Every server listens on loopback only, keeps its data in a temporary directory, and\n\
+         stops when the process that started it ends."
     );
 }
 

@@ -6,20 +6,18 @@ mod support;
 use std::time::{Duration, Instant};
 
 use portal_api::client::RetryConfig;
-use portal_api::{ClientBuilder, Error, TransportKind, paths};
+use portal_api::{Error, TransportKind, paths};
 use portal_sim::{FaultRule, RouteSelector, SimConfig};
-use support::{client_for, copy_key, http, start, wallet};
+use support::{builder_for, client_for, copy_key, raw_client_me, start, start_with_client, wallet};
 
 #[tokio::test]
 async fn gets_with_20_percent_503_still_succeed() {
-    let sim = start(
+    let (sim, _keys, client) = start_with_client(
         SimConfig::new()
             .with_seed(20)
             .with_fault("GET *: error=0.2, status=503".parse().unwrap()),
     )
     .await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
     let generated = wallet(&client).await; // POSTs and PATCHes are not affected
     for _ in 0..40 {
         let me = client.client_me().await.unwrap();
@@ -58,12 +56,7 @@ async fn throttling_answers_429_with_retry_after_and_the_client_waits() {
             .unwrap(),
     ])
     .unwrap();
-    let r = http()
-        .get(format!("{}{}", sim.base_url(), paths::CLIENT_ME))
-        .bearer_auth(keys.client_api_key.expose_secret())
-        .send()
-        .await
-        .unwrap();
+    let r = raw_client_me(&sim, &keys.client_api_key).await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "7");
     // A Retry-After longer than the client accepts is returned as an error.
@@ -81,9 +74,7 @@ async fn throttling_answers_429_with_retry_after_and_the_client_waits() {
 
 #[tokio::test]
 async fn dropped_connections_are_retried_where_safe() {
-    let sim = start(SimConfig::new().with_seed(2)).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
+    let (sim, keys, client) = start_with_client(SimConfig::new().with_seed(2)).await;
     let generated = wallet(&client).await;
 
     // Before the handler: GETs are retried.
@@ -95,11 +86,7 @@ async fn dropped_connections_are_retried_where_safe() {
     // A plain request sees the connection close without a response.
     sim.set_faults(vec!["GET *: drop=1, times=1".parse().unwrap()])
         .unwrap();
-    let raw = http()
-        .get(format!("{}{}", sim.base_url(), paths::CLIENT_ME))
-        .bearer_auth(keys.client_api_key.expose_secret())
-        .send()
-        .await;
+    let raw = raw_client_me(&sim, &keys.client_api_key).await;
     assert!(raw.is_err(), "{raw:?}");
 
     // /v1/backup is not retried once the request may have arrived; nothing was created.
@@ -159,9 +146,7 @@ async fn injected_errors_on_mpc_routes_are_not_retried() {
 
 #[tokio::test]
 async fn latency_is_added() {
-    let sim = start(SimConfig::new()).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
+    let (sim, _keys, client) = start_with_client(SimConfig::new()).await;
     sim.add_fault(
         FaultRule::new(RouteSelector::method("GET")).with_latency(Duration::from_millis(60)),
     )
@@ -184,9 +169,7 @@ async fn a_seed_reproduces_the_same_faults() {
         )
         .await;
         let keys = sim.create_client();
-        let client = ClientBuilder::new()
-            .with_api_base_url(sim.api_base_url())
-            .with_mpc_base_url(sim.mpc_base_url())
+        let client = builder_for(&sim)
             .with_client_api_key(copy_key(&keys.client_api_key))
             .with_retry(RetryConfig::disabled())
             .without_rate_limits()

@@ -7,19 +7,18 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use portal_api::client_api::{EjectClientRequest, PrepareEjectRequest, SharePairStatusUpdate};
-use portal_api::custodian_api::{
-    CreateClientRequest, CreateSessionRequest, EnableEjectRequest, ListClientsQuery,
-};
+use portal_api::custodian_api::{CreateClientRequest, CreateSessionRequest, ListClientsQuery};
 use portal_api::{BackupMethod, Curve, SharePairStatus, SharePairUpdateStatus};
 use portal_sim::{PortalSim, SimConfig, StatusView};
 use serde_json::{Value, json};
-use support::{backed_up, client_for, decode_share, http, start, wallet};
+use support::{
+    assert_bare_401, backed_up, client_for, decode_share, enable_eject, error_message, http,
+    mark_backup, send_json, send_text, start, start_with_client, wallet,
+};
 
 #[tokio::test]
 async fn full_lifecycle_generate_backup_store_complete_recover() {
-    let sim = start(SimConfig::new().with_seed(1)).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
+    let (sim, keys, client) = start_with_client(SimConfig::new().with_seed(1)).await;
 
     // generate: both curves, Portal-shaped shares, signing pairs STORED_DATABASE (incomplete).
     let generated = client.generate().await.unwrap();
@@ -113,10 +112,7 @@ async fn full_lifecycle_generate_backup_store_complete_recover() {
         SharePairUpdateStatus::StoredClientBackupShare,
         SharePairUpdateStatus::StoredClientBackupShare,
     ] {
-        client
-            .update_backup_share_pairs(&SharePairStatusUpdate::backup(backup.ids(), status))
-            .await
-            .unwrap();
+        mark_backup(&client, &backup, status).await.unwrap();
     }
     let me = client.client_me().await.unwrap();
     for w in &me.wallets {
@@ -170,9 +166,7 @@ async fn full_lifecycle_generate_backup_store_complete_recover() {
 #[tokio::test]
 async fn shares_differ_on_every_call_and_seeds_repeat_ids() {
     let run = |seed| async move {
-        let sim = start(SimConfig::new().with_seed(seed)).await;
-        let keys = sim.create_client();
-        let client = client_for(&sim, &keys);
+        let (sim, keys, client) = start_with_client(SimConfig::new().with_seed(seed)).await;
         let generated = wallet(&client).await;
         let b1 = client.backup(&generated).await.unwrap();
         let b2 = client.backup(&generated).await.unwrap();
@@ -190,9 +184,8 @@ async fn shares_differ_on_every_call_and_seeds_repeat_ids() {
 
 #[tokio::test]
 async fn raw_status_view_shows_lifecycle_states() {
-    let sim = start(SimConfig::new().with_status_view(StatusView::Raw)).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
+    let (sim, _keys, client) =
+        start_with_client(SimConfig::new().with_status_view(StatusView::Raw)).await;
     let generated = client.generate().await.unwrap();
     let me = client.client_me().await.unwrap();
     assert_eq!(
@@ -213,13 +206,13 @@ async fn raw_status_view_shows_lifecycle_states() {
         me.wallets[0].signing_share_pairs[0].status,
         SharePairStatus::StoredClient
     );
-    client
-        .update_backup_share_pairs(&SharePairStatusUpdate::backup(
-            backup.ids(),
-            SharePairUpdateStatus::StoredClientBackupShareKey,
-        ))
-        .await
-        .unwrap();
+    mark_backup(
+        &client,
+        &backup,
+        SharePairUpdateStatus::StoredClientBackupShareKey,
+    )
+    .await
+    .unwrap();
     let me = client.client_me().await.unwrap();
     assert_eq!(
         me.wallets[0].backup_share_pairs[0].status,
@@ -230,9 +223,7 @@ async fn raw_status_view_shows_lifecycle_states() {
 
 #[tokio::test]
 async fn custodian_routes_clients_sessions_and_paging() {
-    let sim = start(SimConfig::new()).await;
-    let keys = sim.create_client();
-    let custodian = client_for(&sim, &keys);
+    let (sim, keys, custodian) = start_with_client(SimConfig::new()).await;
 
     let created = custodian
         .create_client(&CreateClientRequest {
@@ -323,9 +314,7 @@ async fn custodian_routes_clients_sessions_and_paging() {
 
 #[tokio::test]
 async fn eject_window_custodian_and_client_routes() {
-    let sim = start(SimConfig::new()).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
+    let (sim, keys, client) = start_with_client(SimConfig::new()).await;
     let generated = wallet(&client).await;
     let backup = backed_up(&client, &generated).await;
     let me = client.client_me().await.unwrap();
@@ -335,14 +324,7 @@ async fn eject_window_custodian_and_client_routes() {
     let err = client.ejectable_backup_shares(&secp.id).await.unwrap_err();
     assert_eq!(err.error_id(), Some("STATE_INVALID"));
 
-    let opened = client
-        .enable_eject(
-            &keys.client_id,
-            &EnableEjectRequest {
-                wallet_id: secp.id.clone(),
-                ejectable_until: None,
-            },
-        )
+    let opened = enable_eject(&client, &keys.client_id, &secp.id, None)
         .await
         .unwrap();
     let me = client.client_me().await.unwrap();
@@ -379,14 +361,7 @@ async fn eject_window_custodian_and_client_routes() {
     assert!(client.ejectable_backup_shares(&secp.id).await.is_err());
 
     // Windows expire with (simulated) time; windows under a minute are refused.
-    client
-        .enable_eject(
-            &keys.client_id,
-            &EnableEjectRequest {
-                wallet_id: secp.id.clone(),
-                ejectable_until: None,
-            },
-        )
+    enable_eject(&client, &keys.client_id, &secp.id, None)
         .await
         .unwrap();
     sim.advance_clock(Duration::from_secs(6 * 60));
@@ -396,25 +371,16 @@ async fn eject_window_custodian_and_client_routes() {
             .await
             .is_err()
     );
-    let err = client
-        .enable_eject(
-            &keys.client_id,
-            &EnableEjectRequest {
-                wallet_id: secp.id.clone(),
-                ejectable_until: Some("2001-01-01T00:00:00.000Z".into()),
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = enable_eject(
+        &client,
+        &keys.client_id,
+        &secp.id,
+        Some("2001-01-01T00:00:00.000Z"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.status(), Some(400));
-    assert!(
-        err.body()
-            .unwrap()
-            .message
-            .as_deref()
-            .unwrap()
-            .contains("at least 1 minute")
-    );
+    assert!(error_message(&err).contains("at least 1 minute"));
 
     // prepare-eject, complete-eject, eject.
     let prepared = client
@@ -445,9 +411,7 @@ async fn eject_window_custodian_and_client_routes() {
 
 #[tokio::test]
 async fn debug_output_never_shows_keys_or_shares() {
-    let sim = start(SimConfig::new()).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
+    let (sim, keys, client) = start_with_client(SimConfig::new()).await;
     let generated = wallet(&client).await;
     let share = generated
         .secp256k1
@@ -486,23 +450,10 @@ async fn admin_routes_over_http() {
     let base = sim.base_url();
     let http = http();
     assert_eq!(
-        http.get(format!("{base}/_sim/health"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        send_text(http.get(format!("{base}/_sim/health"))).await,
         "ok"
     );
-    let keys: Value = http
-        .post(format!("{base}/_sim/clients"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: Value = send_json(http.post(format!("{base}/_sim/clients"))).await;
     for field in [
         "custodianId",
         "custodianApiKey",
@@ -515,36 +466,24 @@ async fn admin_routes_over_http() {
             "{field}"
         );
     }
-    let me: Value = http
-        .get(format!("{base}{}", portal_api::paths::CLIENT_ME))
-        .bearer_auth(keys["clientApiKey"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = send_json(
+        http.get(format!("{base}{}", portal_api::paths::CLIENT_ME))
+            .bearer_auth(keys["clientApiKey"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(me["id"], keys["clientId"]);
     assert_eq!(me["environment"]["backupWithPortalEnabled"], true);
 
-    let custodian: Value = http
-        .post(format!("{base}/_sim/custodians"))
-        .json(&json!({"name": "acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let of_custodian: Value = http
-        .post(format!("{base}/_sim/clients"))
-        .json(&json!({"custodianId": custodian["id"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let custodian: Value = send_json(
+        http.post(format!("{base}/_sim/custodians"))
+            .json(&json!({"name": "acme"})),
+    )
+    .await;
+    let of_custodian: Value = send_json(
+        http.post(format!("{base}/_sim/clients"))
+            .json(&json!({"custodianId": custodian["id"]})),
+    )
+    .await;
     assert_eq!(of_custodian["custodianApiKey"], custodian["apiKey"]);
     let unknown = http
         .post(format!("{base}/_sim/clients"))
@@ -555,26 +494,18 @@ async fn admin_routes_over_http() {
     assert_eq!(unknown.status(), 404);
 
     // Faults: add (text and JSON), list, replace, clear.
-    let added: Value = http
-        .post(format!("{base}/_sim/faults"))
-        .json(&json!("GET *: error=0.5, status=502"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let added: Value = send_json(
+        http.post(format!("{base}/_sim/faults"))
+            .json(&json!("GET *: error=0.5, status=502")),
+    )
+    .await;
     assert_eq!(added[0]["route"], "GET *");
     assert_eq!(added[0]["errorStatus"], 502);
-    let replaced: Value = http
-        .put(format!("{base}/_sim/faults"))
-        .json(&json!([{"route": "POST /v1/backup", "throttleRate": 1, "times": 1}]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let replaced: Value = send_json(
+        http.put(format!("{base}/_sim/faults"))
+            .json(&json!([{"route": "POST /v1/backup", "throttleRate": 1, "times": 1}])),
+    )
+    .await;
     assert_eq!(replaced.as_array().unwrap().len(), 1);
     assert_eq!(sim.simulator().faults()[0].throttle_rate, 1.0);
     let bad = http
@@ -596,28 +527,10 @@ async fn admin_routes_over_http() {
         .send()
         .await
         .unwrap();
-    assert_eq!(unauthorized.status(), 401);
-    assert_eq!(
-        unauthorized.json::<Value>().await.unwrap(),
-        json!("Authorization header is missing")
-    );
-    let report: Value = http
-        .get(format!("{base}/_sim/report"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_bare_401(unauthorized, "Authorization header is missing").await;
+    let report: Value = send_json(http.get(format!("{base}/_sim/report"))).await;
     assert_eq!(report["rejections"][0]["status"], 401);
-    let text = http
-        .get(format!("{base}/_sim/report?format=text"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = send_text(http.get(format!("{base}/_sim/report?format=text"))).await;
     assert!(text.contains("NOT clean"), "{text}");
     assert!(text.contains("Authorization header is missing"), "{text}");
     http.delete(format!("{base}/_sim/report"))

@@ -7,9 +7,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use portal_api::client::{RateLimit, RetryConfig};
-use portal_api::{ClientBuilder, paths};
 use portal_sim::{Host, SimConfig};
-use support::{client_for, copy_key, http, start, wallet};
+use support::{builder_for, client_for, copy_key, raw_client_me, start, start_with_client, wallet};
 
 #[tokio::test]
 async fn requests_beyond_the_limit_get_429_and_are_counted_per_host() {
@@ -18,12 +17,7 @@ async fn requests_beyond_the_limit_get_429_and_are_counted_per_host() {
     let started = Instant::now();
     let mut statuses = Vec::new();
     for _ in 0..8 {
-        let r = http()
-            .get(format!("{}{}", sim.base_url(), paths::CLIENT_ME))
-            .bearer_auth(keys.client_api_key.expose_secret())
-            .send()
-            .await
-            .unwrap();
+        let r = raw_client_me(&sim, &keys.client_api_key).await.unwrap();
         if r.status() == 429 {
             assert_eq!(r.headers()["retry-after"], "1");
         }
@@ -69,9 +63,7 @@ async fn requests_beyond_the_limit_get_429_and_are_counted_per_host() {
 
 #[tokio::test]
 async fn injected_throttles_count_as_429s_of_their_host() {
-    let sim = start(SimConfig::new().with_seed(6)).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
+    let (sim, _keys, client) = start_with_client(SimConfig::new().with_seed(6)).await;
     wallet(&client).await;
     sim.reset_report();
     sim.add_fault(
@@ -97,9 +89,7 @@ async fn a_client_side_rate_limit_keeps_under_the_simulators() {
     // the simulator accepts 6.
     let sim = start(SimConfig::new().with_seed(7).with_rate_limit(Host::Api, 6)).await;
     let keys = sim.create_client();
-    let client = ClientBuilder::new()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
+    let client = builder_for(&sim)
         .with_client_api_key(copy_key(&keys.client_api_key))
         .with_retry(RetryConfig::disabled())
         .with_api_rate_limit(RateLimit::per_minute(240).with_burst(2))

@@ -9,7 +9,10 @@ use portal_api::mpc::{CurveShare, CurveShares};
 use portal_api::{Curve, SecretShare, SharePairUpdateStatus, paths};
 use portal_sim::{SimConfig, ViolationKind};
 use serde_json::{Value, json};
-use support::{backed_up, client_for, client_with_key, http, start, wallet};
+use support::{
+    assert_bare_401, backed_up, client_for, client_with_key, complete_backup, error_message, http,
+    mark_backup, start, start_with_client, wallet,
+};
 
 #[tokio::test]
 async fn wrong_credentials_are_401_of_the_right_kind() {
@@ -36,14 +39,7 @@ async fn wrong_credentials_are_401_of_the_right_kind() {
         .unwrap_err();
     assert_eq!(err.status(), Some(401));
     // Custodian API errors are {"error": "..."}.
-    assert!(
-        err.body()
-            .unwrap()
-            .message
-            .as_deref()
-            .unwrap()
-            .contains("client credential")
-    );
+    assert!(error_message(&err).contains("client credential"));
 
     let raw = http()
         .get(format!("{}{}", sim.base_url(), paths::CLIENT_ME))
@@ -51,11 +47,7 @@ async fn wrong_credentials_are_401_of_the_right_kind() {
         .send()
         .await
         .unwrap();
-    assert_eq!(raw.status(), 401);
-    assert_eq!(
-        raw.json::<Value>().await.unwrap(),
-        json!("Incorrect API key format")
-    );
+    assert_bare_401(raw, "Incorrect API key format").await;
 
     let report = sim.report();
     assert!(!report.is_clean());
@@ -91,13 +83,7 @@ async fn foreign_ids_are_not_found() {
         .await
         .unwrap_err();
     assert_eq!(err.error_id(), Some("NOT_FOUND"));
-    let err = a
-        .update_backup_share_pairs(&SharePairStatusUpdate::backup(
-            backup_b.ids(),
-            SharePairUpdateStatus::StoredClientBackupShare,
-        ))
-        .await
-        .unwrap_err();
+    let err = complete_backup(&a, &backup_b).await.unwrap_err();
     assert_eq!(err.status(), Some(404));
     // B's generate response under A's key.
     assert_eq!(a.backup(&gen_b).await.unwrap_err().status(), Some(404));
@@ -136,9 +122,7 @@ async fn foreign_ids_are_not_found() {
 
 #[tokio::test]
 async fn forged_and_malformed_shares_are_refused() {
-    let sim = start(SimConfig::new()).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
+    let (sim, keys, client) = start_with_client(SimConfig::new()).await;
     let generated = wallet(&client).await;
     let secp_id = generated.secp256k1.as_ref().unwrap().id.clone();
 
@@ -279,9 +263,7 @@ async fn forged_and_malformed_shares_are_refused() {
 
 #[tokio::test]
 async fn out_of_order_and_premature_steps_are_reported() {
-    let sim = start(SimConfig::new()).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
+    let (sim, keys, client) = start_with_client(SimConfig::new()).await;
 
     // Backup before the signing share is confirmed.
     let generated = client.generate().await.unwrap();
@@ -307,21 +289,15 @@ async fn out_of_order_and_premature_steps_are_reported() {
     );
 
     // Marked stored without a ciphertext (accepted, as Portal would, but reported).
-    client
-        .update_backup_share_pairs(&SharePairStatusUpdate::backup(
-            backup.ids(),
-            SharePairUpdateStatus::StoredClientBackupShare,
-        ))
-        .await
-        .unwrap();
+    complete_backup(&client, &backup).await.unwrap();
     // Back to _KEY: refused and reported.
-    let err = client
-        .update_backup_share_pairs(&SharePairStatusUpdate::backup(
-            backup.ids(),
-            SharePairUpdateStatus::StoredClientBackupShareKey,
-        ))
-        .await
-        .unwrap_err();
+    let err = mark_backup(
+        &client,
+        &backup,
+        SharePairUpdateStatus::StoredClientBackupShareKey,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.error_id(), Some("STATE_INVALID"));
     // Ciphertext stored late, then replaced.
     let secp_pair = backup.get(&Curve::Secp256k1).unwrap().id.clone();

@@ -11,20 +11,21 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::{ApiKey, SharePairUpdateStatus, paths};
-use portal_sim::{PortalSim, SimConfig, ViolationKind, WebhookConfig};
+use portal_api::mpc::GenerateResponse;
+use portal_api::{ApiKey, Client, paths};
+use portal_sim::{PortalSim, SimClient, SimConfig, ViolationKind, WebhookConfig};
 use serde_json::{Value, json};
-use support::{client_for, start, wallet};
+use support::{client_for, complete_backup, start, wallet};
 
 const SECRET: &str = "webhook-secret-for-tests";
 
@@ -49,45 +50,33 @@ struct Hook {
 
 type Shared = Arc<Mutex<Hook>>;
 
-async fn on_backup(
-    State(hook): State<Shared>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if headers
-        .get("x-webhook-secret")
-        .and_then(|v| v.to_str().ok())
-        != Some(SECRET)
-    {
+/// Answers 401 unless the request carries the webhook secret, as an integrator's server would.
+async fn require_secret(request: Request, next: Next) -> Response {
+    let secret = request.headers().get("x-webhook-secret");
+    if secret.and_then(|v| v.to_str().ok()) != Some(SECRET) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    next.run(request).await
+}
+
+/// The webhook's state, even after a handler panicked.
+fn lock(hook: &Shared) -> MutexGuard<'_, Hook> {
+    hook.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn on_backup(State(hook): State<Shared>, Json(body): Json<Value>) -> Response {
     let client_id = body["clientId"].as_str().unwrap_or_default().to_owned();
     let method = body["backupMethod"].as_str().unwrap_or_default().to_owned();
     let share = body["share"].as_str().unwrap_or_default().to_owned();
-    let mut hook = hook
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut hook = lock(&hook);
     hook.received.push((client_id.clone(), method));
     hook.shares.entry(client_id).or_default().push(share);
     StatusCode::OK.into_response()
 }
 
-async fn on_fetch(
-    State(hook): State<Shared>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if headers
-        .get("x-webhook-secret")
-        .and_then(|v| v.to_str().ok())
-        != Some(SECRET)
-    {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+async fn on_fetch(State(hook): State<Shared>, Json(body): Json<Value>) -> Response {
     let (mode, shares) = {
-        let mut hook = hook
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut hook = lock(&hook);
         hook.fetches = hook.fetches.saturating_add(1);
         let shares = hook
             .shares
@@ -111,6 +100,7 @@ async fn webhook(mode: Mode) -> (SocketAddr, Shared) {
     let app = Router::new()
         .route("/hooks/backup", post(on_backup))
         .route("/hooks/backup/fetch", post(on_fetch))
+        .route_layer(middleware::from_fn(require_secret))
         .with_state(Arc::clone(&hook));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -128,13 +118,30 @@ async fn self_managed_sim(addr: SocketAddr, secret: &str, timeout: Duration) -> 
     .await
 }
 
-#[tokio::test]
-async fn backup_and_recover_through_the_webhook() {
-    let (addr, hook) = webhook(Mode::Good).await;
-    let sim = self_managed_sim(addr, SECRET, Duration::from_secs(10)).await;
+/// A Self-Managed simulator whose webhook runs in `mode` (right secret, Portal's 10 s
+/// deadline): the webhook's state, the simulator, a client's keys, its portal-api client and its
+/// confirmed wallet.
+async fn setup(mode: Mode) -> (Shared, PortalSim, SimClient, Client, GenerateResponse) {
+    setup_with(mode, SECRET, Duration::from_secs(10)).await
+}
+
+/// Like [`setup`], with the secret the simulator sends and its webhook deadline.
+async fn setup_with(
+    mode: Mode,
+    secret: &str,
+    timeout: Duration,
+) -> (Shared, PortalSim, SimClient, Client, GenerateResponse) {
+    let (addr, hook) = webhook(mode).await;
+    let sim = self_managed_sim(addr, secret, timeout).await;
     let keys = sim.create_client();
     let client = client_for(&sim, &keys);
     let generated = wallet(&client).await;
+    (hook, sim, keys, client, generated)
+}
+
+#[tokio::test]
+async fn backup_and_recover_through_the_webhook() {
+    let (hook, sim, keys, client, generated) = setup(Mode::Good).await;
     let me = client.client_me().await.unwrap();
     assert!(!me.backup_with_portal_enabled());
 
@@ -160,13 +167,7 @@ async fn backup_and_recover_through_the_webhook() {
     sim.reset_report();
 
     // Marking stored without a Portal ciphertext is how this mode works: no violation.
-    client
-        .update_backup_share_pairs(&SharePairStatusUpdate::backup(
-            backup.ids(),
-            SharePairUpdateStatus::StoredClientBackupShare,
-        ))
-        .await
-        .unwrap();
+    complete_backup(&client, &backup).await.unwrap();
     let recovered = client.recover(&backup).await.unwrap();
     assert_eq!(recovered.ids().len(), 2);
     assert_eq!(hook.lock().unwrap().fetches, 4);
@@ -176,11 +177,7 @@ async fn backup_and_recover_through_the_webhook() {
 
 #[tokio::test]
 async fn backup_fails_when_fetch_does_not_return_the_share() {
-    let (addr, hook) = webhook(Mode::ForgetShares).await;
-    let sim = self_managed_sim(addr, SECRET, Duration::from_secs(10)).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
-    let generated = wallet(&client).await;
+    let (hook, sim, _keys, client, generated) = setup(Mode::ForgetShares).await;
     let err = client.backup(&generated).await.unwrap_err();
     assert_eq!(err.status(), Some(400));
     assert_eq!(err.error_id(), Some("WEBHOOK_FAILED"));
@@ -197,53 +194,35 @@ async fn backup_fails_when_fetch_does_not_return_the_share() {
 
 #[tokio::test]
 async fn backup_fails_on_a_wrong_secret_or_a_missed_deadline() {
-    let (addr, _hook) = webhook(Mode::Good).await;
-    let sim = self_managed_sim(addr, "not-the-secret", Duration::from_secs(10)).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
-    let generated = wallet(&client).await;
-    assert_eq!(
-        client.backup(&generated).await.unwrap_err().error_id(),
-        Some("WEBHOOK_FAILED")
-    );
-    let report = sim.report();
-    assert!(
-        report.to_string().contains("POST /backup answered 401"),
-        "{report}"
-    );
-    drop(sim);
-
-    let (addr, _hook) = webhook(Mode::HangOnFetch).await;
-    let sim = self_managed_sim(addr, SECRET, Duration::from_millis(300)).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
-    let generated = wallet(&client).await;
-    assert_eq!(
-        client.backup(&generated).await.unwrap_err().error_id(),
-        Some("WEBHOOK_FAILED")
-    );
-    let report = sim.report();
-    assert!(
-        report.to_string().contains("no answer within the deadline"),
-        "{report}"
-    );
+    for (mode, secret, deadline, why) in [
+        (
+            Mode::Good,
+            "not-the-secret",
+            Duration::from_secs(10),
+            "POST /backup answered 401",
+        ),
+        (
+            Mode::HangOnFetch,
+            SECRET,
+            Duration::from_millis(300),
+            "no answer within the deadline",
+        ),
+    ] {
+        let (_hook, sim, _keys, client, generated) = setup_with(mode, secret, deadline).await;
+        assert_eq!(
+            client.backup(&generated).await.unwrap_err().error_id(),
+            Some("WEBHOOK_FAILED")
+        );
+        let report = sim.report();
+        assert!(report.to_string().contains(why), "{report}");
+    }
 }
 
 #[tokio::test]
 async fn recover_fails_when_the_webhook_lost_the_share() {
-    let (addr, hook) = webhook(Mode::Good).await;
-    let sim = self_managed_sim(addr, SECRET, Duration::from_secs(10)).await;
-    let keys = sim.create_client();
-    let client = client_for(&sim, &keys);
-    let generated = wallet(&client).await;
+    let (hook, sim, _keys, client, generated) = setup(Mode::Good).await;
     let backup = client.backup(&generated).await.unwrap();
-    client
-        .update_backup_share_pairs(&SharePairStatusUpdate::backup(
-            backup.ids(),
-            SharePairUpdateStatus::StoredClientBackupShare,
-        ))
-        .await
-        .unwrap();
+    complete_backup(&client, &backup).await.unwrap();
     hook.lock().unwrap().shares.clear();
     let err = client.recover(&backup).await.unwrap_err();
     assert_eq!(err.error_id(), Some("WEBHOOK_FAILED"));

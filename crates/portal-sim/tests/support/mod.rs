@@ -9,8 +9,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use portal_api::client::RetryConfig;
 use portal_api::client_api::SharePairStatusUpdate;
+use portal_api::custodian_api::{EnableEjectRequest, EnableEjectResponse};
 use portal_api::mpc::{BackupResponse, GenerateResponse};
-use portal_api::{ApiKey, Client, ClientBuilder, SharePairUpdateStatus};
+use portal_api::{ApiKey, Client, ClientBuilder, SharePairUpdateStatus, paths};
 use portal_sim::{PortalSim, SimClient, SimConfig};
 
 /// Retries fast and often, so injected faults are absorbed quickly.
@@ -25,11 +26,16 @@ pub(crate) fn copy_key(key: &ApiKey) -> ApiKey {
     ApiKey::from(key.expose_secret())
 }
 
-/// A portal-api client for `keys` against `sim` (both hosts on the simulator).
-pub(crate) fn client_for(sim: &PortalSim, keys: &SimClient) -> Client {
+/// A portal-api client builder with both hosts on `sim`.
+pub(crate) fn builder_for(sim: &PortalSim) -> ClientBuilder {
     ClientBuilder::new()
         .with_api_base_url(sim.api_base_url())
         .with_mpc_base_url(sim.mpc_base_url())
+}
+
+/// A portal-api client for `keys` against `sim` (both hosts on the simulator).
+pub(crate) fn client_for(sim: &PortalSim, keys: &SimClient) -> Client {
+    builder_for(sim)
         .with_client_api_key(copy_key(&keys.client_api_key))
         .with_custodian_api_key(copy_key(&keys.custodian_api_key))
         .with_retry(fast_retry())
@@ -40,9 +46,7 @@ pub(crate) fn client_for(sim: &PortalSim, keys: &SimClient) -> Client {
 
 /// A client with only a (possibly wrong) client key.
 pub(crate) fn client_with_key(sim: &PortalSim, key: &str) -> Client {
-    ClientBuilder::new()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
+    builder_for(sim)
         .with_client_api_key(ApiKey::from(key))
         .with_custodian_api_key(ApiKey::from(key))
         .with_retry(RetryConfig::disabled())
@@ -53,6 +57,14 @@ pub(crate) fn client_with_key(sim: &PortalSim, key: &str) -> Client {
 
 pub(crate) async fn start(config: SimConfig) -> PortalSim {
     PortalSim::start(config).await.unwrap()
+}
+
+/// A simulator, a client of its default custodian, and a portal-api client with every key.
+pub(crate) async fn start_with_client(config: SimConfig) -> (PortalSim, SimClient, Client) {
+    let sim = start(config).await;
+    let keys = sim.create_client();
+    let client = client_for(&sim, &keys);
+    (sim, keys, client)
 }
 
 /// generate + confirm STORED_CLIENT.
@@ -74,14 +86,37 @@ pub(crate) async fn backed_up(client: &Client, generated: &GenerateResponse) -> 
             .await
             .unwrap();
     }
-    client
-        .update_backup_share_pairs(&SharePairStatusUpdate::backup(
-            backup.ids(),
-            SharePairUpdateStatus::StoredClientBackupShare,
-        ))
-        .await
-        .unwrap();
+    complete_backup(client, &backup).await.unwrap();
     backup
+}
+
+/// Marks every pair of `backup` `STORED_CLIENT_BACKUP_SHARE` (completed).
+pub(crate) async fn complete_backup(
+    client: &Client,
+    backup: &BackupResponse,
+) -> Result<(), portal_api::Error> {
+    mark_backup(
+        client,
+        backup,
+        SharePairUpdateStatus::StoredClientBackupShare,
+    )
+    .await
+}
+
+/// `PATCH …/backup-share-pairs`: every pair of `backup` to `status`.
+pub(crate) async fn mark_backup(
+    client: &Client,
+    backup: &BackupResponse,
+    status: SharePairUpdateStatus,
+) -> Result<(), portal_api::Error> {
+    client
+        .update_backup_share_pairs(&SharePairStatusUpdate::backup(backup.ids(), status))
+        .await
+}
+
+/// The `message` of the error body Portal answered.
+pub(crate) fn error_message(err: &portal_api::Error) -> &str {
+    err.body().unwrap().message.as_deref().unwrap()
 }
 
 /// Decodes a share (unpadded standard base64) into its JSON object.
@@ -95,4 +130,51 @@ pub(crate) fn decode_share(share: &str) -> serde_json::Value {
 /// A plain HTTP client for admin routes and hand-made requests.
 pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::new()
+}
+
+/// `GET /clients/me` by hand, with `key` as the bearer token.
+pub(crate) async fn raw_client_me(
+    sim: &PortalSim,
+    key: &ApiKey,
+) -> reqwest::Result<reqwest::Response> {
+    http()
+        .get(format!("{}{}", sim.base_url(), paths::CLIENT_ME))
+        .bearer_auth(key.expose_secret())
+        .send()
+        .await
+}
+
+/// Sends a hand-made request and reads its JSON answer.
+pub(crate) async fn send_json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Sends a hand-made request and reads its text answer.
+pub(crate) async fn send_text(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
+/// The custodian opens an eject window for `wallet_id` (Portal's default length when `until`
+/// is `None`).
+pub(crate) async fn enable_eject(
+    client: &Client,
+    client_id: &str,
+    wallet_id: &str,
+    until: Option<&str>,
+) -> Result<EnableEjectResponse, portal_api::Error> {
+    let request = EnableEjectRequest {
+        wallet_id: wallet_id.to_owned(),
+        ejectable_until: until.map(str::to_owned),
+    };
+    client.enable_eject(client_id, &request).await
+}
+
+/// Checks Portal's answer to a missing or malformed `Authorization` header: 401 with a bare
+/// JSON string.
+pub(crate) async fn assert_bare_401(response: reqwest::Response, message: &str) {
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!(message)
+    );
 }

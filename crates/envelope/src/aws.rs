@@ -72,6 +72,7 @@ pub enum ConfigError {
 
 /// Builds an [`AwsKms`].
 #[must_use]
+#[derive(Default)]
 pub struct AwsKmsBuilder {
     key_id: Option<String>,
     client: Option<Client>,
@@ -90,29 +91,19 @@ impl fmt::Debug for AwsKmsBuilder {
     }
 }
 
-impl Default for AwsKmsBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl AwsKmsBuilder {
     /// An empty builder.
     pub fn new() -> Self {
-        Self {
-            key_id: None,
-            client: None,
-            region: None,
-            endpoint_url: None,
-        }
+        Self::default()
     }
 
     /// A builder with the key from [`ENV_KEY_ID`] (if set). Everything else comes from the AWS
     /// SDK's own environment at [`build`](Self::build).
     pub fn from_env() -> Self {
-        let mut builder = Self::new();
-        builder.key_id = std::env::var(ENV_KEY_ID).ok().filter(|v| !v.is_empty());
-        builder
+        Self {
+            key_id: std::env::var(ENV_KEY_ID).ok().filter(|v| !v.is_empty()),
+            ..Self::default()
+        }
     }
 
     /// The key: a key ARN (recommended), a key id, an alias name (`alias/…`) or an alias ARN.

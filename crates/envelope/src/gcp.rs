@@ -89,6 +89,7 @@ pub enum IntegrityError {
 
 /// Builds a [`GcpKms`].
 #[must_use]
+#[derive(Default)]
 pub struct GcpKmsBuilder {
     key_name: Option<String>,
     client: Option<KeyManagementService>,
@@ -105,28 +106,19 @@ impl fmt::Debug for GcpKmsBuilder {
     }
 }
 
-impl Default for GcpKmsBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl GcpKmsBuilder {
     /// An empty builder.
     pub fn new() -> Self {
-        Self {
-            key_name: None,
-            client: None,
-            endpoint: None,
-        }
+        Self::default()
     }
 
     /// A builder with the key name from [`ENV_KEY_NAME`] (if set). Credentials come from
     /// Application Default Credentials at [`build`](Self::build).
     pub fn from_env() -> Self {
-        let mut builder = Self::new();
-        builder.key_name = std::env::var(ENV_KEY_NAME).ok().filter(|v| !v.is_empty());
-        builder
+        Self {
+            key_name: std::env::var(ENV_KEY_NAME).ok().filter(|v| !v.is_empty()),
+            ..Self::default()
+        }
     }
 
     /// The crypto key (`projects/*/locations/*/keyRings/*/cryptoKeys/*`: wraps with its primary

@@ -9,7 +9,17 @@
 //! writes its results in criterion's file layout under `CRITERION_HOME` (set by
 //! `cargo xtask bench`), group `bulk_backup_20ms`, so that the report shows, per concurrency,
 //! `baseline_ideal/cNNN` (the ideal time per backup) next to `bulk_backup/cNNN` (the achieved
-//! one): *speed vs baseline* is then achieved ÷ ideal throughput.
+//! one): *speed vs baseline* is then achieved ÷ ideal throughput. These runs keep the journal
+//! (the flow's state directory) on the disk the target directory is on (`CARGO_TARGET_TMPDIR`).
+//!
+//! # Journal on disk versus tmpfs
+//!
+//! Then, at concurrency 64 and 256, the same run with the journal on tmpfs (`/dev/shm`, where
+//! fsync returns at once) and on disk, one after the other, group `bulk_journal_placement`:
+//! `baseline_journal_tmpfs/cNNN` next to `journal_disk/cNNN`, so *speed vs baseline* is what
+//! the journal's fsyncs cost. Each line also prints the CPU time of this process (bulk run and
+//! simulator, from `/proc/self/stat`) over the wall time, in cores: a run far below the
+//! machine's cores waits on something other than the CPU.
 //!
 //! # Rate limit held
 //!
@@ -50,12 +60,17 @@ const LATENCY_MS: u64 = 20;
 const GROUP: &str = "bulk_backup_20ms";
 /// (concurrency, clients): each level takes a few seconds at its ideal rate.
 const LEVELS: [(usize, usize); 4] = [(1, 16), (8, 96), (64, 512), (256, 1024)];
+/// The disk-versus-tmpfs comparison: the levels where the journal's syncs can limit.
+const JOURNAL_LEVELS: [(usize, usize); 2] = [(64, 512), (256, 1024)];
+const JOURNAL_GROUP: &str = "bulk_journal_placement";
 
 struct Level {
     concurrency: usize,
     clients: usize,
     elapsed: Duration,
     requests_per_backup: f64,
+    /// CPU time (user + system) of this whole process (bulk run and simulator) during the run.
+    cpu: Option<Duration>,
 }
 
 impl Level {
@@ -65,6 +80,73 @@ impl Level {
     fn ideal(&self) -> f64 {
         self.concurrency as f64 / (self.requests_per_backup * LATENCY_MS as f64 / 1000.0)
     }
+    /// CPU time over wall time, in cores (this machine has [`cores`] of them).
+    fn cpu_cores(&self) -> Option<f64> {
+        self.cpu
+            .map(|cpu| cpu.as_secs_f64() / self.elapsed.as_secs_f64())
+    }
+}
+
+/// Where a level keeps its journal (the flow's state directory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JournalOn {
+    /// Under the target directory (`CARGO_TARGET_TMPDIR`): the disk the build is on.
+    Disk,
+    /// Under `/dev/shm` (tmpfs: fsync returns at once).
+    Tmpfs,
+}
+
+impl JournalOn {
+    fn tempdir(self) -> Option<tempfile::TempDir> {
+        let parent = match self {
+            Self::Disk => Path::new(env!("CARGO_TARGET_TMPDIR")),
+            Self::Tmpfs => Path::new("/dev/shm"),
+        };
+        std::fs::create_dir_all(parent).ok()?;
+        tempfile::tempdir_in(parent).ok()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Disk => "disk",
+            Self::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+/// The file system type of the mount holding `path` (`/proc/self/mounts`), if known.
+fn fs_type(path: &Path) -> String {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return "?".into();
+    };
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let _device = fields.next()?;
+            let mount = fields.next()?;
+            let kind = fields.next()?;
+            path.starts_with(mount)
+                .then(|| (mount.len(), kind.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "?".into(), |(_, kind)| kind)
+}
+
+/// This process's CPU time so far (user + system, `/proc/self/stat`, at `USER_HZ` = 100).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which ends with the last ')'): state is field 3, utime 14,
+    // stime 15.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Client-side limit of the API host in the rate-limit part: 20 requests/s, burst 5.
@@ -118,16 +200,16 @@ fn sim_client(sim: &PortalSim) -> ClientBuilder {
         .with_mpc_base_url(sim.mpc_base_url())
 }
 
-async fn level(concurrency: usize, clients: usize) -> Level {
+async fn level(concurrency: usize, clients: usize, state: &Path) -> Level {
     let sim = PortalSim::start(SimConfig::new().with_seed(3))
         .await
         .unwrap();
     let input = prepare(&sim, clients).await;
-    let state = tempfile::tempdir().unwrap();
-    let flow = flow(sim_client(&sim).without_rate_limits(), state.path());
+    let flow = flow(sim_client(&sim).without_rate_limits(), state);
     sim.add_fault(format!("*: latency-ms={LATENCY_MS}").parse().unwrap())
         .unwrap();
     sim.reset_report();
+    let cpu_before = cpu_time();
     let started = Instant::now();
     let report = flow
         .bulk_backup(
@@ -138,6 +220,9 @@ async fn level(concurrency: usize, clients: usize) -> Level {
         .await
         .unwrap();
     let elapsed = started.elapsed();
+    let cpu = cpu_before
+        .zip(cpu_time())
+        .map(|(before, after)| after - before);
     assert_eq!(
         (report.confirmed, report.failed),
         (clients as u64, 0),
@@ -150,6 +235,7 @@ async fn level(concurrency: usize, clients: usize) -> Level {
         clients,
         elapsed,
         requests_per_backup: sim_report.requests as f64 / clients as f64,
+        cpu,
     }
 }
 
@@ -385,29 +471,80 @@ fn main() {
 }
 
 fn throughput_part(runtime: &tokio::runtime::Runtime, home: Option<&Path>, smoke: bool) {
+    let disk = JournalOn::Disk.tempdir().unwrap();
     println!(
         "bulk backup, Portal-managed store, {LATENCY_MS} ms per request \
-         (ideal = concurrency / (requests per backup x latency))"
+         (ideal = concurrency / (requests per backup x latency)), journal on {} ({}); \
+         cpu = CPU time of the bulk run and the simulator (one process) / wall time, of {} cores",
+        JournalOn::Disk.name(),
+        fs_type(disk.path()),
+        cores()
     );
-    println!("concurrency  clients  requests/backup  achieved/s  ideal/s  achieved/ideal");
+    println!(
+        "concurrency  clients  requests/backup  achieved/s  ideal/s  achieved/ideal  cpu (cores)"
+    );
     for (concurrency, clients) in LEVELS {
         let clients = if smoke { 4 } else { clients };
-        let result = runtime.block_on(level(concurrency, clients));
-        println!(
-            "{:>11}  {:>7}  {:>15.2}  {:>10.1}  {:>7.1}  {:>14.3}",
-            result.concurrency,
-            result.clients,
-            result.requests_per_backup,
-            result.achieved(),
-            result.ideal(),
-            result.achieved() / result.ideal()
-        );
+        let state = JournalOn::Disk.tempdir().unwrap();
+        let result = runtime.block_on(level(concurrency, clients, state.path()));
+        print_level(&result);
         if let (Some(home), false) = (home, smoke) {
             let parameter = format!("c{concurrency:03}");
             let ideal = 1e9 / result.ideal();
             write_result(home, GROUP, "baseline_ideal", Some(&parameter), ideal);
             let achieved = 1e9 / result.achieved();
             write_result(home, GROUP, "bulk_backup", Some(&parameter), achieved);
+        }
+    }
+    journal_part(runtime, home, smoke);
+}
+
+fn print_level(result: &Level) {
+    println!(
+        "{:>11}  {:>7}  {:>15.2}  {:>10.1}  {:>7.1}  {:>14.3}  {:>11}",
+        result.concurrency,
+        result.clients,
+        result.requests_per_backup,
+        result.achieved(),
+        result.ideal(),
+        result.achieved() / result.ideal(),
+        result
+            .cpu_cores()
+            .map_or_else(|| "?".into(), |c| format!("{c:.2}"))
+    );
+}
+
+/// The journal on disk versus on tmpfs, at the concurrency levels where it matters, in one run.
+fn journal_part(runtime: &tokio::runtime::Runtime, home: Option<&Path>, smoke: bool) {
+    let Some(probe) = JournalOn::Tmpfs.tempdir() else {
+        println!("\nno /dev/shm here: the disk-versus-tmpfs journal comparison is skipped");
+        return;
+    };
+    drop(probe);
+    println!(
+        "\nthe same, journal on disk ({}) versus tmpfs ({}), side by side",
+        fs_type(Path::new(env!("CARGO_TARGET_TMPDIR"))),
+        fs_type(Path::new("/dev/shm"))
+    );
+    println!(
+        "journal  concurrency  clients  requests/backup  achieved/s  ideal/s  achieved/ideal  cpu (cores)"
+    );
+    for (concurrency, clients) in JOURNAL_LEVELS {
+        let clients = if smoke { 4 } else { clients };
+        for on in [JournalOn::Tmpfs, JournalOn::Disk] {
+            let state = on.tempdir().unwrap();
+            let result = runtime.block_on(level(concurrency, clients, state.path()));
+            print!("{:>7}  ", on.name());
+            print_level(&result);
+            if let (Some(home), false) = (home, smoke) {
+                let parameter = format!("c{concurrency:03}");
+                let function = match on {
+                    JournalOn::Tmpfs => "baseline_journal_tmpfs",
+                    JournalOn::Disk => "journal_disk",
+                };
+                let achieved = 1e9 / result.achieved();
+                write_result(home, JOURNAL_GROUP, function, Some(&parameter), achieved);
+            }
         }
     }
 }

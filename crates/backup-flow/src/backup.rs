@@ -71,7 +71,7 @@ impl Flow {
             ));
         }
         let backup_id = Journal::backup_id(&me.id, &signing_ids);
-        let mut record = match self.journal.load(&backup_id)? {
+        let mut record = match self.journal.load(&backup_id).await? {
             Some(record) => record,
             None => BackupRecord {
                 version: 1,
@@ -96,7 +96,7 @@ impl Flow {
                 .await
                 .map_err(Error::envelope("wrapping the backup's data key"))?;
             record.backup_requests = record.backup_requests.saturating_add(1);
-            self.journal.save(&record)?;
+            self.journal.record(&record).await?;
             let shares = self
                 .portal
                 .backup(generate)
@@ -104,18 +104,18 @@ impl Flow {
                 .map_err(Error::portal("POST /v1/backup"))?;
             record.shares = seal_backup(&sealer, &me.id, &shares)?;
             record.step = Step::Sealed;
-            self.journal.save(&record)?;
+            self.journal.record(&record).await?;
             fresh = Some(shares);
         }
         if record.step == Step::Sealed {
             self.store_sealed(&record).await?;
             record.step = Step::Stored;
-            self.journal.save(&record)?;
+            self.journal.record(&record).await?;
         }
         if record.step == Step::Stored {
             self.restore_drill(&record, fresh.as_ref()).await?;
             record.step = Step::Verified;
-            self.journal.save(&record)?;
+            self.journal.record(&record).await?;
         }
         if record.step == Step::Verified {
             let ids = record
@@ -131,7 +131,7 @@ impl Flow {
                 .await
                 .map_err(Error::portal("PATCH /api/v3/clients/me/backup-share-pairs"))?;
             record.step = Step::Confirmed;
-            self.journal.save(&record)?;
+            self.journal.record(&record).await?;
         }
         Ok(BackupOutcome {
             client_id: record.client_id.clone(),

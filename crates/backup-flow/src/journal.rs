@@ -1,10 +1,55 @@
-//! The journal: one small JSON file per backup in the state directory, rewritten atomically
-//! (temporary file, fsync, rename, directory fsync) at every step.
+//! The journal: what each backup has done, in the state directory, so that a crash at any
+//! point is resumed without asking Portal for a new backup (which would orphan the pairs it
+//! already made).
 //!
-//! It holds ids and *sealed* shares only, never a plaintext share or a key. Because the
-//! sealed shares are written the moment Portal returns them, a crash at any later point is
-//! resumed from the journal without asking Portal for a new backup (which would orphan the
-//! pairs it already made).
+//! It holds ids and *sealed* shares only, never a plaintext share or a key.
+//!
+//! # Layout
+//!
+//! Per backup, in `<state dir>/journal/`:
+//!
+//! * `backup-<id>.json`: the record (client, backup id, how many `/v1/backup` calls, the
+//!   sealed shares, and the step it was written at). Written only at
+//!   [`Step::Requested`] and [`Step::Sealed`], always atomically and durably: a temporary file
+//!   is written and fsynced, renamed over the record, and the directory fsynced. After a crash
+//!   or a power loss it holds the last record written, never a torn mix.
+//! * `backup-<id>.stored`, then renamed to `.verified`, then to `.confirmed`: an empty marker
+//!   for each later step, created or renamed **without an fsync**. It never touches the record
+//!   file.
+//!
+//! The step of a backup is the furthest of the record's and its marker's. Journals written by
+//! earlier versions (the record rewritten at every step, no markers) load unchanged.
+//!
+//! # Which steps are durable, and why that is enough
+//!
+//! A step is synced before the action that depends on it only where losing it could break a
+//! promise; where losing it only makes a resumed run redo an idempotent action, it is not.
+//! Per backup that is 4 fsyncs (2 durable records × file + directory) instead of 10, and the
+//! journal I/O runs on tokio's blocking pool, so that concurrent backups' fsyncs overlap (the
+//! file system commits them together) instead of stalling the async workers.
+//!
+//! * [`Step::Requested`] is durable **before `/v1/backup` is sent**: `/v1/backup` is never
+//!   called for a backup without the journal knowing (`backupRequests` counts every call,
+//!   including one whose answer was lost).
+//! * [`Step::Sealed`] is durable **before anything is stored**: the sealed shares cannot be
+//!   fetched from Portal again, and once a ciphertext may be stored for a pair, losing the
+//!   record would make a resumed run ask for new pairs and leave a ciphertext stored for a pair
+//!   never completed.
+//! * [`Step::Stored`], [`Step::Verified`] and [`Step::Confirmed`] are markers, not synced.
+//!   Each is created only after its action succeeded, so a marker that exists is true; a
+//!   marker lost in a power loss leaves the backup at an earlier step, and the resumed run
+//!   repeats actions that are idempotent: it puts the same ciphertext again (create-only
+//!   where the store can, accepted only when byte-for-byte the recorded one), reads it back
+//!   and opens it again, and sends the `STORED_CLIENT_BACKUP_SHARE` update for pairs Portal
+//!   may already hold as stored. The durability that confirming depends on is the *store's*
+//!   (a put returns once the ciphertext is durable) and the restore drill's, which always
+//!   runs in the same process before the confirmation: a pair is never marked stored at
+//!   Portal before its ciphertext is durable in the store and opened again, whatever the
+//!   journal lost.
+//!
+//! A SIGKILL loses nothing the kernel was given (the page cache survives the process), so the
+//! syncs matter only for an operating-system crash or a power loss; the crash soak (SIGKILL)
+//! checks the step logic, the argument above the choice of syncs.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -113,14 +158,27 @@ impl Journal {
         self.dir.join(format!("backup-{backup_id}.json"))
     }
 
-    pub(crate) fn load(&self, backup_id: &str) -> Result<Option<BackupRecord>> {
+    /// The marker file of `step` (one of the steps after [`Step::Sealed`]).
+    fn marker(&self, backup_id: &str, step: Step) -> PathBuf {
+        self.dir
+            .join(format!("backup-{backup_id}.{}", step.as_str()))
+    }
+
+    /// The record of `backup_id`, at the furthest step its record or marker says.
+    pub(crate) async fn load(&self, backup_id: &str) -> Result<Option<BackupRecord>> {
+        let journal = self.clone();
+        let backup_id = backup_id.to_owned();
+        blocking(&self.dir, move || journal.load_blocking(&backup_id)).await
+    }
+
+    fn load_blocking(&self, backup_id: &str) -> Result<Option<BackupRecord>> {
         let path = self.path(backup_id);
         let text = match std::fs::read(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(journal_error(&path, source)),
         };
-        let record: BackupRecord = serde_json::from_slice(&text).map_err(|e| {
+        let mut record: BackupRecord = serde_json::from_slice(&text).map_err(|e| {
             journal_error(
                 &path,
                 std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -135,25 +193,97 @@ impl Journal {
                 ),
             ));
         }
+        if record.step >= Step::Sealed {
+            for step in MARKED.iter().rev() {
+                let marker = self.marker(backup_id, *step);
+                if marker
+                    .try_exists()
+                    .map_err(|source| journal_error(&marker, source))?
+                {
+                    record.step = record.step.max(*step);
+                    break;
+                }
+            }
+        }
         Ok(Some(record))
     }
 
-    /// Writes the record atomically: after a crash the file holds this record or the previous
-    /// one, never a torn mix.
-    pub(crate) fn save(&self, record: &BackupRecord) -> Result<()> {
-        let path = self.path(&record.backup_id);
+    /// Records that `record` reached `record.step`: durably for [`Step::Requested`] and
+    /// [`Step::Sealed`] (see [the module docs](self) for why), as an unsynced marker for
+    /// the later steps. Returns once that is done.
+    pub(crate) async fn record(&self, record: &BackupRecord) -> Result<()> {
+        let journal = self.clone();
+        if record.step <= Step::Sealed {
+            let path = self.path(&record.backup_id);
+            let json = serde_json::to_vec_pretty(record).map_err(|e| {
+                journal_error(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            })?;
+            blocking(&self.dir, move || journal.save_blocking(&path, &json)).await
+        } else {
+            let (backup_id, step) = (record.backup_id.clone(), record.step);
+            blocking(&self.dir, move || journal.mark_blocking(&backup_id, step)).await
+        }
+    }
+
+    /// Writes the record atomically and durably: after a crash the file holds this record or
+    /// the previous one, never a torn mix, and once this returns, this one.
+    fn save_blocking(&self, path: &Path, json: &[u8]) -> Result<()> {
         let write = || -> std::io::Result<()> {
-            let json = serde_json::to_vec_pretty(record)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             let mut file = tempfile::Builder::new()
                 .prefix(".tmp-")
                 .tempfile_in(&self.dir)?;
-            file.write_all(&json)?;
+            file.write_all(json)?;
             file.as_file().sync_all()?;
-            file.persist(&path).map_err(|e| e.error)?;
+            file.persist(path).map_err(|e| e.error)?;
             std::fs::File::open(&self.dir)?.sync_all()
         };
-        write().map_err(|source| journal_error(&path, source))
+        write().map_err(|source| journal_error(path, source))
+    }
+
+    /// Moves the backup's marker on to `step` (renaming the previous step's marker, or
+    /// creating one), without an fsync.
+    fn mark_blocking(&self, backup_id: &str, step: Step) -> Result<()> {
+        let target = self.marker(backup_id, step);
+        let previous = MARKED
+            .iter()
+            .position(|s| *s == step)
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| MARKED.get(i));
+        if let Some(previous) = previous {
+            match std::fs::rename(self.marker(backup_id, *previous), &target) {
+                Ok(()) => return Ok(()),
+                // Resumed from an older journal, or the earlier marker was lost: create it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(journal_error(&target, source)),
+            }
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(&target)
+            .map(drop)
+            .map_err(|source| journal_error(&target, source))
+    }
+}
+
+/// The steps recorded by a marker file rather than a durable record, in order.
+const MARKED: [Step; 3] = [Step::Stored, Step::Verified, Step::Confirmed];
+
+/// Runs blocking file work on tokio's blocking pool, so that an fsync never stalls the async
+/// workers (and the fsyncs of concurrent backups are in flight together).
+async fn blocking<T: Send + 'static>(
+    dir: &Path,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(journal_error(dir, std::io::Error::other(e))),
     }
 }
 
@@ -178,8 +308,8 @@ mod tests {
         assert_eq!(a.len(), 32);
     }
 
-    #[test]
-    fn records_round_trip_and_files_are_private() {
+    #[tokio::test]
+    async fn records_round_trip_and_files_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         let record = BackupRecord {
@@ -194,11 +324,11 @@ mod tests {
                 ciphertext: "pbe1.AAAA".into(),
             }],
         };
-        journal.save(&record).unwrap();
-        let back = journal.load("abc").unwrap().unwrap();
+        journal.record(&record).await.unwrap();
+        let back = journal.load("abc").await.unwrap().unwrap();
         assert_eq!(back.step, Step::Sealed);
         assert_eq!(back.shares, record.shares);
-        assert!(journal.load("other").unwrap().is_none());
+        assert!(journal.load("other").await.unwrap().is_none());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -213,5 +343,78 @@ mod tests {
                 .mode();
             assert_eq!(file & 0o077, 0, "tempfile creates 0600 files");
         }
+    }
+
+    fn record_at(step: Step) -> BackupRecord {
+        BackupRecord {
+            version: 1,
+            client_id: "cl_1".into(),
+            backup_id: "b1".into(),
+            step,
+            backup_requests: 1,
+            shares: vec![SealedShare {
+                curve: Curve::Ed25519,
+                backup_share_pair_id: "bsp_1".into(),
+                ciphertext: "pbe1.AAAA".into(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn later_steps_are_markers_that_never_touch_the_sealed_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.record(&record_at(Step::Requested)).await.unwrap();
+        journal.record(&record_at(Step::Sealed)).await.unwrap();
+        let sealed = std::fs::read(journal.path("b1")).unwrap();
+        for step in [Step::Stored, Step::Verified, Step::Confirmed] {
+            journal.record(&record_at(step)).await.unwrap();
+            let back = journal.load("b1").await.unwrap().unwrap();
+            assert_eq!(back.step, step);
+            assert_eq!(back.shares, record_at(step).shares);
+            assert_eq!(std::fs::read(journal.path("b1")).unwrap(), sealed);
+        }
+        // One marker at a time: each step renames the previous one.
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["backup-b1.confirmed", "backup-b1.json"]);
+
+        // A power loss may drop the unsynced marker: the backup is back at `sealed`, with its
+        // shares, and the resumed run repeats the idempotent steps.
+        std::fs::remove_file(journal.marker("b1", Step::Confirmed)).unwrap();
+        let back = journal.load("b1").await.unwrap().unwrap();
+        assert_eq!(back.step, Step::Sealed);
+        assert_eq!(back.shares, record_at(Step::Sealed).shares);
+        // Recording `verified` with no `stored` marker left creates it.
+        journal.record(&record_at(Step::Verified)).await.unwrap();
+        let back = journal.load("b1").await.unwrap().unwrap();
+        assert_eq!(back.step, Step::Verified);
+    }
+
+    #[tokio::test]
+    async fn records_of_earlier_versions_load_at_their_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        // Earlier versions rewrote the whole record at every step.
+        let old = serde_json::to_vec_pretty(&record_at(Step::Verified)).unwrap();
+        std::fs::write(journal.path("b1"), old).unwrap();
+        assert_eq!(
+            journal.load("b1").await.unwrap().unwrap().step,
+            Step::Verified
+        );
+        // A marker behind the record's own step does not move it back.
+        journal.record(&record_at(Step::Stored)).await.unwrap();
+        assert_eq!(
+            journal.load("b1").await.unwrap().unwrap().step,
+            Step::Verified
+        );
+        journal.record(&record_at(Step::Confirmed)).await.unwrap();
+        assert_eq!(
+            journal.load("b1").await.unwrap().unwrap().step,
+            Step::Confirmed
+        );
     }
 }

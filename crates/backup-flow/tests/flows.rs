@@ -115,6 +115,46 @@ async fn a_failure_before_confirmation_resumes_without_a_new_backup() {
     assert_clean(&sim);
 }
 
+/// The journal syncs only `requested` and `sealed`; the later steps are unsynced markers that
+/// a power loss may drop. With them gone, the same backup resumes from `sealed`: it stores,
+/// drills and confirms again, with no new `/v1/backup`, and the simulator sees nothing wrong.
+#[tokio::test]
+async fn backups_whose_unsynced_steps_are_lost_resume_from_sealed() {
+    for self_managed in [false, true] {
+        let sim = sim(self_managed).await;
+        let (_keys, client, generate) = generated_client(&sim).await;
+        let (state, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let target = if self_managed {
+            fs_store(data.path())
+        } else {
+            CiphertextStore::Portal
+        };
+        let flow = flow(client, keyring(), target, state.path());
+        let first = flow.backup(&generate).await.unwrap();
+        assert_eq!(first.backup_requests, 1);
+
+        let journal = state.path().join("journal");
+        let markers: Vec<_> = std::fs::read_dir(&journal)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e != "json"))
+            .collect();
+        assert_eq!(markers.len(), 1, "one marker per backup: {markers:?}");
+        assert!(markers[0].to_string_lossy().ends_with(".confirmed"));
+        std::fs::remove_file(&markers[0]).unwrap();
+
+        let again = flow.backup(&generate).await.unwrap();
+        assert!(!again.already_confirmed);
+        assert_eq!(again.resumed_after, Some("sealed"));
+        assert_eq!(again.backup_requests, 1, "no second /v1/backup");
+        assert_eq!(again.backup_share_pair_ids, first.backup_share_pair_ids);
+        assert_clean(&sim);
+        assert!(flow.verify().await.unwrap().is_ok());
+        let third = flow.backup(&generate).await.unwrap();
+        assert!(third.already_confirmed);
+    }
+}
+
 #[tokio::test]
 async fn a_lost_backup_answer_is_retried_and_nothing_unsealed_is_marked_stored() {
     let sim = sim(false).await;

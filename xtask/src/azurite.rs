@@ -12,8 +12,8 @@ use crate::cmd::{Cmd, Error, Result};
 const PACKAGE: &str = "azurite@3.35.0";
 
 /// The environment variable naming the npm prefix directory that holds
-/// `node_modules/azurite` (read by `crates/storage/tests/object_support/azurite.rs`).
-pub(crate) const DIR_ENV: &str = "PORTAL_BACKUP_AZURITE_DIR";
+/// `node_modules/azurite` (read by `test_services::azurite`).
+pub(crate) use test_services::azurite::DIR_ENV;
 
 /// The npm prefix directory holding Azurite, installing it into `tools/npm` if needed.
 pub(crate) fn install(root: &Path, tools: &Path) -> Result<PathBuf> {

@@ -12,7 +12,7 @@ use crate::{json, tools};
 
 /// Set for the tests: tests that need a service skip (loudly) only when this is unset;
 /// under xtask they must fail instead.
-pub(crate) const XTASK_ENV: &str = "PORTAL_BACKUP_XTASK";
+pub(crate) use test_services::XTASK_ENV;
 
 /// Seconds each fuzz target runs for, unless `PORTAL_BACKUP_FUZZ_SECONDS` says otherwise.
 const DEFAULT_FUZZ_SECONDS: u64 = 30;
@@ -250,7 +250,7 @@ fn test(ctx: &Ctx) -> Result {
     let cargo = || {
         ctx.cargo()
             .env(XTASK_ENV, "1")
-            .env("PORTAL_BACKUP_MOTO_PYTHONPATH", &moto)
+            .env(test_services::moto::PYTHONPATH_ENV, &moto)
             .env(crate::postgres::URL_ENV, &postgres.url)
             .env(crate::azurite::DIR_ENV, &azurite)
     };

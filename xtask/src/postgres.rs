@@ -1,17 +1,15 @@
 //! PostgreSQL for the `postgres` store's tests: Debian's server binaries, installed with
 //! apt-get when missing, and one throwaway server on loopback for the whole test step.
 //!
-//! The server is the tests' own fixture (`crates/storage/tests/support/postgres.rs`, compiled
-//! in here too): a fresh data directory under the system's temporary directory, `127.0.0.1`
-//! only, a random password. Test processes get its URL in `PORTAL_BACKUP_PG_URL` and share it
+//! The server is the tests' own fixture (`test_services::postgres`): a fresh data directory
+//! under the system's temporary directory, `127.0.0.1` only, a random password. Test processes get its URL in `PORTAL_BACKUP_PG_URL` and share it
 //! (each test makes its own database or works under its own client ids), instead of each
 //! starting a server of its own. It stops, and its directory is removed, when the returned
 //! guard is dropped or xtask exits.
 
-#[path = "../../crates/storage/tests/support/postgres.rs"]
-mod support;
-
 use std::path::Path;
+
+use test_services::postgres as support;
 
 use crate::cmd::{Cmd, Error, Result};
 

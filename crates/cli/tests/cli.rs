@@ -686,17 +686,13 @@ fn the_demo_runs_clean() {
     assert!(err.contains("invariant reports"), "{err}");
 }
 
-#[cfg(feature = "postgres")]
-#[path = "../../storage/tests/support/postgres.rs"]
-mod postgres;
-
 /// `--store postgres://…` end to end: backup, verify, the store-wide drill (clients listed by
 /// the database), rotate to a new key, recover with it; the rows are envelopes, and a wrong
 /// password fails without showing it.
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_backup_verify_store_wide_rotate_recover() {
-    let Some(pg) = postgres::shared() else {
+    let Some(pg) = test_services::postgres::shared() else {
         return; // skipped loudly by the fixture (a failure under cargo xtask)
     };
     let (database, url) = pg.create_database("cli");

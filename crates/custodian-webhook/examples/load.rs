@@ -9,7 +9,7 @@
 //! The program starts itself a second time as the server (`--serve <dir>`: a local key file
 //! in a fresh temporary directory, plain HTTP on `127.0.0.1`, and an `FsStore` in that
 //! directory, or with `--store postgres` a `PostgresStore` on a throwaway PostgreSQL that this
-//! program starts on loopback, see `storage/tests/support/postgres.rs`), then drives
+//! program starts on loopback, see the `test-services` crate), then drives
 //! `--pairs` backup+fetch pairs over `--concurrency` connections, as Portal does (`/backup`,
 //! then `/backup/fetch` must return the share). Afterwards it fetches every client once more,
 //! reads the server's peak resident memory (`VmHWM`), stops the server gracefully, and scans
@@ -32,8 +32,7 @@
 #[path = "../tests/support/load.rs"]
 mod load;
 #[cfg(feature = "postgres")]
-#[path = "../../storage/tests/support/postgres.rs"]
-mod pg;
+use test_services::postgres as pg;
 #[path = "../tests/support/scan.rs"]
 mod scan;
 

@@ -173,7 +173,7 @@ async fn re_encrypt_moves_a_wrapped_key_between_aws_keys_inside_kms() {
 async fn an_alias_records_the_key_arn_and_accepts_it() {
     let (by_arn, _, arn) = moto_kek_or_return!();
     let client = by_arn.client().clone();
-    let alias = format!("alias/envelope-test-{}", support::free_port());
+    let alias = format!("alias/envelope-test-{}", test_services::free_port());
     client
         .create_alias()
         .alias_name(&alias)
@@ -402,7 +402,7 @@ async fn kms_errors_map_to_kms_error_kinds() {
 
 #[tokio::test]
 async fn an_unreachable_kms_is_unavailable() {
-    let port = support::free_port();
+    let port = test_services::free_port();
     let kek = AwsKmsBuilder::new()
         .with_key_id("arn:aws:kms:us-east-1:111122223333:key/none")
         .with_client(moto::client(

@@ -148,7 +148,9 @@ async fn errors_map_to_kms_error_kinds() {
     // Nothing listening: a connection error, retryable.
     let closed = GcpKmsBuilder::new()
         .with_key_name(KEY)
-        .with_client(gcp_fake::client(&format!("http://127.0.0.1:{}", support::free_port())).await)
+        .with_client(
+            gcp_fake::client(&format!("http://127.0.0.1:{}", test_services::free_port())).await,
+        )
         .build()
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions};
-use object_support::azurite;
+use object_support::azurite::{self, AzuriteBlobs as _};
 use storage::conformance::check_store;
 use storage::object::ObjectStoreStore;
 use storage::{BackupKey, BackupStore, BackupStoreExt, Report, StorageError};

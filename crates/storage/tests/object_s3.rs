@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions};
-use object_support::moto;
+use object_support::moto::{self, MotoS3 as _};
 use storage::conformance::check_store;
 use storage::object::ObjectStoreStore;
 use storage::{BackupKey, BackupStore, BackupStoreExt, Report, StorageError};
@@ -132,7 +132,7 @@ async fn a_missing_bucket_is_a_backend_error_not_a_missing_object() {
 #[tokio::test]
 async fn an_unreachable_endpoint_is_retryable() {
     let Some(moto) = moto::shared() else { return };
-    let closed = object_support::free_port();
+    let closed = test_services::free_port();
     let retry = object_store::RetryConfig {
         max_retries: 1,
         retry_timeout: Duration::from_secs(2),

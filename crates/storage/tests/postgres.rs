@@ -1,12 +1,9 @@
-//! `PostgresStore` against a throwaway PostgreSQL on loopback (see `support/postgres.rs`):
+//! `PostgresStore` against a throwaway PostgreSQL on loopback (`test_services::postgres`):
 //! the conformance kit (directly and through `Arc<dyn BackupStore>`), no rows left behind,
 //! the version column, concurrent migrations, and no password in errors or `Debug`.
 //!
 //! Skips loudly without PostgreSQL's server binaries, except under `cargo xtask ci`, which
 //! installs them and makes a missing server a failure.
-
-#[path = "support/postgres.rs"]
-mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,7 +16,7 @@ use storage::{BackupKey, BackupStore, BackupStoreExt, PutMode, Report};
 
 mod postgres_store {
     storage::store_conformance_tests!({
-        let Some(pg) = super::support::shared() else {
+        let Some(pg) = test_services::postgres::shared() else {
             return;
         };
         storage::postgres::PostgresStore::connect(&pg.url)
@@ -30,7 +27,7 @@ mod postgres_store {
 
 mod postgres_store_through_arc_dyn {
     storage::store_conformance_tests!({
-        let Some(pg) = super::support::shared() else {
+        let Some(pg) = test_services::postgres::shared() else {
             return;
         };
         let store: std::sync::Arc<dyn storage::BackupStore> = std::sync::Arc::new(
@@ -44,7 +41,9 @@ mod postgres_store_through_arc_dyn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_leaves_no_rows_and_keeps_other_data() {
-    let Some(pg) = support::shared() else { return };
+    let Some(pg) = test_services::postgres::shared() else {
+        return;
+    };
     let (_, url) = pg.create_database("t_leftovers");
     let store = PostgresStore::connect(&url).await.unwrap();
     let theirs = BackupKey::custodian_backup("cl_real", "GDRIVE").unwrap();
@@ -74,7 +73,9 @@ async fn conformance_leaves_no_rows_and_keeps_other_data() {
 
 #[tokio::test]
 async fn the_version_counts_writes() {
-    let Some(pg) = support::shared() else { return };
+    let Some(pg) = test_services::postgres::shared() else {
+        return;
+    };
     let store = PostgresStore::connect(&pg.url).await.unwrap();
     let key = BackupKey::client_backup("cl_version", "bsp_1", "ED25519").unwrap();
     store.delete(&key).await.unwrap();
@@ -116,7 +117,9 @@ async fn the_version_counts_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_overwrites_all_land_with_distinct_versions() {
     const WRITERS: i64 = 40;
-    let Some(pg) = support::shared() else { return };
+    let Some(pg) = test_services::postgres::shared() else {
+        return;
+    };
     let store = PostgresStore::connect(&pg.url).await.unwrap();
     let key = BackupKey::custodian_backup("cl_concurrent_overwrite", "GDRIVE").unwrap();
     store.delete(&key).await.unwrap();
@@ -154,7 +157,9 @@ async fn concurrent_overwrites_all_land_with_distinct_versions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_connects_migrate_once() {
-    let Some(pg) = support::shared() else { return };
+    let Some(pg) = test_services::postgres::shared() else {
+        return;
+    };
     let (_, url) = pg.create_database("t_migrate");
     // Four pools (four sessions, as four processes would have) connect to an empty database
     // at once; each runs the migrations.
@@ -202,7 +207,9 @@ async fn concurrent_connects_migrate_once() {
 
 #[tokio::test]
 async fn the_password_never_shows() {
-    let Some(pg) = support::shared() else { return };
+    let Some(pg) = test_services::postgres::shared() else {
+        return;
+    };
     let store = PostgresStore::connect(&pg.url).await.unwrap();
     let shown = format!("{store:?}");
     assert!(!shown.contains(&pg.password), "{shown}");
@@ -252,7 +259,9 @@ async fn the_password_never_shows() {
 
 #[tokio::test]
 async fn list_is_exact_and_sorted() {
-    let Some(pg) = support::shared() else { return };
+    let Some(pg) = test_services::postgres::shared() else {
+        return;
+    };
     let store = PostgresStore::connect(&pg.url).await.unwrap();
     // '_' and '%' are LIKE wildcards: a LIKE-based list of cl_1 would also return clx1's.
     let keys = [

@@ -22,7 +22,7 @@ use envelope::pkcs11::{
     ENV_KEY_LABEL, ENV_MODULE, ENV_PIN, ENV_TOKEN_LABEL, Pkcs11Kek, Pkcs11KekBuilder,
 };
 
-use super::tool_missing;
+use test_services::tool_missing;
 
 /// Set in the child run.
 pub const CHILD_ENV: &str = "PORTAL_BACKUP_TEST_IN_SOFTHSM_TOKEN";

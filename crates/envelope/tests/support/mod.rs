@@ -1,8 +1,10 @@
 //! Test support for the KMS backends: starts the real or fake services the tests need, on
 //! loopback, and stops them when dropped (or when the test process exits).
 //!
-//! A service whose tool is not installed makes the test fail under `cargo xtask ci`
-//! (`PORTAL_BACKUP_XTASK=1`) and skip loudly otherwise. See `xtask/TOOLS-NEEDED.md`.
+//! Starting the services themselves (moto's process, ports, the rule that a missing tool makes
+//! the test fail under `cargo xtask ci` (`PORTAL_BACKUP_XTASK=1`) and skip loudly otherwise)
+//! is the `test-services` crate's; this module adds the KMS clients and fakes on top. See
+//! `xtask/TOOLS-NEEDED.md`.
 #![allow(dead_code, unreachable_pub, missing_docs)] // shared by several test binaries, each using a subset
 #![allow(
     clippy::unwrap_used,
@@ -20,42 +22,10 @@ pub mod hsm;
 #[cfg(feature = "aws-kms")]
 pub mod moto;
 
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use envelope::{DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, KmsError, WrappedKey};
-
-/// Set by `cargo xtask ci`: a missing tool is a failure, not a skip.
-pub const XTASK_ENV: &str = "PORTAL_BACKUP_XTASK";
-
-/// Reports a missing tool: panics under xtask, prints a loud skip line otherwise. Returns so
-/// that the caller can `return` from the test.
-pub fn tool_missing(tool: &str, detail: &str) {
-    if std::env::var(XTASK_ENV).is_ok_and(|v| v == "1") {
-        panic!(
-            "{tool} is required under `cargo xtask ci` but is not usable: {detail} (see xtask/TOOLS-NEEDED.md)"
-        );
-    }
-    // Straight to the process's stderr, past the test harness's output capture, so that the
-    // skip is visible even when the test passes.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {tool} not installed; run cargo xtask ci ({detail})"
-    );
-}
-
-/// The workspace root: the nearest directory above the package holding `Cargo.lock` (this
-/// support is also compiled into the workspace's `tests` package).
-pub fn workspace_root() -> PathBuf {
-    let package = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    package
-        .ancestors()
-        .find(|dir| dir.join("Cargo.lock").is_file())
-        .unwrap_or(&package)
-        .to_path_buf()
-}
 
 /// A context like the one a backup uses.
 pub fn share_context(client: &str, pair: &str, curve: &str) -> EncryptionContext {
@@ -132,27 +102,6 @@ impl<K: KeyEncryptionKey> KeyEncryptionKey for Counting<K> {
         self.calls.generate.fetch_add(1, Ordering::SeqCst);
         self.inner.generate_data_key(ctx).await
     }
-}
-
-/// A free loopback port (bound, then released for the service to take).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something accepts connections on `port`.
-pub fn wait_for_port(port: u16, timeout: std::time::Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    false
 }
 
 /// Median and 90th percentile of durations, in milliseconds.

@@ -1,123 +1,16 @@
-//! A moto server (AWS KMS emulator) on a loopback port, one per test binary.
-//!
-//! Found as: the Python package directory in `PORTAL_BACKUP_MOTO_PYTHONPATH` (default
-//! `target/tools/py` of the workspace, where `pip install --target` puts it), else a `moto`
-//! importable by `python3` (`PORTAL_BACKUP_PYTHON` overrides the interpreter). The server runs
-//! as a child whose standard input is a pipe from this process: it exits when the pipe closes,
-//! so it never outlives the test binary, and `Drop` kills it earlier when it is not shared.
+//! AWS KMS on moto: KMS clients with a request counter, and keys, on top of the moto server of
+//! `test_services::moto` (one per test binary, on loopback; child runs of a test binary share
+//! their parent's through `ENDPOINT_ENV`).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use aws_sdk_kms::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_kms::config::{
     BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
 };
-
-use super::{free_port, tool_missing, wait_for_port, workspace_root};
-
-pub const PYTHONPATH_ENV: &str = "PORTAL_BACKUP_MOTO_PYTHONPATH";
-pub const PYTHON_ENV: &str = "PORTAL_BACKUP_PYTHON";
-/// Set for child runs of a test binary: the parent's moto server.
-pub const ENDPOINT_ENV: &str = "PORTAL_BACKUP_TEST_MOTO_ENDPOINT";
-
-const LAUNCHER: &str = r#"
-import os, sys, threading
-def watch():
-    sys.stdin.read()
-    os._exit(0)
-threading.Thread(target=watch, daemon=True).start()
-from moto.server import main
-main(["-H", "127.0.0.1", "-p", sys.argv[1]])
-"#;
-
-#[derive(Debug)]
-pub struct Moto {
-    child: Option<Child>,
-    pub endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn python() -> String {
-    std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".into())
-}
-
-fn pythonpath() -> Option<PathBuf> {
-    let dir = std::env::var(PYTHONPATH_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target/tools/py"));
-    dir.join("moto").is_dir().then_some(dir)
-}
-
-fn python_command() -> Command {
-    let mut cmd = Command::new(python());
-    if let Some(dir) = pythonpath() {
-        cmd.env("PYTHONPATH", dir);
-    }
-    cmd
-}
-
-/// Starts a moto server, or reports it missing (`None`).
-pub fn start() -> Option<Moto> {
-    let importable = python_command()
-        .args(["-c", "import moto.server"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !importable {
-        tool_missing(
-            "moto",
-            &format!(
-                "`{} -c 'import moto.server'` failed; install moto[server] into target/tools/py or set {PYTHONPATH_ENV}",
-                python()
-            ),
-        );
-        return None;
-    }
-    let port = free_port();
-    let child = python_command()
-        .args(["-c", LAUNCHER, &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut moto = Moto {
-        child: Some(child),
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    if !wait_for_port(port, Duration::from_secs(60)) {
-        let status = moto.child.as_mut().map(Child::try_wait);
-        panic!("moto did not start on port {port} within 60 s (exit status: {status:?})");
-    }
-    Some(moto)
-}
-
-/// The moto server shared by this test binary.
-pub fn shared() -> Option<&'static Moto> {
-    static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
-    MOTO.get_or_init(|| match std::env::var(ENDPOINT_ENV) {
-        Ok(endpoint) => Some(Moto {
-            child: None,
-            endpoint,
-        }),
-        Err(_) => start(),
-    })
-    .as_ref()
-}
+#[allow(unused_imports, reason = "each test binary uses a subset")]
+pub use test_services::moto::{ENDPOINT_ENV, shared};
 
 /// Counts the HTTP requests a client sends (every attempt), by KMS operation.
 #[derive(Debug, Clone, Default)]

@@ -1,15 +1,16 @@
-//! Test support for the object-store backend: the services its tests talk to, on loopback,
-//! stopped when dropped or when the test process exits.
+//! Test support for the object-store backend: buckets and object_store clients on the
+//! services its tests talk to, on loopback, stopped when dropped or when the test process
+//! exits.
 //!
-//! * `moto`: moto's S3 (`moto[server]>=5.1.5`, which `cargo xtask ci` installs into
-//!   `target/tools/py`);
-//! * `azurite`: Azurite's blob service (the npm package `azurite`, which `cargo xtask ci`
-//!   installs into `target/tools/npm`);
+//! * `moto`: S3 on moto's server (`moto[server]>=5.1.5`, which `cargo xtask ci` installs into
+//!   `target/tools/py`), started by `test_services::moto`;
+//! * `azurite`: Azure blobs on Azurite (the npm package `azurite`, which `cargo xtask ci`
+//!   installs into `target/tools/npm`), started by `test_services::azurite`;
 //! * `gcs_fake`: an in-process fake of the parts of the GCS XML API that object_store uses.
 //!
 //! A service whose tool is not installed makes the test fail under `cargo xtask ci`
-//! (`PORTAL_BACKUP_XTASK=1`) and skip loudly otherwise.
-#![allow(dead_code, unreachable_pub, missing_docs)] // shared by several test binaries and an example
+//! (`PORTAL_BACKUP_XTASK=1`) and skip loudly otherwise (`test_services::tool_missing`).
+#![allow(dead_code, unreachable_pub, missing_docs, unused_imports)] // shared by several test binaries and an example
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -26,54 +27,7 @@ pub mod gcs_fake;
 pub mod moto;
 
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-/// Set by `cargo xtask ci`: a missing tool is a failure, not a skip.
-pub const XTASK_ENV: &str = "PORTAL_BACKUP_XTASK";
-
-/// Reports a missing tool: panics under xtask, prints a loud skip line otherwise. Returns so
-/// that the caller can `return` from the test.
-pub fn tool_missing(tool: &str, detail: &str) {
-    if std::env::var(XTASK_ENV).is_ok_and(|v| v == "1") {
-        panic!("{tool} is required under `cargo xtask ci` but is not usable: {detail}");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {tool} not installed; run cargo xtask ci ({detail})"
-    );
-}
-
-/// The workspace root: the nearest directory above the package holding `Cargo.lock`.
-pub fn workspace_root() -> PathBuf {
-    let package = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    package
-        .ancestors()
-        .find(|dir| dir.join("Cargo.lock").is_file())
-        .unwrap_or(&package)
-        .to_path_buf()
-}
-
-/// A loopback port nobody listens on (yet).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something accepts connections on `port`.
-pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
+use std::time::Duration;
 
 /// Sends one plain HTTP/1.1 request to `127.0.0.1:port` and returns the status code and body.
 pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {

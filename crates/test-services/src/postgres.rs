@@ -1,44 +1,32 @@
-//! A throwaway PostgreSQL server on loopback, for the `postgres` store's tests and the
-//! webhook's load program (which includes this file by path; it uses `std` only).
+//! A throwaway PostgreSQL server on loopback, for the `postgres` store's tests, the CLI's
+//! tests, the store latency benchmark, the webhook's load program and `cargo xtask ci`.
 //!
 //! The server binaries (`initdb`, `postgres`, `pg_isready`, `pg_dump`) are found in
-//! `PORTAL_BACKUP_PG_BIN`, else next to an `initdb` on `PATH`, else in Debian's
+//! [`BIN_ENV`], else next to an `initdb` on `PATH`, else in Debian's
 //! `/usr/lib/postgresql/<newest version>/bin` (`apt-get install postgresql`; `cargo xtask ci`
 //! installs it). Missing binaries make the caller skip loudly, or fail under `cargo xtask ci`
-//! (`PORTAL_BACKUP_XTASK=1`).
+//! ([`tool_missing`]).
 //!
 //! `cargo xtask ci` starts one server for the whole test run and hands it to every test
-//! process in `PORTAL_BACKUP_PG_URL` ([`shared`] then uses it instead of starting one); tests
-//! that need a database of their own make one with [`Postgres::create_database`].
+//! process in [`URL_ENV`] ([`shared`] then uses it instead of starting one); tests that need a
+//! database of their own make one with [`Postgres::create_database`].
 //!
 //! Each server gets a fresh directory under the system's temporary directory (data directory,
 //! Unix socket, log), listens on `127.0.0.1` only on a free port, and requires a random
-//! password (SCRAM) for its superuser `portal`. PostgreSQL refuses to run as root, so when
+//! password (SCRAM) for its superuser [`USER`]. PostgreSQL refuses to run as root, so when
 //! this process is root the server runs as the `postgres` user (which Debian's package
 //! creates), else `nobody`. It runs under a small `sh` whose standard input is a pipe from
-//! this process: when the pipe closes (on drop, or when this process dies in any way) the
-//! shell stops the server (fast shutdown) and removes the directory.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "test fixture: a panic is a test failure"
-)]
+//! this process ([`Watched`]): when the pipe closes (on drop, or when this process dies in
+//! any way) the shell stops the server (fast shutdown) and removes the directory.
 
-use std::hash::{BuildHasher as _, Hasher as _};
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Set by `cargo xtask ci`: missing PostgreSQL binaries are a failure, not a skip.
-pub const XTASK_ENV: &str = "PORTAL_BACKUP_XTASK";
+use crate::{Watched, free_port, random_hex, scratch_dir, tool_missing};
+
 /// A directory holding `initdb`, `postgres` and `pg_isready`.
 pub const BIN_ENV: &str = "PORTAL_BACKUP_PG_BIN";
 /// A running server to use instead of starting one:
@@ -46,6 +34,9 @@ pub const BIN_ENV: &str = "PORTAL_BACKUP_PG_BIN";
 pub const URL_ENV: &str = "PORTAL_BACKUP_PG_URL";
 /// The superuser of the throwaway cluster.
 pub const USER: &str = "portal";
+
+/// How long the server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Stops the server when standard input closes, then removes its directory.
 const WRAPPER: &str = r#"
@@ -62,8 +53,9 @@ rm -rf "$PG_DIR"
 /// A running server; stopped and its directory removed on drop.
 #[derive(Debug)]
 pub struct Postgres {
-    /// The shell running the server; `None` for a server from [`URL_ENV`].
-    wrapper: Option<Child>,
+    /// The shell running the server, held for its drop (which stops the server); `None` for
+    /// a server from [`URL_ENV`].
+    _wrapper: Option<Watched>,
     /// Where the server binaries (and `psql`, `pg_dump`) are, if known.
     bin: Option<PathBuf>,
     /// The server's directory (data, socket, log); `None` for a server from [`URL_ENV`].
@@ -78,37 +70,8 @@ pub struct Postgres {
     pub url: String,
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let Some(wrapper) = &mut self.wrapper else {
-            return;
-        };
-        drop(wrapper.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = wrapper.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = wrapper.kill();
-        let _ = wrapper.wait();
-    }
-}
-
-/// Reports missing binaries: panics under xtask, prints a loud skip line otherwise.
-pub fn tool_missing(detail: &str) {
-    if std::env::var(XTASK_ENV).is_ok_and(|v| v == "1") {
-        panic!("PostgreSQL is required under `cargo xtask ci` but is not usable: {detail}");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: PostgreSQL server binaries not installed; run cargo xtask ci or \
-         `apt-get install postgresql` ({detail})"
-    );
-}
-
 /// The directory of the server binaries, if any.
+#[must_use]
 pub fn bin_dir() -> Option<PathBuf> {
     let has_all = |dir: &Path| {
         ["initdb", "postgres", "pg_isready"]
@@ -144,24 +107,25 @@ pub fn bin_dir() -> Option<PathBuf> {
     versions.pop().map(|(_, dir)| dir)
 }
 
-/// (uid, gid) to run the server as: this process's own, unless it is root.
+/// (uid, gid) to run the server as: `None` (this process's own) unless this process is root.
 fn server_user() -> Option<(u32, u32)> {
-    let me = std::fs::metadata("/proc/self").map(|m| {
-        use std::os::unix::fs::MetadataExt as _;
-        m.uid()
-    });
+    use std::os::unix::fs::MetadataExt as _;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid());
     if me.is_ok_and(|uid| uid != 0) {
         return None;
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let find = |name: &str| {
         passwd.lines().find_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() > 3 && f[0] == name {
-                Some((f[2].parse().ok()?, f[3].parse().ok()?))
-            } else {
-                None
-            }
+            let mut fields = line.split(':');
+            let (user, _, uid, gid) = (
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+            );
+            (user == name).then_some(())?;
+            Some((uid.parse().ok()?, gid.parse().ok()?))
         })
     };
     Some(
@@ -171,32 +135,6 @@ fn server_user() -> Option<(u32, u32)> {
     )
 }
 
-/// 32 random hex digits (std's per-process random SipHash keys; good enough for a throwaway
-/// test password).
-fn random_hex() -> String {
-    let mut out = String::new();
-    for i in 0..2u64 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn as_server_user(cmd: &mut Command) -> &mut Command {
     if let Some((uid, gid)) = server_user() {
         cmd.uid(uid).gid(gid);
@@ -204,27 +142,31 @@ fn as_server_user(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-/// Starts a server, or reports the binaries missing (`None`).
+/// Starts a server, or reports the binaries missing ([`tool_missing`]) and returns `None`.
+///
+/// # Panics
+///
+/// When the binaries are missing under `cargo xtask ci`, `initdb` fails, or the server does
+/// not accept connections within 60 s (its log is in the message).
+#[must_use]
 pub fn start() -> Option<Postgres> {
     let Some(bin) = bin_dir() else {
-        tool_missing(&format!(
-            "no initdb/postgres/pg_isready in ${BIN_ENV}, on PATH or in /usr/lib/postgresql/*/bin"
-        ));
+        tool_missing(
+            "PostgreSQL",
+            &format!(
+                "no initdb/postgres/pg_isready in ${BIN_ENV}, on PATH or in \
+                 /usr/lib/postgresql/*/bin; `apt-get install postgresql`"
+            ),
+        );
         return None;
     };
-    let dir = std::env::temp_dir().join(format!(
-        "portal-backup-pg-{}-{}",
-        std::process::id(),
-        &random_hex()[..12]
-    ));
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = scratch_dir("pg");
     let password = random_hex();
     let pwfile = dir.join("pwfile");
-    std::fs::write(&pwfile, &password).unwrap();
+    std::fs::write(&pwfile, &password).expect("writing the password file");
     if let Some((uid, gid)) = server_user() {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
-        std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown of the directory");
+        std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).expect("chown of the pwfile");
     }
     let output = as_server_user(&mut Command::new(bin.join("initdb")))
         .arg("-D")
@@ -242,7 +184,7 @@ pub fn start() -> Option<Postgres> {
         .arg(format!("--pwfile={}", pwfile.display()))
         .current_dir(&dir)
         .output()
-        .unwrap();
+        .expect("running initdb");
     let _ = std::fs::remove_file(&pwfile);
     if !output.status.success() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -253,19 +195,18 @@ pub fn start() -> Option<Postgres> {
         );
     }
     let port = free_port();
-    let wrapper = as_server_user(&mut Command::new("sh"))
-        .args(["-c", WRAPPER])
-        .env("PG_BIN", &bin)
-        .env("PG_DIR", &dir)
-        .env("PG_PORT", port.to_string())
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let wrapper = Watched::spawn(
+        as_server_user(&mut Command::new("sh"))
+            .args(["-c", WRAPPER])
+            .env("PG_BIN", &bin)
+            .env("PG_DIR", &dir)
+            .env("PG_PORT", port.to_string())
+            .current_dir(&dir),
+        Duration::from_secs(30),
+    )
+    .expect("starting PostgreSQL's wrapper shell");
     let pg = Postgres {
-        wrapper: Some(wrapper),
+        _wrapper: Some(wrapper),
         url: format!("postgres://{USER}:{password}@127.0.0.1:{port}/postgres"),
         bin: Some(bin),
         dir: Some(dir),
@@ -273,7 +214,7 @@ pub fn start() -> Option<Postgres> {
         user: USER.to_owned(),
         password,
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = Instant::now();
     loop {
         let ready = pg
             .client("pg_isready")
@@ -283,17 +224,21 @@ pub fn start() -> Option<Postgres> {
         if ready {
             return Some(pg);
         }
-        if Instant::now() > deadline {
-            panic!(
-                "PostgreSQL did not start on port {port} within 60 s; its log:\n{}",
-                pg.log()
-            );
-        }
+        assert!(
+            started.elapsed() < START_TIMEOUT,
+            "PostgreSQL did not start on port {port} within 60 s; its log:\n{}",
+            pg.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// The server at `url` (`postgres://user:password@127.0.0.1:port/database`), not ours to stop.
+///
+/// # Panics
+///
+/// When `url` is not of that form.
+#[must_use]
 pub fn external(url: &str) -> Postgres {
     let rest = url.strip_prefix("postgres://").expect("a postgres:// URL");
     let (userinfo, hostpart) = rest.split_once('@').expect("user:password@ in the URL");
@@ -304,7 +249,7 @@ pub fn external(url: &str) -> Postgres {
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or(5432);
     Postgres {
-        wrapper: None,
+        _wrapper: None,
         bin: bin_dir(),
         dir: None,
         port,
@@ -315,7 +260,8 @@ pub fn external(url: &str) -> Postgres {
 }
 
 /// The server shared by this process: the one in [`URL_ENV`], else one started on first use
-/// (stopped when the process exits).
+/// (stopped when the process exits). `None` after a loud skip.
+#[must_use]
 pub fn shared() -> Option<&'static Postgres> {
     static SERVER: OnceLock<Option<Postgres>> = OnceLock::new();
     SERVER
@@ -328,11 +274,13 @@ pub fn shared() -> Option<&'static Postgres> {
 
 impl Postgres {
     /// The server's data directory, when this process started the server.
+    #[must_use]
     pub fn data_dir(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|dir| dir.join("data"))
     }
 
-    /// The server's log, when this process started the server.
+    /// The server's log, when this process started the server (else empty).
+    #[must_use]
     pub fn log(&self) -> String {
         self.dir
             .as_ref()
@@ -342,6 +290,7 @@ impl Postgres {
 
     /// The postmaster's process id (the first line of `postmaster.pid`), when this process
     /// started the server.
+    #[must_use]
     pub fn pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.data_dir()?.join("postmaster.pid"))
             .ok()?
@@ -354,6 +303,7 @@ impl Postgres {
 
     /// A client tool of the server (`pg_dump`, `psql`, …), connected to the server as its
     /// superuser (the password in the environment, never on the command line).
+    #[must_use]
     pub fn client(&self, tool: &str) -> Command {
         let program = self
             .bin
@@ -371,29 +321,65 @@ impl Postgres {
     }
 
     /// Runs `sql` with `psql` and returns its unaligned, tuples-only output.
+    ///
+    /// # Panics
+    ///
+    /// When `psql` cannot run or fails.
     pub fn psql(&self, sql: &str) -> String {
         let out = self
             .client("psql")
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
-            .unwrap();
+            .expect("running psql");
         assert!(
             out.status.success(),
             "psql failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8(out.stdout).expect("psql prints UTF-8")
     }
 
     /// Makes a fresh database named `{prefix}_{random}` and returns (its name, its URL): one
     /// per test keeps tests independent on a shared server.
+    ///
+    /// # Panics
+    ///
+    /// When `CREATE DATABASE` fails.
+    #[must_use]
     pub fn create_database(&self, prefix: &str) -> (String, String) {
-        let name = format!("{prefix}_{}", &random_hex()[..12]);
+        let random = random_hex();
+        let name = format!("{prefix}_{}", random.get(..12).unwrap_or(&random));
         self.psql(&format!("CREATE DATABASE \"{name}\""));
         let url = format!(
             "postgres://{}:{}@127.0.0.1:{}/{name}",
             self.user, self.password, self.port
         );
         (name, url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_external_url_gives_user_password_and_port() {
+        let pg = external("postgres://u:p%3Aw@127.0.0.1:6543/db");
+        assert_eq!((pg.user.as_str(), pg.password.as_str()), ("u", "p%3Aw"));
+        assert_eq!(pg.port, 6543);
+        assert_eq!(pg.data_dir(), None);
+    }
+
+    /// A server of its own: a database made on it, and its directory gone once dropped.
+    #[test]
+    fn starts_on_loopback_and_removes_its_directory_on_drop() {
+        let Some(pg) = start() else { return };
+        let (name, url) = pg.create_database("fixture");
+        assert!(url.ends_with(&format!("@127.0.0.1:{}/{name}", pg.port)));
+        assert_eq!(pg.psql("SELECT 1").trim(), "1");
+        let dir = pg.dir.clone().unwrap();
+        assert!(dir.join("data").is_dir());
+        drop(pg);
+        assert!(!dir.exists(), "the server's directory outlived it");
     }
 }

@@ -4,52 +4,7 @@
 //!
 //! It holds ids and *sealed* shares only, never a plaintext share or a key.
 //!
-//! # Layout
-//!
-//! Per backup, in `<state dir>/journal/`:
-//!
-//! * `backup-<id>.json`: the record (client, backup id, how many `/v1/backup` calls, the
-//!   sealed shares, and the step it was written at). Written only at
-//!   [`Step::Requested`] and [`Step::Sealed`], always atomically and durably: a temporary file
-//!   is written and fsynced, renamed over the record, and the directory fsynced. After a crash
-//!   or a power loss it holds the last record written, never a torn mix.
-//! * `backup-<id>.stored`, then renamed to `.verified`, then to `.confirmed`: an empty marker
-//!   for each later step, created or renamed **without an fsync**. It never touches the record
-//!   file.
-//!
-//! The step of a backup is the furthest of the record's and its marker's. Journals written by
-//! earlier versions (the record rewritten at every step, no markers) load unchanged.
-//!
-//! # Which steps are durable, and why that is enough
-//!
-//! A step is synced before the action that depends on it only where losing it could break a
-//! promise; where losing it only makes a resumed run redo an idempotent action, it is not.
-//! Per backup that is 4 fsyncs (2 durable records × file + directory) instead of 10, and the
-//! journal I/O runs on tokio's blocking pool, so that concurrent backups' fsyncs overlap (the
-//! file system commits them together) instead of stalling the async workers.
-//!
-//! * [`Step::Requested`] is durable **before `/v1/backup` is sent**: `/v1/backup` is never
-//!   called for a backup without the journal knowing (`backupRequests` counts every call,
-//!   including one whose answer was lost).
-//! * [`Step::Sealed`] is durable **before anything is stored**: the sealed shares cannot be
-//!   fetched from Portal again, and once a ciphertext may be stored for a pair, losing the
-//!   record would make a resumed run ask for new pairs and leave a ciphertext stored for a pair
-//!   never completed.
-//! * [`Step::Stored`], [`Step::Verified`] and [`Step::Confirmed`] are markers, not synced.
-//!   Each is created only after its action succeeded, so a marker that exists is true; a
-//!   marker lost in a power loss leaves the backup at an earlier step, and the resumed run
-//!   repeats actions that are idempotent: it puts the same ciphertext again (create-only
-//!   where the store can, accepted only when byte-for-byte the recorded one), reads it back
-//!   and opens it again, and sends the `STORED_CLIENT_BACKUP_SHARE` update for pairs Portal
-//!   may already hold as stored. The durability that confirming depends on is the *store's*
-//!   (a put returns once the ciphertext is durable) and the restore drill's, which always
-//!   runs in the same process before the confirmation: a pair is never marked stored at
-//!   Portal before its ciphertext is durable in the store and opened again, whatever the
-//!   journal lost.
-//!
-//! A SIGKILL loses nothing the kernel was given (the page cache survives the process), so the
-//! syncs matter only for an operating-system crash or a power loss; the crash soak (SIGKILL)
-//! checks the step logic, the argument above the choice of syncs.
+//! The layout, and which steps are synced and why that is enough: see [`Journal`].
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -115,7 +70,56 @@ pub(crate) struct BackupRecord {
     pub(crate) shares: Vec<SealedShare>,
 }
 
-/// The journal directory.
+/// The journal directory: what each backup has done, so that a crash at any point is resumed
+/// without asking Portal for a new backup.
+///
+/// # Layout
+///
+/// Per backup, in `<state dir>/journal/`:
+///
+/// * `backup-<id>.json`: the record (client, backup id, how many `/v1/backup` calls, the
+///   sealed shares, and the step it was written at). Written only at
+///   [`Step::Requested`] and [`Step::Sealed`], always atomically and durably: a temporary file
+///   is written and fsynced, renamed over the record, and the directory fsynced. After a crash
+///   or a power loss it holds the last record written, never a torn mix.
+/// * `backup-<id>.stored`, then renamed to `.verified`, then to `.confirmed`: an empty marker
+///   for each later step, created or renamed **without an fsync**. It never touches the record
+///   file.
+///
+/// The step of a backup is the furthest of the record's and its marker's. Journals written by
+/// earlier versions (the record rewritten at every step, no markers) load unchanged.
+///
+/// # Which steps are durable, and why that is enough
+///
+/// A step is synced before the action that depends on it only where losing it could break a
+/// promise; where losing it only makes a resumed run redo an idempotent action, it is not.
+/// Per backup that is 4 fsyncs (2 durable records × file + directory) instead of 10, and the
+/// journal I/O runs on tokio's blocking pool, so that concurrent backups' fsyncs overlap (the
+/// file system commits them together) instead of stalling the async workers.
+///
+/// * [`Step::Requested`] is durable **before `/v1/backup` is sent**: `/v1/backup` is never
+///   called for a backup without the journal knowing (`backupRequests` counts every call,
+///   including one whose answer was lost).
+/// * [`Step::Sealed`] is durable **before anything is stored**: the sealed shares cannot be
+///   fetched from Portal again, and once a ciphertext may be stored for a pair, losing the
+///   record would make a resumed run ask for new pairs and leave a ciphertext stored for a pair
+///   never completed.
+/// * [`Step::Stored`], [`Step::Verified`] and [`Step::Confirmed`] are markers, not synced.
+///   Each is created only after its action succeeded, so a marker that exists is true; a
+///   marker lost in a power loss leaves the backup at an earlier step, and the resumed run
+///   repeats actions that are idempotent: it puts the same ciphertext again (create-only
+///   where the store can, accepted only when byte-for-byte the recorded one), reads it back
+///   and opens it again, and sends the `STORED_CLIENT_BACKUP_SHARE` update for pairs Portal
+///   may already hold as stored. What confirming depends on is not the journal's durability
+///   but the *store's* (a put returns once the ciphertext is durable) and the restore drill,
+///   which ran after that put returned (in this run, or in an earlier one whose `verified`
+///   marker survived, since a marker exists only once its step succeeded): a pair is never
+///   marked stored at Portal before its ciphertext is durable in the store and opened again,
+///   whatever the journal lost.
+///
+/// A SIGKILL loses nothing the kernel was given (the page cache survives the process), so the
+/// syncs matter only for an operating-system crash or a power loss; the crash soak (SIGKILL)
+/// checks the step logic, the argument above the choice of syncs.
 #[derive(Clone, Debug)]
 pub struct Journal {
     dir: PathBuf,
@@ -209,7 +213,7 @@ impl Journal {
     }
 
     /// Records that `record` reached `record.step`: durably for [`Step::Requested`] and
-    /// [`Step::Sealed`] (see [the module docs](self) for why), as an unsynced marker for
+    /// [`Step::Sealed`] (see [`Journal`] for why), as an unsynced marker for
     /// the later steps. Returns once that is done.
     pub(crate) async fn record(&self, record: &BackupRecord) -> Result<()> {
         let journal = self.clone();

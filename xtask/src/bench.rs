@@ -2,7 +2,7 @@
 //! and `docs/benchmarks.json`.
 //!
 //! Sections ([`SECTIONS`]): `envelope` and `bulk` (criterion results), `rate` (a bulk run
-//! under rate limits, checked from the simulator's side), `rss` and `build` (see
+//! under rate limits, checked from the simulator's side), `rss`, `stores` and `build` (see
 //! [`measure`]). Without arguments every section but the slow `build` runs; `all` runs every
 //! one. The figures of sections not run are kept from the JSON, with the date and machine of
 //! the run that measured them.
@@ -50,13 +50,17 @@ pub(crate) const SECTIONS: &[(&str, &str)] = &[
         "peak RSS of bulk runs of 1,000, 10,000 and 100,000 clients",
     ),
     (
+        "stores",
+        "put/get latency and throughput of every store, the file-system store as baseline",
+    ),
+    (
         "build",
         "clean build time and dependency count, minimal versus all features (slow)",
     ),
 ];
 
 /// What `cargo xtask bench` runs without arguments: every section but `build`.
-const DEFAULT_SECTIONS: &[&str] = &["envelope", "bulk", "rate", "rss"];
+const DEFAULT_SECTIONS: &[&str] = &["envelope", "bulk", "rate", "rss", "stores"];
 
 /// The id prefix that marks a group's reference benchmark (see the module docs).
 const BASELINE_PREFIX: &str = "baseline";
@@ -129,6 +133,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
                 doc.replace_rows(section, rows);
             }
             "rss" => doc.rss = Some(measure::rss(root, &target_dir)?),
+            "stores" => doc.stores = Some(measure::stores(root, &target_dir)?),
             "build" => doc.build = Some(measure::build(root, &target_dir)?),
             other => return Err(Error::msg(format!("unknown bench section `{other}`"))),
         }
@@ -368,6 +373,7 @@ struct Doc {
     machines: Vec<(String, Value)>,
     rate: Option<Value>,
     rss: Option<Value>,
+    stores: Option<Value>,
     build: Option<Value>,
 }
 
@@ -426,6 +432,7 @@ impl Doc {
             machines,
             rate: value.get("rate_limit").cloned(),
             rss: value.get("rss").cloned(),
+            stores: value.get("stores").cloned(),
             build: value.get("build").cloned(),
         }
     }
@@ -477,7 +484,7 @@ impl Doc {
                      the reference; time_ratio_to_baseline = median_ns / baseline median_ns; \
                      speed_relative_to_baseline = its inverse. Parameterized groups use the \
                      baseline of the same parameter. `machine` says when and where each \
-                     section last ran; rate_limit, rss and build are the non-criterion \
+                     section last ran; rate_limit, rss, stores and build are the non-criterion \
                      sections (see benchmarks.md)."
                         .into(),
                 ),
@@ -488,6 +495,7 @@ impl Doc {
         for (key, value) in [
             ("rate_limit", &self.rate),
             ("rss", &self.rss),
+            ("stores", &self.stores),
             ("build", &self.build),
         ] {
             if let Some(value) = value {
@@ -561,6 +569,9 @@ impl Doc {
         }
         if let Some(rss) = &self.rss {
             measure::rss_markdown(rss, &mut md);
+        }
+        if let Some(stores) = &self.stores {
+            measure::stores_markdown(stores, &mut md);
         }
         if let Some(build) = &self.build {
             measure::build_markdown(build, &mut md);

@@ -1,8 +1,9 @@
 //! The workspace's task runner, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
 //!
 //! This is the only place CI logic lives: `.ci/run` calls `cargo xtask ci` and nothing else.
-//! It depends on nothing but `std`, and shells out to `cargo` and a few cargo plugins. Missing
-//! plugins are installed once into `target/tools` (see [`tools`]).
+//! It depends on nothing but `std` and the workspace's std-only `test-services` (the services
+//! the tests start, which xtask starts too), and shells out to `cargo` and a few cargo
+//! plugins. Missing plugins are installed once into `target/tools` (see [`tools`]).
 //!
 //! Run `cargo xtask help` for the commands.
 
@@ -36,7 +37,8 @@ Commands:
                 Runs benchmark sections, then rewrites docs/benchmarks.md and
                 docs/benchmarks.json (ratios to each group's `baseline*` bench), keeping the
                 last figures of sections not run. Sections: envelope, bulk, rate (rate limit
-                held), rss (peak RSS at 1k/10k/100k clients), build (clean build time and
+                held), rss (peak RSS at 1k/10k/100k clients), stores (latency and
+                throughput of every store, fs as baseline), build (clean build time and
                 dependency count by feature set; slow). No section: all but build; `all`:
                 every one.
   services      Lists the services the tests need, and how the test step provides them.

@@ -1,7 +1,7 @@
 //! The measurements of `cargo xtask bench` that are not criterion benches: the machine's facts,
 //! the rate-limit run's figures (written by the `bulk_throughput` bench), the peak RSS of bulk
 //! runs (the `bulk_rss` example against the `portal-sim` binary, each in a process of its
-//! own) and the clean build time and dependency count of crates with few and with all
+//! own), the latency of every store (the `store_latency` example) and the clean build time and dependency count of crates with few and with all
 //! features. Each returns a JSON [`Value`] that `bench` keeps in `docs/benchmarks.json` and
 //! renders into `docs/benchmarks.md`.
 
@@ -409,6 +409,103 @@ pub(crate) fn rss_markdown(value: &Value, md: &mut String) {
     md.push('\n');
 }
 
+// ---- store latency ------------------------------------------------------------------------
+
+/// The features of the `store_latency` example that give every row of its table.
+const STORE_FEATURES: &str = "fs,postgres,s3,azure,gcs,replicated";
+
+/// Runs the `storage` crate's `store_latency` example in release mode with every store
+/// (moto, Azurite and PostgreSQL installed first when missing; the example starts them on
+/// loopback and fails, not skips, when one is unusable) and returns its figures and table.
+pub(crate) fn stores(root: &Path, target_dir: &Path) -> Result<Value> {
+    let tools = target_dir.join("tools");
+    // A directory given in the environment (as for the tests) is used as it is.
+    let moto = match std::env::var_os(test_services::moto::PYTHONPATH_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => crate::tools::python_library(root, &tools, crate::tools::MOTO)?,
+    };
+    let azurite = match std::env::var_os(crate::azurite::DIR_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => crate::azurite::install(root, &tools)?,
+    };
+    crate::postgres::install(root)?;
+    cmd::cargo(root)
+        .args(["build", "--release", "--locked", "-p", "storage"])
+        .args(["--example", "store_latency", "--features", STORE_FEATURES])
+        .run()?;
+    let example = target_dir
+        .join("release")
+        .join("examples")
+        .join("store_latency");
+    let out = cmd::Cmd::new(example, root)
+        .env(test_services::XTASK_ENV, "1")
+        .env(test_services::moto::PYTHONPATH_ENV, &moto)
+        .env(crate::azurite::DIR_ENV, &azurite)
+        .read()?;
+    print!("{out}");
+    stores_result(&out)
+}
+
+/// The example's JSON line plus its Markdown table; fails when a store left objects behind.
+fn stores_result(out: &str) -> Result<Value> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| Error::msg(format!("store_latency printed no result: {out:?}")))?;
+    let mut result = json::parse(line)?;
+    let rows = result.get("rows").map(Value::as_array).unwrap_or_default();
+    if rows.is_empty() {
+        return Err(Error::msg("store_latency measured no store"));
+    }
+    if let Some(row) = rows.iter().find(|r| field(r, "left") != Some(0.0)) {
+        return Err(Error::msg(format!(
+            "store_latency: objects left behind: {}",
+            row.to_json()
+        )));
+    }
+    let table: String = out
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if let Value::Object(members) = &mut result {
+        members.push(("table".into(), text(table)));
+    }
+    Ok(result)
+}
+
+pub(crate) fn stores_markdown(value: &Value, md: &mut String) {
+    let n = |k: &str| field(value, k).unwrap_or(f64::NAN);
+    let _ = writeln!(
+        md,
+        "## Store latency\n\n\
+         `crates/storage/examples/store_latency.rs` ({} build), every store of the `storage` \
+         crate in one process: per store {} sequential 1 KiB create-only puts, overwrites and \
+         gets (p50/p99), then {} create-only puts and {} gets of other keys from {} tasks, then \
+         {} puts and gets of a 5 MiB body; afterwards every key is deleted and *left* counts \
+         what the store still lists (must be 0). The file-system store (a temporary directory) \
+         is the baseline: `×` is time ÷ the fs store's time (for a rate, the fs rate ÷ this \
+         rate; 2.00 = half as fast). PostgreSQL is a throwaway server on loopback with its \
+         defaults (`fsync` and `synchronous_commit` on); S3 is moto and Azure is Azurite, both \
+         on loopback (moto is a Python development server), and GCS an in-process fake: those \
+         rows measure the client plus an emulator, not the clouds. The replicated rows write \
+         both replicas (quorum 2).\n",
+        if value.get("release") == Some(&Value::Bool(true)) {
+            "release"
+        } else {
+            "debug"
+        },
+        n("ops"),
+        n("ops"),
+        n("ops"),
+        n("concurrency"),
+        n("largeOps"),
+    );
+    md.push_str(value.get("table").and_then(Value::as_str).unwrap_or(""));
+    md.push('\n');
+}
+
 // ---- build time and dependency count -----------------------------------------------------
 
 /// `(crate, variant, cargo feature arguments)`: what a team that picks features pays.
@@ -647,5 +744,39 @@ mod tests {
             ),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_store_table_is_kept_and_objects_left_behind_fail() {
+        let row = |store: &str, left: u32| {
+            format!(
+                r#"{{"store":"{store}","createP50Ms":0.1,"createP99Ms":0.2,"overwriteP50Ms":0.1,"getP50Ms":0.01,"getP99Ms":0.02,"concurrentPutsPerSecond":9000,"concurrentGetsPerSecond":20000,"largePutMibPerSecond":900,"largeGetMibPerSecond":2000,"left":{left}}}"#
+            )
+        };
+        let out = |left: u32| {
+            format!(
+                "300 sequential …\n\n| store | put create p50 |\n| --- | ---: |\n| fs | 0.100 ms |\n\n\
+                 {{\"ops\":300,\"concurrency\":16,\"largeOps\":6,\"release\":true,\"rows\":[{},{}]}}\n",
+                row("fs", 0),
+                row("s3", left)
+            )
+        };
+        let value = stores_result(&out(0)).unwrap();
+        let mut md = String::new();
+        stores_markdown(&value, &mut md);
+        assert!(md.starts_with("## Store latency"), "{md}");
+        assert!(
+            md.contains("(release build)") && md.contains("from 16 tasks"),
+            "{md}"
+        );
+        assert!(
+            md.ends_with("| store | put create p50 |\n| --- | ---: |\n| fs | 0.100 ms |\n\n"),
+            "{md}"
+        );
+        let again = json::parse(&value.to_json()).unwrap();
+        assert_eq!(again.get("table"), value.get("table"));
+        let err = stores_result(&out(2)).unwrap_err().to_string();
+        assert!(err.contains("left behind") && err.contains("s3"), "{err}");
+        assert!(stores_result("no json here").is_err());
     }
 }

@@ -29,6 +29,7 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
     clippy::arithmetic_side_effects,
     clippy::indexing_slicing,
     missing_docs,
@@ -176,6 +177,25 @@ fn replicated(replicas: Vec<Arc<dyn BackupStore>>) -> Arc<dyn BackupStore> {
     )
 }
 
+/// Milliseconds as `12.3 ms` or, below 1 ms, `45.6 µs`.
+fn duration(ms: f64) -> String {
+    if ms >= 1.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{:.1} µs", ms * 1000.0)
+    }
+}
+
+/// ` ×r` with two significant digits below 1 (×0.0021), two decimals above.
+fn ratio(r: f64) -> String {
+    if r >= 1.0 || !r.is_finite() || r <= 0.0 {
+        format!(" ×{r:.2}")
+    } else {
+        let digits = (1.0 - r.log10().floor()).clamp(2.0, 9.0) as usize;
+        format!(" ×{r:.digits$}")
+    }
+}
+
 /// The table: every cell but the baseline's with its `×` (time ÷ the baseline's time).
 fn table(rows: &[Row]) -> String {
     let base = &rows[0];
@@ -187,19 +207,11 @@ fn table(rows: &[Row]) -> String {
     for row in rows {
         let is_base = std::ptr::eq(row, base);
         let ms = |v: f64, b: f64| {
-            let ratio = if is_base {
-                String::new()
-            } else {
-                format!(" ×{:.2}", v / b)
-            };
-            format!("{v:.3} ms{ratio}")
+            let ratio = if is_base { String::new() } else { ratio(v / b) };
+            format!("{}{ratio}", duration(v))
         };
         let rate = |v: f64, b: f64, unit: &str| {
-            let ratio = if is_base {
-                String::new()
-            } else {
-                format!(" ×{:.2}", b / v)
-            };
+            let ratio = if is_base { String::new() } else { ratio(b / v) };
             format!("{v:.0}{unit}{ratio}")
         };
         let _ = writeln!(

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use test_services::postgres as support;
 
-use crate::cmd::{Cmd, Error, Result};
+use crate::cmd::{Error, Result};
 
 pub(crate) use support::{Postgres, URL_ENV};
 
@@ -24,21 +24,13 @@ pub(crate) fn install(root: &Path) -> Result {
     println!(
         "PostgreSQL server binaries (initdb) not found: installing Debian's postgresql package"
     );
-    let apt = |args: &[&str]| {
-        Cmd::new("apt-get", root)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(args)
-            .run()
-    };
-    apt(&["update", "-qq"])
-        .and_then(|()| apt(&["install", "-y", "-qq", "postgresql"]))
-        .map_err(|e| {
-            Error::msg(format!(
-                "{e}\nthe postgres store tests need PostgreSQL: install it (Debian: `apt-get \
-                 install postgresql`) or set {} to a directory with initdb and postgres",
-                support::BIN_ENV
-            ))
-        })?;
+    crate::tools::apt_install(root, "postgresql").map_err(|e| {
+        Error::msg(format!(
+            "{e}\nthe postgres store tests need PostgreSQL: install it (Debian: `apt-get \
+             install postgresql`) or set {} to a directory with initdb and postgres",
+            support::BIN_ENV
+        ))
+    })?;
     if support::bin_dir().is_none() {
         return Err(Error::msg(
             "the postgresql package is installed but initdb is still not found",

@@ -114,20 +114,23 @@ pub(crate) fn softhsm2(root: &Path) -> Result {
         return Ok(());
     }
     println!("softhsm2-util not found: installing Debian's softhsm2 package");
+    apt_install(root, "softhsm2").map_err(|e| {
+        Error::msg(format!(
+            "{e}\nthe pkcs11 tests need SoftHSM2: install it (Debian: `apt-get install \
+             softhsm2`) and run again"
+        ))
+    })
+}
+
+/// `apt-get update` then `apt-get install -y <package>`, non-interactive.
+pub(crate) fn apt_install(root: &Path, package: &str) -> Result {
     let apt = |args: &[&str]| {
         Cmd::new("apt-get", root)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(args)
             .run()
     };
-    apt(&["update", "-qq"])
-        .and_then(|()| apt(&["install", "-y", "-qq", "softhsm2"]))
-        .map_err(|e| {
-            Error::msg(format!(
-                "{e}\nthe pkcs11 tests need SoftHSM2: install it (Debian: `apt-get install \
-                 softhsm2`) and run again"
-            ))
-        })
+    apt(&["update", "-qq"]).and_then(|()| apt(&["install", "-y", "-qq", package]))
 }
 
 /// The `PYTHONPATH` directory holding `lib`, installing it into `tools` if needed.

@@ -381,9 +381,10 @@ pub(crate) fn rss_markdown(value: &Value, md: &mut String) {
          backup, kept) is {}.\n",
         field(value, "concurrency").unwrap_or(f64::NAN),
         if tmpfs {
-            "on tmpfs (`/dev/shm`): on this machine's disk every journal step's fsync costs \
-             about ten times the rest of a backup, which would put 100,000 clients at \
-             roughly 20 minutes; the memory of the bulk process does not depend on it"
+            "on tmpfs (`/dev/shm`), so that the figures measure memory, not this machine's \
+             disk (the journal's fsyncs, four per backup, dominate a bulk run without \
+             latency; see `bulk_journal_placement`); the memory of the bulk process does \
+             not depend on where the journal is"
         } else {
             "on disk (no tmpfs found)"
         }

@@ -158,9 +158,12 @@ impl BackupStore for KvStore {
         "kv"
     }
 
-    /// 3. Capabilities: this service can do everything, and keeps what it acknowledged.
+    /// 3. Capabilities: this service keeps what it acknowledged and can do everything but
+    ///    compare and swap (it has no version to compare a put with).
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        let mut caps = Capabilities::all();
+        caps.compare_and_swap = false;
+        caps
     }
 
     /// 4. Put: create-only maps to the service's conditional put, and its "condition

@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use crate::error::{Report, StorageError};
 use crate::key::{BackupKey, MAX_PART_LEN, ShareKind};
-use crate::store::{BackupStore, Capabilities, PutMode};
+use crate::store::{BackupStore, Capabilities, ObjectVersion, PutMode};
 
 /// A check that did not pass.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,8 @@ pub const CHECKS: &[&str] = &[
     "list",
     "concurrent_writers",
     "concurrent_create",
+    "compare_and_swap",
+    "concurrent_update",
 ];
 
 /// The size of the large body of [`large_body`]: 5 MiB and a few bytes.
@@ -80,7 +82,9 @@ pub async fn check_store(store: &dyn BackupStore) -> Outcome {
     delete(store).await?;
     list(store).await?;
     concurrent_writers(store).await?;
-    concurrent_create(store).await
+    concurrent_create(store).await?;
+    compare_and_swap(store).await?;
+    concurrent_update(store).await
 }
 
 /// What [`store_conformance_tests!`](crate::store_conformance_tests) accepts: a store, or a
@@ -155,6 +159,45 @@ impl<'a> Run<'a> {
         self.store.put(key, body.clone(), mode.into()).await
     }
 
+    /// [`BackupStore::get_versioned`] of `key`, whose body must be `expected`.
+    async fn expect_version(
+        &self,
+        key: &BackupKey,
+        expected: &Bytes,
+        when: &str,
+    ) -> Result<ObjectVersion, Failure> {
+        let (got, version) = self
+            .store
+            .get_versioned(key)
+            .await
+            .map_err(|e| self.store_error(&format!("versioned get of {key} {when}"), &e))?;
+        if got != *expected {
+            return Err(self.fail(format!(
+                "versioned get of {key} {when} returned {} other than the {} put{}",
+                describe(&got),
+                describe(expected),
+                first_difference(&got, expected)
+            )));
+        }
+        Ok(version)
+    }
+
+    /// A compare-and-swap put from `version` that must fail with
+    /// [`StorageError::Conflict`].
+    async fn expect_conflict(
+        &self,
+        key: &BackupKey,
+        body: &Bytes,
+        version: &ObjectVersion,
+        what: &str,
+    ) -> Outcome {
+        match self.put(key, body, PutMode::Update(version.clone())).await {
+            Err(StorageError::Conflict { .. }) => Ok(()),
+            Ok(()) => Err(self.fail(format!("{what} succeeded"))),
+            Err(e) => Err(self.store_error(&format!("{what}: expected Conflict"), &e)),
+        }
+    }
+
     /// The mode that stores unconditionally where the store can, else create-only.
     fn write_mode(&self) -> PutMode {
         if self.caps.overwrite {
@@ -167,9 +210,10 @@ impl<'a> Run<'a> {
     /// Stores `body` under `key` with whichever mode the store supports.
     async fn write(&self, key: &BackupKey, body: &Bytes) -> Outcome {
         let mode = self.write_mode();
+        let operation = mode.operation();
         self.put(key, body, mode)
             .await
-            .map_err(|e| self.store_error(&format!("{} of {key}", mode.operation()), &e))
+            .map_err(|e| self.store_error(&format!("{operation} of {key}"), &e))
     }
 
     /// Reads `key` and compares it with `expected`.
@@ -727,6 +771,166 @@ pub async fn concurrent_create(store: &dyn BackupStore) -> Outcome {
     run.finish(outcome).await
 }
 
+/// With [`Capabilities::compare_and_swap`]: [`BackupStore::get_versioned`] returns the body
+/// and a version; a [`PutMode::Update`] from that version replaces the body and changes the
+/// version; an update from a stale version — after another update, or after the key was
+/// deleted and written again (versions must not restart) — fails with [`StorageError::Conflict`] and leaves the stored
+/// body; an update of a key with nothing stored fails the same way and stores nothing.
+/// Without: `get_versioned` and an update return [`StorageError::NotSupported`] and change
+/// nothing.
+///
+/// # Errors
+/// A [`Failure`] naming this check.
+pub async fn compare_and_swap(store: &dyn BackupStore) -> Outcome {
+    let run = Run::new(store, "compare_and_swap")?;
+    let outcome = async {
+        let key = run.key("", "bsp_cas")?;
+        let bodies: Vec<Bytes> = (1..=5)
+            .map(|i| body(&format!("compare and swap {i}"), 700))
+            .collect();
+        let [b1, b2, b3, b4, b5] = bodies.as_slice() else {
+            return Err(run.fail("five bodies"));
+        };
+        run.write(&key, b1).await?;
+        if !run.caps.compare_and_swap {
+            match run.store.get_versioned(&key).await {
+                Err(StorageError::NotSupported { .. }) => {}
+                Ok(_) => {
+                    return Err(run.fail(
+                        "versioned get succeeded, but the capabilities say the store cannot \
+                         compare and swap",
+                    ));
+                }
+                Err(e) => return Err(run.store_error("versioned get: expected NotSupported", &e)),
+            }
+            let made_up = ObjectVersion::from_version("1");
+            run.expect_not_supported(
+                "a compare-and-swap put",
+                run.put(&key, b2, PutMode::Update(made_up)).await,
+            )?;
+            return run
+                .expect_body(&key, b1, "after a refused compare-and-swap put")
+                .await;
+        }
+        let v1 = run.expect_version(&key, b1, "after a put").await?;
+        run.put(&key, b2, PutMode::Update(v1.clone()))
+            .await
+            .map_err(|e| run.store_error("compare-and-swap put from the current version", &e))?;
+        run.expect_body(&key, b2, "after a compare-and-swap put")
+            .await?;
+        let v2 = run
+            .expect_version(&key, b2, "after a compare-and-swap put")
+            .await?;
+        if v2 == v1 {
+            return Err(run.fail("a compare-and-swap put left the version unchanged"));
+        }
+        run.expect_conflict(&key, b3, &v1, "a compare-and-swap put from a stale version")
+            .await?;
+        run.expect_body(&key, b2, "after a refused compare-and-swap put")
+            .await?;
+
+        let absent = run.key("", "bsp_cas_absent")?;
+        run.expect_conflict(
+            &absent,
+            b3,
+            &v2,
+            "a compare-and-swap put of a key with nothing stored",
+        )
+        .await?;
+        run.expect_not_found(&absent, "after a refused compare-and-swap put")
+            .await?;
+        match run.store.get_versioned(&absent).await {
+            Err(StorageError::NotFound { .. }) => {}
+            Ok(_) => return Err(run.fail("versioned get of a key with nothing stored succeeded")),
+            Err(e) => {
+                return Err(run.store_error(
+                    "versioned get of a key with nothing stored: expected NotFound",
+                    &e,
+                ));
+            }
+        }
+
+        if run.caps.delete {
+            run.store
+                .delete(&key)
+                .await
+                .map_err(|e| run.store_error("delete", &e))?;
+            run.write(&key, b4).await?;
+            // The first version read: a store whose versions restart after a delete would
+            // give the new object that version again.
+            run.expect_conflict(
+                &key,
+                b5,
+                &v1,
+                "a compare-and-swap put from the version of an object deleted since",
+            )
+            .await?;
+            run.expect_body(&key, b4, "after a refused compare-and-swap put")
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    run.finish(outcome).await
+}
+
+/// With [`Capabilities::compare_and_swap`]: of many compare-and-swap puts from one version
+/// at once, exactly one succeeds, the others fail with [`StorageError::Conflict`], and the
+/// key holds the winner's body (several rounds). Without: nothing to check.
+///
+/// # Errors
+/// A [`Failure`] naming this check.
+pub async fn concurrent_update(store: &dyn BackupStore) -> Outcome {
+    const WRITERS: usize = 8;
+    const ROUNDS: usize = 4;
+    let run = Run::new(store, "concurrent_update")?;
+    if !run.caps.compare_and_swap {
+        return run.finish(Ok(())).await;
+    }
+    let outcome = async {
+        let key = run.key("", "bsp_update_race")?;
+        let mut current = body("update race start", 1024);
+        run.write(&key, &current).await?;
+        for round in 0..ROUNDS {
+            let version = run
+                .expect_version(&key, &current, &format!("before round {round}"))
+                .await?;
+            let bodies: Vec<Bytes> = (0..WRITERS)
+                .map(|i| body(&format!("update race {round} {i}"), 2048))
+                .collect();
+            let puts = bodies
+                .iter()
+                .map(|b| run.put(&key, b, PutMode::Update(version.clone())));
+            let results = futures_util::future::join_all(puts).await;
+            let mut winners = Vec::new();
+            for (i, result) in results.into_iter().enumerate() {
+                match result {
+                    Ok(()) => winners.push(i),
+                    Err(StorageError::Conflict { .. }) => {}
+                    Err(e) => {
+                        return Err(
+                            run.store_error(&format!("racing compare-and-swap put #{i}"), &e)
+                        );
+                    }
+                }
+            }
+            let [winner] = winners.as_slice() else {
+                return Err(run.fail(format!(
+                    "{} of {WRITERS} racing compare-and-swap puts from one version succeeded \
+                     (round {round})",
+                    winners.len()
+                )));
+            };
+            current = bodies.get(*winner).cloned().unwrap_or_default();
+            run.expect_body(&key, &current, "after racing compare-and-swap puts")
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    run.finish(outcome).await
+}
+
 /// Makes one `#[tokio::test]` per conformance check for the store that `$make` builds (an
 /// expression, evaluated once per test, giving a store or a `(guard, store)` pair; see
 /// [`Fixture`](crate::conformance::Fixture)). Needs `tokio` with `macros` and
@@ -743,7 +947,8 @@ macro_rules! store_conformance_tests {
     ($make:expr) => {
         $crate::store_conformance_tests!(@one $make;
             round_trip, large_body, not_found, distinct_keys, create_only, overwrite,
-            delete, list, concurrent_writers, concurrent_create);
+            delete, list, concurrent_writers, concurrent_create, compare_and_swap,
+            concurrent_update);
     };
     (@one $make:expr; $($check:ident),*) => {
         $(

@@ -31,6 +31,15 @@ pub enum StorageError {
         /// The key.
         key: BackupKey,
     },
+    /// A compare-and-swap put ([`PutMode::Update`](crate::PutMode::Update)) found that the
+    /// object under the key is no longer the version it was given (replaced or deleted
+    /// since that version was read), and changed nothing. Retrying the same put cannot
+    /// succeed: read the object again and decide anew.
+    #[error("the object stored under {key} changed since its version was read")]
+    Conflict {
+        /// The key.
+        key: BackupKey,
+    },
     /// The store cannot do this operation at all (see
     /// [`Capabilities`](crate::Capabilities)); retrying will not help.
     #[error("the {backend} store does not support {operation}")]
@@ -90,6 +99,13 @@ impl StorageError {
         matches!(self, Self::AlreadyExists { .. })
     }
 
+    /// Whether this is [`StorageError::Conflict`]: a compare-and-swap put lost to another
+    /// write.
+    #[must_use]
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+
     /// Whether this is [`StorageError::NotSupported`].
     #[must_use]
     pub fn is_not_supported(&self) -> bool {
@@ -135,7 +151,8 @@ mod tests {
         );
         for e in [
             StorageError::NotFound { key: key.clone() },
-            StorageError::AlreadyExists { key },
+            StorageError::AlreadyExists { key: key.clone() },
+            StorageError::Conflict { key },
             StorageError::NotSupported {
                 operation: "delete",
                 backend: "portal",

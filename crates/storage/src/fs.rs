@@ -15,6 +15,11 @@
 //!    to create one key, exactly one wins — and then the temporary name is removed.
 //! 3. The directory is `fsync`ed, so the new name survives a machine crash.
 //!
+//! Compare and swap ([`PutMode::Update`]) is not offered: comparing the file and renaming
+//! over it are two steps another process can come between, so the store reports
+//! [`Capabilities::compare_and_swap`] false and refuses it with
+//! [`StorageError::NotSupported`].
+//!
 //! A crash at any point leaves the old complete file or the new complete file under the
 //! key's name, never a torn or empty one; at worst a stray temporary file remains. Key
 //! parts never start with `.`, so temporary files can never be mistaken for objects: `get`
@@ -278,7 +283,7 @@ fn put_blocking(
             Err(e) => return Err(io_error(e, "cannot write a temporary file")),
         }
     };
-    let published = match mode {
+    let published = match &mode {
         PutMode::Create => match fs::hard_link(&temp, target) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -288,6 +293,10 @@ fn put_blocking(
         },
         PutMode::Overwrite => fs::rename(&temp, target)
             .map_err(|e| io_error(e, "cannot rename the new file into place")),
+        PutMode::Update(_) => Err(StorageError::NotSupported {
+            operation: mode.operation(),
+            backend: NAME,
+        }),
     };
     if mode == PutMode::Create || published.is_err() {
         // After a link, or a failed rename, the temporary name must go. Not fsynced: if it
@@ -436,7 +445,9 @@ impl BackupStore for FsStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        let mut caps = Capabilities::all();
+        caps.compare_and_swap = false;
+        caps
     }
 
     async fn put(
@@ -446,7 +457,15 @@ impl BackupStore for FsStore {
         options: PutOptions,
     ) -> Result<(), StorageError> {
         // Exhaustive inside this crate: a new mode must be handled here before it compiles.
-        let mode = options.mode;
+        let mode = match options.mode {
+            mode @ (PutMode::Create | PutMode::Overwrite) => mode,
+            mode @ PutMode::Update(_) => {
+                return Err(StorageError::NotSupported {
+                    operation: mode.operation(),
+                    backend: NAME,
+                });
+            }
+        };
         let (root, target, key) = (self.root.clone(), self.path_of(key), key.clone());
         blocking(move || put_blocking(&root, &target, &key, &body, mode)).await
     }

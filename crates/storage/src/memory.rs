@@ -8,7 +8,9 @@ use bytes::Bytes;
 
 use crate::error::StorageError;
 use crate::key::BackupKey;
-use crate::store::{BackupStore, Capabilities, PutMode, PutOptions};
+use crate::store::{
+    BackupStore, Capabilities, GET_VERSIONED_OPERATION, ObjectVersion, PutMode, PutOptions,
+};
 
 /// A [`BackupStore`] in a map behind a mutex. Not durable: everything is gone when it is
 /// dropped.
@@ -31,8 +33,23 @@ use crate::store::{BackupStore, Capabilities, PutMode, PutOptions};
 /// ```
 pub struct MemoryStore {
     capabilities: Capabilities,
+    objects: Mutex<Objects>,
+}
+
+/// The map and the version counter, under one lock.
+#[derive(Default)]
+struct Objects {
     /// By path form, so that one client's keys are one range, in path order.
-    objects: Mutex<BTreeMap<String, (BackupKey, Bytes)>>,
+    by_path: BTreeMap<String, Stored>,
+    /// The version the next write gets: never reused, so a key deleted and written again
+    /// never gets a version it had before.
+    next_version: u64,
+}
+
+struct Stored {
+    key: BackupKey,
+    body: Bytes,
+    version: u64,
 }
 
 impl MemoryStore {
@@ -50,29 +67,33 @@ impl MemoryStore {
     pub fn with_capabilities(capabilities: Capabilities) -> Self {
         Self {
             capabilities,
-            objects: Mutex::new(BTreeMap::new()),
+            objects: Mutex::new(Objects::default()),
         }
     }
 
     /// How many objects are stored.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_path.len()
     }
 
     /// Whether nothing is stored.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().by_path.is_empty()
     }
 
     /// Every stored key, of every client, in path order.
     #[must_use]
     pub fn keys(&self) -> Vec<BackupKey> {
-        self.lock().values().map(|(k, _)| k.clone()).collect()
+        self.lock()
+            .by_path
+            .values()
+            .map(|s| s.key.clone())
+            .collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, (BackupKey, Bytes)>> {
+    fn lock(&self) -> MutexGuard<'_, Objects> {
         // The map is consistent after every statement, so a poisoned lock is still usable.
         self.objects.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -117,23 +138,51 @@ impl BackupStore for MemoryStore {
         options: PutOptions,
     ) -> Result<(), StorageError> {
         let mut objects = self.lock();
+        let path = key.to_path();
+        let stored = objects.by_path.get(&path).map(|s| s.version);
         match options.mode {
             PutMode::Create if self.capabilities.conditional_create => {
-                if objects.contains_key(&key.to_path()) {
+                if stored.is_some() {
                     return Err(StorageError::AlreadyExists { key: key.clone() });
                 }
             }
             PutMode::Overwrite if self.capabilities.overwrite => {}
+            PutMode::Update(expected) if self.capabilities.compare_and_swap => {
+                if stored.map(version_of) != Some(expected) {
+                    return Err(StorageError::Conflict { key: key.clone() });
+                }
+            }
             mode => return Err(self.unsupported(mode.operation())),
         }
-        objects.insert(key.to_path(), (key.clone(), body));
+        objects.next_version = objects.next_version.saturating_add(1);
+        let version = objects.next_version;
+        objects.by_path.insert(
+            path,
+            Stored {
+                key: key.clone(),
+                body,
+                version,
+            },
+        );
         Ok(())
     }
 
     async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
         self.lock()
+            .by_path
             .get(&key.to_path())
-            .map(|(_, body)| body.clone())
+            .map(|s| s.body.clone())
+            .ok_or_else(|| StorageError::NotFound { key: key.clone() })
+    }
+
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        if !self.capabilities.compare_and_swap {
+            return Err(self.unsupported(GET_VERSIONED_OPERATION));
+        }
+        self.lock()
+            .by_path
+            .get(&key.to_path())
+            .map(|s| (s.body.clone(), version_of(s.version)))
             .ok_or_else(|| StorageError::NotFound { key: key.clone() })
     }
 
@@ -141,7 +190,7 @@ impl BackupStore for MemoryStore {
         if !self.capabilities.delete {
             return Err(self.unsupported("delete"));
         }
-        self.lock().remove(&key.to_path());
+        self.lock().by_path.remove(&key.to_path());
         Ok(())
     }
 
@@ -152,9 +201,10 @@ impl BackupStore for MemoryStore {
         let prefix = BackupKey::client_prefix(client_id)?;
         Ok(self
             .lock()
+            .by_path
             .range(prefix.clone()..)
             .take_while(|(path, _)| path.starts_with(&prefix))
-            .map(|(_, (key, _))| key.clone())
+            .map(|(_, s)| s.key.clone())
             .collect())
     }
 
@@ -164,11 +214,16 @@ impl BackupStore for MemoryStore {
         }
         let clients: std::collections::BTreeSet<String> = self
             .lock()
+            .by_path
             .values()
-            .map(|(key, _)| key.client_id().to_owned())
+            .map(|s| s.key.client_id().to_owned())
             .collect();
         Ok(clients.into_iter().collect())
     }
+}
+
+fn version_of(counter: u64) -> ObjectVersion {
+    ObjectVersion::from_version(counter.to_string())
 }
 
 #[cfg(test)]

@@ -19,6 +19,18 @@
 //!   [`ObjectStoreStore::without_conditional_create`] (create-only puts are then refused as
 //!   [`StorageError::NotSupported`]) or prove it with the conformance kit first.
 //! * **Overwrites** are plain `PUT`s, atomic on every one of these services.
+//! * **Compare and swap** ([`PutMode::Update`]) is object_store's
+//!   [`object_store::PutMode::Update`]: S3 and Azure send `If-Match: <ETag>` (S3 needs
+//!   object_store's default `S3ConditionalPut::ETagMatch`; AWS S3 honours it since November
+//!   2024, as do MinIO and moto ≥ 5.1.5), GCS sends `x-goog-if-generation-match:
+//!   <generation>`. The server decides; a failed precondition (`412`, or S3's `409` left after
+//!   object_store's retries, or a `404` for an object deleted since) is
+//!   [`StorageError::Conflict`]. [`BackupStore::get_versioned`] reports the object's ETag
+//!   and version (GCS generation, S3 version id where versioning is on). S3's ETag of a
+//!   single-request upload is the MD5 of the body, so an object replaced by the very same
+//!   bytes counts as unchanged — harmless for ciphertexts, which never repeat. For a backend
+//!   that ignores `If-Match`, build the store with
+//!   [`ObjectStoreStore::without_compare_and_swap`].
 //! * **Deleting** a key with nothing stored succeeds.
 //! * **Bodies** go up in one request (no multipart upload), so an object is either all there
 //!   or absent.
@@ -26,6 +38,7 @@
 //! # Errors
 //! object_store's `NotFound` and `AlreadyExists` (and a `Precondition` failure of a
 //! create-only put) become [`StorageError::NotFound`] and [`StorageError::AlreadyExists`];
+//! any of the three after a compare-and-swap put becomes [`StorageError::Conflict`];
 //! `NotSupported` and `NotImplemented` become [`StorageError::NotSupported`]; connection
 //! failures, time-outs, throttling (`429`) and server errors (`5xx`) that are left after
 //! object_store's own retries become the retryable [`StorageError::Unavailable`]; everything
@@ -63,7 +76,10 @@ use object_store::{ObjectStore, ObjectStoreExt as _};
 
 use crate::error::StorageError;
 use crate::key::BackupKey;
-use crate::store::{BackupStore, Capabilities, PutMode, PutOptions};
+use crate::store::{
+    BackupStore, Capabilities, GET_VERSIONED_OPERATION, ObjectVersion, PutMode, PutOptions,
+    UPDATE_OPERATION,
+};
 
 /// The [`name`](BackupStore::name) of a store built by [`ObjectStoreStore::new`].
 pub const DEFAULT_NAME: &str = "object-store";
@@ -76,6 +92,7 @@ pub struct ObjectStoreStore {
     prefix: Option<Path>,
     name: &'static str,
     conditional_create: bool,
+    compare_and_swap: bool,
 }
 
 impl fmt::Debug for ObjectStoreStore {
@@ -87,6 +104,7 @@ impl fmt::Debug for ObjectStoreStore {
             .field("bucket", &format_args!("{}", self.inner))
             .field("prefix", &self.prefix())
             .field("conditional_create", &self.conditional_create)
+            .field("compare_and_swap", &self.compare_and_swap)
             .finish()
     }
 }
@@ -116,6 +134,7 @@ impl ObjectStoreStore {
             prefix,
             name: DEFAULT_NAME,
             conditional_create: true,
+            compare_and_swap: true,
         })
     }
 
@@ -210,6 +229,17 @@ impl ObjectStoreStore {
         self
     }
 
+    /// This store, refusing compare-and-swap puts and versioned reads with
+    /// [`StorageError::NotSupported`] (and reporting [`Capabilities::compare_and_swap`]
+    /// false): for a backend that does not honour object_store's
+    /// [`object_store::PutMode::Update`] (`LocalFileSystem`, an S3-compatible server that
+    /// ignores `If-Match`).
+    #[must_use]
+    pub fn without_compare_and_swap(mut self) -> Self {
+        self.compare_and_swap = false;
+        self
+    }
+
     /// The key prefix, without leading or trailing `/` (`""` for none).
     #[must_use]
     pub fn prefix(&self) -> &str {
@@ -248,6 +278,13 @@ impl ObjectStoreStore {
     ) -> StorageError {
         use object_store::Error as E;
         match e {
+            // A compare-and-swap put that found another object, or none (S3 answers 404 or,
+            // for racing conditional writes, 409).
+            E::Precondition { .. } | E::NotFound { .. } | E::AlreadyExists { .. }
+                if operation == UPDATE_OPERATION && !names_missing_bucket(&e) =>
+            {
+                StorageError::Conflict { key: key.clone() }
+            }
             // A missing bucket or container also answers 404: that is a configuration error,
             // never "nothing stored under this key".
             E::NotFound { .. } if !names_missing_bucket(&e) => {
@@ -420,6 +457,7 @@ impl BackupStore for ObjectStoreStore {
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::all();
         caps.conditional_create = self.conditional_create;
+        caps.compare_and_swap = self.compare_and_swap;
         caps
     }
 
@@ -440,6 +478,18 @@ impl BackupStore for ObjectStoreStore {
             }
             PutMode::Create => object_store::PutMode::Create,
             PutMode::Overwrite => object_store::PutMode::Overwrite,
+            PutMode::Update(_) if !self.compare_and_swap => {
+                return Err(StorageError::NotSupported {
+                    operation,
+                    backend: self.name,
+                });
+            }
+            PutMode::Update(version) => {
+                object_store::PutMode::Update(object_store::UpdateVersion {
+                    e_tag: version.e_tag().map(str::to_owned),
+                    version: version.version().map(str::to_owned),
+                })
+            }
         };
         self.inner
             .put_opts(&self.path_of(key), body.into(), mode.into())
@@ -455,6 +505,26 @@ impl BackupStore for ObjectStoreStore {
             .await
             .map_err(|e| self.error("get", key, e))?;
         result.bytes().await.map_err(|e| self.error("get", key, e))
+    }
+
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        if !self.compare_and_swap {
+            return Err(StorageError::NotSupported {
+                operation: GET_VERSIONED_OPERATION,
+                backend: self.name,
+            });
+        }
+        let result = self
+            .inner
+            .get_opts(&self.path_of(key), object_store::GetOptions::default())
+            .await
+            .map_err(|e| self.error("get", key, e))?;
+        let version = ObjectVersion::new(result.meta.e_tag.clone(), result.meta.version.clone());
+        let body = result
+            .bytes()
+            .await
+            .map_err(|e| self.error("get", key, e))?;
+        Ok((body, version))
     }
 
     async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {

@@ -31,8 +31,15 @@
 //!   other, in commit order, and each gets its own version; none is lost in between (no
 //!   read-modify-write), and the stored body is always the one with the highest version.
 //!   [`PostgresStore::put_versioned`] returns the version a put got, and
-//!   [`PostgresStore::get_versioned`] the version of what is stored. A key deleted and
+//!   [`BackupStore::get_versioned`] the version of what is stored. A key deleted and
 //!   created again starts at version 1.
+//! * [`PutMode::Update`] (compare and swap) is `UPDATE … WHERE version = $v AND` the row's
+//!   creation time (in microseconds) is the one read: the row's lock decides, so of many
+//!   concurrent updates from one version exactly one matches a row and the others get
+//!   [`StorageError::Conflict`]. The creation time tells apart a row deleted and created
+//!   again after the read, whose version restarts at 1. The [`ObjectVersion`] is
+//!   `version` = the version column, `e_tag` = the creation time in microseconds since the
+//!   Unix epoch.
 //! * Readers see the old or the new body, never a mix (MVCC).
 //!
 //! # Errors
@@ -54,7 +61,7 @@ pub use sqlx::postgres::{PgConnectOptions, PgPool};
 
 use crate::error::StorageError;
 use crate::key::BackupKey;
-use crate::store::{BackupStore, Capabilities, PutMode, PutOptions};
+use crate::store::{BackupStore, Capabilities, ObjectVersion, PutMode, PutOptions};
 
 /// The table that holds the objects.
 pub const TABLE: &str = "portal_backup_objects";
@@ -81,8 +88,13 @@ const UPSERT: &str = "INSERT INTO portal_backup_objects (client_id, path, body) 
      VALUES ($1, $2, $3) ON CONFLICT (client_id, path) DO UPDATE \
      SET body = EXCLUDED.body, version = portal_backup_objects.version + 1, updated_at = now() \
      RETURNING version";
-const SELECT: &str =
-    "SELECT body, version FROM portal_backup_objects WHERE client_id = $1 AND path = $2";
+const UPDATE_IF_VERSION: &str = "UPDATE portal_backup_objects \
+     SET body = $3, version = version + 1, updated_at = now() \
+     WHERE client_id = $1 AND path = $2 AND version = $4 \
+     AND (extract(epoch FROM created_at) * 1000000)::bigint = $5 \
+     RETURNING version";
+const SELECT: &str = "SELECT body, version, (extract(epoch FROM created_at) * 1000000)::bigint \
+     FROM portal_backup_objects WHERE client_id = $1 AND path = $2";
 const DELETE: &str = "DELETE FROM portal_backup_objects WHERE client_id = $1 AND path = $2";
 const LIST: &str = "SELECT path FROM portal_backup_objects WHERE client_id = $1 ORDER BY path";
 const LIST_CLIENTS: &str =
@@ -105,6 +117,12 @@ const LIST_CLIENTS: &str =
 /// // The version column: 1 on create, plus 1 per overwrite.
 /// let version = store.put_versioned(&key, "newer".into(), storage::PutMode::Overwrite).await?;
 /// assert_eq!(version, 2);
+///
+/// // Compare and swap: replace only what was read.
+/// let (_, read) = store.get_versioned(&key).await?;
+/// store.put(&key, "newest".into(), storage::PutOptions::update(read.clone())).await?;
+/// let stale = store.put(&key, "late".into(), storage::PutOptions::update(read)).await;
+/// assert!(stale.unwrap_err().is_conflict());
 ///
 /// // Or with a pool of your own size:
 /// let store = PostgresStore::builder()
@@ -245,7 +263,7 @@ impl PostgresStore {
     }
 
     /// Stores `body` under `key` as [`BackupStore::put`] does, and returns the version the
-    /// row got: 1 when created, the previous version plus 1 when overwritten.
+    /// row got: 1 when created, the previous version plus 1 when overwritten or updated.
     ///
     /// # Errors
     /// As [`BackupStore::put`].
@@ -255,38 +273,49 @@ impl PostgresStore {
         body: Bytes,
         mode: PutMode,
     ) -> Result<i64, StorageError> {
-        let statement = match mode {
-            PutMode::Create => INSERT_NEW,
-            PutMode::Overwrite => UPSERT,
-        };
         let path = key.to_path();
-        let version: Option<i64> = sqlx::query_scalar(statement)
-            .bind(key.client_id())
-            .bind(&path)
-            .bind(body.as_ref())
+        let query = match &mode {
+            PutMode::Create => sqlx::query_scalar(INSERT_NEW),
+            PutMode::Overwrite => sqlx::query_scalar(UPSERT),
+            PutMode::Update(_) => sqlx::query_scalar(UPDATE_IF_VERSION),
+        }
+        .bind(key.client_id())
+        .bind(&path)
+        .bind(body.as_ref());
+        let query = match &mode {
+            PutMode::Update(expected) => {
+                // A version this store never made matches no row: a conflict, as the
+                // object is not (any more) the one that version names.
+                let Some((version, created)) = parse_version(expected) else {
+                    return Err(StorageError::Conflict { key: key.clone() });
+                };
+                query.bind(version).bind(created)
+            }
+            _ => query,
+        };
+        let version: Option<i64> = query
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| db_error("cannot store the object", e))?;
-        version.ok_or_else(|| StorageError::AlreadyExists { key: key.clone() })
+        version.ok_or_else(|| match mode {
+            PutMode::Update(_) => StorageError::Conflict { key: key.clone() },
+            _ => StorageError::AlreadyExists { key: key.clone() },
+        })
     }
 
-    /// The body stored under `key` and its version.
-    ///
-    /// # Errors
-    /// As [`BackupStore::get`].
-    pub async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, i64), StorageError> {
-        let path = key.to_path();
-        let row: Option<(Vec<u8>, i64)> = sqlx::query_as(SELECT)
-            .bind(key.client_id())
-            .bind(&path)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| db_error("cannot read the object", e))?;
-        match row {
-            Some((body, version)) => Ok((Bytes::from(body), version)),
-            None => Err(StorageError::NotFound { key: key.clone() }),
-        }
+    /// The version column of an [`ObjectVersion`] this store reported (`None` for one it
+    /// did not make).
+    #[must_use]
+    pub fn version_number(version: &ObjectVersion) -> Option<i64> {
+        parse_version(version).map(|(number, _)| number)
     }
+}
+
+/// The version column and creation time (µs since the epoch) of a version this store made.
+fn parse_version(version: &ObjectVersion) -> Option<(i64, i64)> {
+    let number = version.version()?.parse().ok()?;
+    let created = version.e_tag()?.parse().ok()?;
+    Some((number, created))
 }
 
 #[async_trait::async_trait]
@@ -310,6 +339,23 @@ impl BackupStore for PostgresStore {
 
     async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
         self.get_versioned(key).await.map(|(body, _)| body)
+    }
+
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        let path = key.to_path();
+        let row: Option<(Vec<u8>, i64, i64)> = sqlx::query_as(SELECT)
+            .bind(key.client_id())
+            .bind(&path)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error("cannot read the object", e))?;
+        match row {
+            Some((body, version, created)) => Ok((
+                Bytes::from(body),
+                ObjectVersion::new(Some(created.to_string()), Some(version.to_string())),
+            )),
+            None => Err(StorageError::NotFound { key: key.clone() }),
+        }
     }
 
     async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {

@@ -99,6 +99,14 @@
 //! | `delete` | every replica can delete |
 //! | `list` | fewer than `q` replicas cannot list (so every write reaches one that can) |
 //! | `durable` | fewer than `q` replicas are not durable (so every write reaches a durable one) |
+//! | `compare_and_swap` | never |
+//!
+//! Compare and swap ([`PutMode::Update`]) is not offered: each replica has its own versions,
+//! and a swap that won on some replicas and lost on others would leave them holding
+//! different bodies with nothing to say which is right — deciding that needs a consensus
+//! protocol this store does not have. [`BackupStore::get_versioned`] and `Update` puts
+//! return [`StorageError::NotSupported`]; run compare-and-swap writers (the custodian
+//! webhook) on a single store with it instead (PostgreSQL, a bucket).
 //!
 //! So Portal (no create-only, delete or list) plus a bucket at quorum 2 can create only,
 //! overwrite and list, but not delete; Portal alone, or several Portal-like stores, cannot
@@ -118,7 +126,9 @@ use futures_util::future::join_all;
 
 use crate::error::{Report, StorageError};
 use crate::key::BackupKey;
-use crate::store::{BackupStore, Capabilities, PutMode, PutOptions};
+use crate::store::{
+    BackupStore, Capabilities, GET_VERSIONED_OPERATION, ObjectVersion, PutMode, PutOptions,
+};
 
 const NAME: &str = "replicated";
 
@@ -850,6 +860,7 @@ impl BackupStore for ReplicatedStore {
             delete: self.count(|c| c.delete) == n,
             list: self.count(|c| !c.list) < q,
             durable: self.count(|c| !c.durable) < q,
+            compare_and_swap: false,
         }
     }
 
@@ -865,6 +876,13 @@ impl BackupStore for ReplicatedStore {
             PutMode::Overwrite if caps.overwrite => self.put_overwrite(key, &body).await,
             mode => Err(Self::unsupported(mode.operation())),
         }
+    }
+
+    async fn get_versioned(
+        &self,
+        _key: &BackupKey,
+    ) -> Result<(Bytes, ObjectVersion), StorageError> {
+        Err(Self::unsupported(GET_VERSIONED_OPERATION))
     }
 
     async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {

@@ -37,6 +37,11 @@ pub struct Capabilities {
     /// A put that returned `Ok` survives a crash of this process (and, where the medium
     /// allows, of the machine). False for [`MemoryStore`](crate::memory::MemoryStore).
     pub durable: bool,
+    /// [`BackupStore::get_versioned`] reports the version of what is stored, and
+    /// [`PutMode::Update`] replaces an object only if it is still that version, decided
+    /// atomically by the store: of many concurrent updates from one version, exactly one
+    /// succeeds and the others get [`StorageError::Conflict`] and change nothing.
+    pub compare_and_swap: bool,
 }
 
 impl Capabilities {
@@ -49,14 +54,61 @@ impl Capabilities {
             delete: true,
             list: true,
             durable: true,
+            compare_and_swap: true,
         }
     }
 }
 
+/// The version of a stored object, as [`BackupStore::get_versioned`] reports it: what
+/// [`PutMode::Update`] compares with the stored object. Modelled on object_store's
+/// `UpdateVersion`.
+///
+/// Opaque to callers: compare it only with versions of the same store and key. A store sets
+/// the fields it compares (an entity tag, a version number, or both) and must tell apart
+/// objects written one after the other, including a key deleted and written again.
+///
+/// ```
+/// let v = storage::ObjectVersion::new(Some("\"etag\"".into()), None);
+/// assert_eq!(v.e_tag(), Some("\"etag\""));
+/// assert_eq!(storage::ObjectVersion::from_version("7").version(), Some("7"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ObjectVersion {
+    e_tag: Option<String>,
+    version: Option<String>,
+}
+
+impl ObjectVersion {
+    /// A version with an entity tag (HTTP `ETag`, what S3 and Azure compare) and a version
+    /// id or number (what GCS and PostgreSQL compare), either of which may be absent.
+    #[must_use]
+    pub fn new(e_tag: Option<String>, version: Option<String>) -> Self {
+        Self { e_tag, version }
+    }
+
+    /// A version with a version id or number only.
+    #[must_use]
+    pub fn from_version(version: impl Into<String>) -> Self {
+        Self::new(None, Some(version.into()))
+    }
+
+    /// The entity tag, if the store has one.
+    #[must_use]
+    pub fn e_tag(&self) -> Option<&str> {
+        self.e_tag.as_deref()
+    }
+
+    /// The version id or number, if the store has one.
+    #[must_use]
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+}
+
 /// How a put treats an object already stored under the key. Modelled on object_store's
-/// `PutMode`; new modes (for example a compare-and-swap on a version) may be added, so a
-/// store matches with a `_` arm that returns [`StorageError::NotSupported`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// `PutMode`; new modes may be added, so a store matches with a `_` arm that returns
+/// [`StorageError::NotSupported`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PutMode {
     /// Store only if nothing is stored under the key; otherwise fail with
@@ -66,25 +118,38 @@ pub enum PutMode {
     Create,
     /// Store, replacing whatever is stored under the key.
     Overwrite,
+    /// Compare and swap: replace the stored object only if it is still this version (as
+    /// [`BackupStore::get_versioned`] reported it); otherwise — replaced or deleted since —
+    /// fail with [`StorageError::Conflict`] and change nothing. Needs
+    /// [`Capabilities::compare_and_swap`]; stores without it return
+    /// [`StorageError::NotSupported`].
+    Update(ObjectVersion),
 }
 
 impl PutMode {
-    /// The operation's name in [`StorageError::NotSupported`]: `"put (create only)"` or
-    /// `"put (overwrite)"`.
+    /// The operation's name in [`StorageError::NotSupported`]: `"put (create only)"`,
+    /// `"put (overwrite)"` or `"put (compare and swap)"`.
     #[must_use]
-    pub fn operation(self) -> &'static str {
+    pub fn operation(&self) -> &'static str {
         match self {
             Self::Create => "put (create only)",
             Self::Overwrite => "put (overwrite)",
+            Self::Update(_) => UPDATE_OPERATION,
         }
     }
 }
+
+/// The operation's name of [`PutMode::Update`] in errors.
+pub(crate) const UPDATE_OPERATION: &str = "put (compare and swap)";
+
+/// The operation's name of [`BackupStore::get_versioned`] in errors.
+pub(crate) const GET_VERSIONED_OPERATION: &str = "get (versioned)";
 
 /// Options of [`BackupStore::put`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct PutOptions {
-    /// Create only (the default) or overwrite.
+    /// Create only (the default), overwrite, or compare and swap.
     pub mode: PutMode,
 }
 
@@ -102,6 +167,15 @@ impl PutOptions {
     pub fn overwrite() -> Self {
         Self {
             mode: PutMode::Overwrite,
+        }
+    }
+
+    /// Compare and swap: replace the stored object only if it is still `version`, else fail
+    /// with [`StorageError::Conflict`] (see [`PutMode::Update`]).
+    #[must_use]
+    pub fn update(version: ObjectVersion) -> Self {
+        Self {
+            mode: PutMode::Update(version),
         }
     }
 }
@@ -127,6 +201,12 @@ impl From<PutMode> for PutOptions {
 ///   under the key, and then changes nothing; of many concurrent create-only puts of one key
 ///   exactly one succeeds. A store that cannot guarantee that reports
 ///   `conditional_create: false` and returns [`StorageError::NotSupported`] for it.
+/// * [`PutMode::Update`]`(v)` replaces the object only if it is still version `v` (as
+///   [`get_versioned`](Self::get_versioned) reported it), atomically: otherwise, and when
+///   nothing is stored, it fails with [`StorageError::Conflict`] and changes nothing; of many
+///   concurrent updates from one version exactly one succeeds. A store that cannot decide
+///   that atomically reports `compare_and_swap: false` and returns
+///   [`StorageError::NotSupported`] for `get_versioned` and for the mode.
 /// * `get` of a key with nothing stored fails with [`StorageError::NotFound`].
 /// * `delete` removes the object; deleting a key with nothing stored succeeds (as on S3).
 /// * `list(client_id)` returns the keys of that client's objects (exactly that client: not
@@ -176,8 +256,9 @@ pub trait BackupStore: fmt::Debug + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StorageError::AlreadyExists`] for [`PutMode::Create`] when something is stored;
-    /// [`StorageError::NotSupported`] for a mode the store cannot do; transport and backend
-    /// errors.
+    /// [`StorageError::Conflict`] for [`PutMode::Update`] when the stored object is not that
+    /// version any more; [`StorageError::NotSupported`] for a mode the store cannot do;
+    /// transport and backend errors.
     async fn put(
         &self,
         key: &BackupKey,
@@ -190,6 +271,21 @@ pub trait BackupStore: fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// [`StorageError::NotFound`] when nothing is stored; transport and backend errors.
     async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError>;
+
+    /// The body stored under `key` and its version, to replace it later only if it is still
+    /// that object ([`PutMode::Update`]). Stores with [`Capabilities::compare_and_swap`]
+    /// implement it; the default answers [`StorageError::NotSupported`].
+    ///
+    /// # Errors
+    /// [`StorageError::NotFound`] when nothing is stored; [`StorageError::NotSupported`]
+    /// unless [`Capabilities::compare_and_swap`]; transport and backend errors.
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        let _ = key;
+        Err(StorageError::NotSupported {
+            operation: GET_VERSIONED_OPERATION,
+            backend: self.name(),
+        })
+    }
 
     /// Removes what is stored under `key`; succeeds if nothing is.
     ///
@@ -241,6 +337,9 @@ impl<T: BackupStore + ?Sized> BackupStore for Arc<T> {
     async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
         (**self).get(key).await
     }
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        (**self).get_versioned(key).await
+    }
     async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
         (**self).delete(key).await
     }
@@ -271,6 +370,9 @@ impl<T: BackupStore + ?Sized> BackupStore for Box<T> {
     }
     async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
         (**self).get(key).await
+    }
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        (**self).get_versioned(key).await
     }
     async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
         (**self).delete(key).await
@@ -334,6 +436,7 @@ mod tests {
             c.delete = false;
             c.list = false;
             c.durable = false;
+            c.compare_and_swap = false;
             c
         });
         assert_eq!(

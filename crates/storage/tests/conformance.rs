@@ -1,7 +1,7 @@
 //! The conformance kit, run on the memory store (directly, through `Arc<dyn BackupStore>`,
 //! and with capabilities taken away), and on deliberately broken stores that it must catch
 //! at the expected check.
-#![allow(clippy::unwrap_used)] // the broken stores below are test fixtures
+#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // the broken stores below are test fixtures
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use storage::conformance::{self, check_store};
 use storage::memory::MemoryStore;
-use storage::{BackupKey, BackupStore, Capabilities, PutMode, PutOptions, StorageError};
+use storage::{
+    BackupKey, BackupStore, Capabilities, ObjectVersion, PutMode, PutOptions, StorageError,
+};
 
 mod memory_store {
     storage::store_conformance_tests!(storage::memory::MemoryStore::new());
@@ -34,6 +36,14 @@ mod memory_store_like_portal {
     });
 }
 
+mod memory_store_without_compare_and_swap {
+    storage::store_conformance_tests!({
+        let mut caps = storage::Capabilities::all();
+        caps.compare_and_swap = false;
+        storage::memory::MemoryStore::with_capabilities(caps)
+    });
+}
+
 mod memory_store_create_only {
     // Write-once: create-only, no overwrite.
     storage::store_conformance_tests!({
@@ -49,7 +59,7 @@ async fn check_store_passes_through_arc_dyn_and_box_dyn() {
     check_store(&store).await.unwrap();
     let store: Box<dyn BackupStore> = Box::new(MemoryStore::new());
     check_store(&store).await.unwrap();
-    assert_eq!(conformance::CHECKS.len(), 10);
+    assert_eq!(conformance::CHECKS.len(), 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,12 +97,23 @@ enum Bug {
     IgnoresCurve,
     /// Overwrites in place without truncating, as a file opened without `O_TRUNC`.
     NoTruncate,
+    /// A compare-and-swap put ignores the version: a plain overwrite.
+    UpdateIgnoresVersion,
+    /// A compare-and-swap put compares, then (after a yield) writes: racing updates all win.
+    RacyUpdate,
+    /// Versions count per key from 1 again after a delete, so a stale version from before the
+    /// delete matches the object written after it.
+    VersionRestartsAfterDelete,
 }
 
 #[derive(Debug)]
 struct Broken {
     bug: Bug,
     map: Mutex<BTreeMap<String, Bytes>>,
+    /// The version of each stored name.
+    versions: Mutex<BTreeMap<String, u64>>,
+    /// Versions given so far (versions never repeat, unless the bug says so).
+    counter: Mutex<u64>,
 }
 
 impl Broken {
@@ -100,7 +121,28 @@ impl Broken {
         Self {
             bug,
             map: Mutex::new(BTreeMap::new()),
+            versions: Mutex::new(BTreeMap::new()),
+            counter: Mutex::new(0),
         }
+    }
+
+    fn bump(&self, name: &str) {
+        let mut versions = self.versions.lock().unwrap();
+        let next = if self.bug == Bug::VersionRestartsAfterDelete {
+            versions.get(name).map_or(1, |v| v + 1)
+        } else {
+            let mut counter = self.counter.lock().unwrap();
+            *counter += 1;
+            *counter
+        };
+        versions.insert(name.to_owned(), next);
+    }
+
+    fn version_of(&self, name: &str) -> Option<ObjectVersion> {
+        let versions = self.versions.lock().unwrap();
+        versions
+            .get(name)
+            .map(|v| ObjectVersion::from_version(v.to_string()))
     }
 
     fn name_of(&self, key: &BackupKey) -> String {
@@ -134,10 +176,23 @@ impl BackupStore for Broken {
             body
         };
         let exists = self.map.lock().unwrap().contains_key(&name);
-        match opts.mode {
-            PutMode::Create if exists && self.bug != Bug::CreateOverwrites => {
-                return Err(StorageError::AlreadyExists { key: key.clone() });
+        if let PutMode::Update(expected) = &opts.mode {
+            let matches = self.version_of(&name).as_ref() == Some(expected);
+            if !matches && self.bug != Bug::UpdateIgnoresVersion {
+                return Err(StorageError::Conflict { key: key.clone() });
             }
+            if self.bug == Bug::RacyUpdate {
+                tokio::task::yield_now().await;
+            }
+            self.map.lock().unwrap().insert(name.clone(), body);
+            self.bump(&name);
+            return Ok(());
+        }
+        if matches!(opts.mode, PutMode::Create) && exists && self.bug != Bug::CreateOverwrites {
+            return Err(StorageError::AlreadyExists { key: key.clone() });
+        }
+        self.bump(&name);
+        match opts.mode {
             PutMode::Overwrite if exists && self.bug == Bug::NoTruncate => {
                 let mut map = self.map.lock().unwrap();
                 let old = map.get(&name).cloned().unwrap_or_default();
@@ -170,9 +225,22 @@ impl BackupStore for Broken {
             .cloned()
             .ok_or_else(|| StorageError::NotFound { key: key.clone() })
     }
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        let name = self.name_of(key);
+        let body = self.get(key).await?;
+        let version = self.version_of(&name).unwrap();
+        Ok((body, version))
+    }
     async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
         if self.bug != Bug::DeleteIsANoOp {
-            self.map.lock().unwrap().remove(&self.name_of(key));
+            let name = self.name_of(key);
+            self.map.lock().unwrap().remove(&name);
+            if self.bug != Bug::VersionRestartsAfterDelete {
+                self.versions.lock().unwrap().remove(&name);
+            } else {
+                // Forgets the object but restarts its count: the next write is version 1.
+                self.versions.lock().unwrap().insert(name, 0);
+            }
         }
         Ok(())
     }
@@ -205,6 +273,9 @@ async fn broken_stores_fail_at_the_expected_check() {
         (Bug::ListsByPrefix, "list"),
         (Bug::LosesWrites, "concurrent_writers"),
         (Bug::RacyCreate, "concurrent_create"),
+        (Bug::UpdateIgnoresVersion, "compare_and_swap"),
+        (Bug::VersionRestartsAfterDelete, "compare_and_swap"),
+        (Bug::RacyUpdate, "concurrent_update"),
     ] {
         let failure = check_store(&Broken::new(bug)).await.unwrap_err();
         assert_eq!(failure.check, check, "{bug:?}: {failure}");
@@ -243,4 +314,49 @@ async fn a_store_that_lies_about_its_capabilities_is_caught() {
     let failure = check_store(&Liar(MemoryStore::new())).await.unwrap_err();
     assert_eq!(failure.check, "list");
     assert!(failure.reason.contains("capabilities"), "{failure}");
+}
+
+#[tokio::test]
+async fn a_wrapper_that_claims_compare_and_swap_without_forwarding_it_is_caught() {
+    /// Forwards everything but `get_versioned`, whose default answers NotSupported, while
+    /// its capabilities say it can compare and swap.
+    #[derive(Debug)]
+    struct Forgetful(MemoryStore);
+    #[async_trait::async_trait]
+    impl BackupStore for Forgetful {
+        fn name(&self) -> &'static str {
+            "forgetful"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn put(&self, k: &BackupKey, b: Bytes, o: PutOptions) -> Result<(), StorageError> {
+            self.0.put(k, b, o).await
+        }
+        async fn get(&self, k: &BackupKey) -> Result<Bytes, StorageError> {
+            self.0.get(k).await
+        }
+        async fn delete(&self, k: &BackupKey) -> Result<(), StorageError> {
+            self.0.delete(k).await
+        }
+        async fn list(&self, c: &str) -> Result<Vec<BackupKey>, StorageError> {
+            self.0.list(c).await
+        }
+    }
+    let store = Forgetful(MemoryStore::new());
+    assert!(store.capabilities().compare_and_swap);
+    let key = BackupKey::custodian_backup("cl_1", "GDRIVE").unwrap();
+    assert!(
+        store
+            .get_versioned(&key)
+            .await
+            .unwrap_err()
+            .is_not_supported()
+    );
+    let failure = check_store(&store).await.unwrap_err();
+    assert_eq!(failure.check, "compare_and_swap");
+    assert!(
+        failure.reason.contains("NotSupported") || failure.reason.contains("not support"),
+        "{failure}"
+    );
 }

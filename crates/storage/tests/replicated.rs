@@ -320,8 +320,39 @@ fn capabilities_are_the_honest_combination() {
     assert_eq!(caps, {
         let mut c = Capabilities::all();
         c.durable = false;
+        c.compare_and_swap = false; // never across replicas: see the module docs
         c
     });
+}
+
+#[tokio::test]
+async fn compare_and_swap_is_not_supported_across_replicas() {
+    let (a, b) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+    let store = replicated(&[a.clone(), b.clone()], 2);
+    let key = BackupKey::custodian_backup("cl_1", "GDRIVE").unwrap();
+    store
+        .put(&key, Bytes::from_static(b"one"), PutOptions::overwrite())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_versioned(&key)
+            .await
+            .unwrap_err()
+            .is_not_supported()
+    );
+    let (_, version) = a.get_versioned(&key).await.unwrap();
+    let e = store
+        .put(
+            &key,
+            Bytes::from_static(b"two"),
+            PutOptions::update(version),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.is_not_supported(), "{e}");
+    assert_eq!(a.get(&key).await.unwrap(), "one");
+    assert_eq!(b.get(&key).await.unwrap(), "one");
 }
 
 // ---------------------------------------------------------------------------------------

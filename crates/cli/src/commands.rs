@@ -237,7 +237,11 @@ async fn recover(settings: &Settings, out: Option<&Path>) -> Result<ExitCode, Fa
                     .hint("pass --out <file> (created with mode 0600), or redirect stdout"),
             );
         }
-        None => None,
+        None => {
+            // Before Portal issues anything: a readable file would keep the shares.
+            output::refuse_readable_stdout()?;
+            None
+        }
     };
     let flow = settings.flow(Acting::Client, None).await;
     let recovered = match flow {

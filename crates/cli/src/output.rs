@@ -45,7 +45,7 @@ pub(crate) fn write_private(
 ) -> Result<(), Failure> {
     let fail =
         |e: std::io::Error| Failure::caused_by(format!("cannot write {}", path.display()), e);
-    let json = Zeroizing::new(serde_json::to_vec_pretty(value).map_err(|e| fail(e.into()))?);
+    let json = secret_json(value).map_err(|e| fail(e.into()))?;
     file.write_all(&json).map_err(fail)?;
     file.write_all(b"\n").map_err(fail)?;
     file.sync_all().map_err(fail)
@@ -54,16 +54,66 @@ pub(crate) fn write_private(
 /// Writes secret JSON to stdout, refusing a terminal (where it would stay on screen and in
 /// scrollback).
 pub(crate) fn secret_to_stdout(value: &impl Serialize) -> Result<(), Failure> {
-    let json = Zeroizing::new(
-        serde_json::to_vec_pretty(value)
-            .map_err(|e| Failure::caused_by("cannot encode the result", e))?,
-    );
+    refuse_readable_stdout()?;
+    let json = secret_json(value).map_err(|e| Failure::caused_by("cannot encode the result", e))?;
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(&json)
         .and_then(|()| stdout.write_all(b"\n"))
         .and_then(|()| stdout.flush())
         .map_err(|e| Failure::caused_by("cannot write to stdout", e))
+}
+
+/// Pretty JSON of a value that holds secrets, in a zeroizing buffer allocated once at its
+/// final size: a growing `Vec` would leave copies of the secret in the blocks it gave back.
+/// (serde_json formats numbers in small stack buffers; strings are copied straight in.)
+pub(crate) fn secret_json(value: &impl Serialize) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer_pretty(&mut counter, value)?;
+    let mut json = Zeroizing::new(Vec::with_capacity(counter.0));
+    serde_json::to_writer_pretty(&mut *json, value)?;
+    Ok(json)
+}
+
+/// A writer that only counts what it is given.
+struct ByteCounter(usize);
+
+impl Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Refuses to write secrets into a stdout redirected to a regular file that its group or
+/// others can read (`recover > shares.json` under the usual umask 022): the shares would sit
+/// there readable by every local user.
+pub(crate) fn refuse_readable_stdout() -> Result<(), Failure> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let stdout = std::io::stdout();
+        let owned = stdout
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Failure::caused_by("cannot inspect stdout", e))?;
+        let metadata = File::from(owned)
+            .metadata()
+            .map_err(|e| Failure::caused_by("cannot inspect stdout", e))?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if metadata.is_file() && mode & 0o077 != 0 {
+            return Err(Failure::new(format!(
+                "refusing to write secrets to stdout: it is redirected to a file that others can read (mode {mode:04o})"
+            ))
+            .hint("pass --out <file> (created with mode 0600), or redirect into a file made private first (umask 077, or chmod 600 before writing)"));
+        }
+    }
+    Ok(())
 }
 
 /// Whether stdout is a terminal.

@@ -300,6 +300,72 @@ async fn portal_managed_backup_verify_recover() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("only written to a new file"));
 }
 
+/// `recover > file` under the usual umask makes a file every local user can read: refused
+/// before Portal issues new signing shares; a private file is written to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(unix)]
+async fn recover_refuses_a_stdout_redirected_to_a_readable_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sim = sim(false).await;
+    let work = Work::new();
+    let (keys, generate) = app_client(&sim).await;
+    let api_key = keys.client_api_key.expose_secret();
+    json_out(&run(
+        work.cmd(Some(&sim))
+            .env("PORTAL_CLIENT_API_KEY", api_key)
+            .args(["backup", "--generate-response", "-"]),
+        Some(&generate),
+    ));
+    let signing_pairs = |sim: &PortalSim| -> usize {
+        sim.client_details(&keys.client_id)
+            .unwrap()
+            .wallets
+            .iter()
+            .map(|w| w.signing_share_pairs.len())
+            .sum()
+    };
+    let before = signing_pairs(&sim);
+
+    let readable = work.path("readable.json");
+    let file = std::fs::File::create(&readable).unwrap();
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .unwrap();
+    let out = work
+        .cmd(Some(&sim))
+        .env("PORTAL_CLIENT_API_KEY", api_key)
+        .arg("recover")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("others can read (mode 0644)"), "{err}");
+    assert!(err.contains("--out"), "{err}");
+    assert_eq!(std::fs::read(&readable).unwrap().len(), 0);
+    assert_eq!(signing_pairs(&sim), before, "Portal was asked to recover");
+
+    let private = work.path("private.json");
+    let file = std::fs::File::create(&private).unwrap();
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .unwrap();
+    let out = work
+        .cmd(Some(&sim))
+        .env("PORTAL_CLIENT_API_KEY", api_key)
+        .arg("recover")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shares: Value = serde_json::from_slice(&std::fs::read(&private).unwrap()).unwrap();
+    assert!(shares["SECP256K1"]["share"].is_string() && shares["ED25519"]["share"].is_string());
+    assert!(signing_pairs(&sim) > before);
+    assert_clean(&sim);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_store_backup_and_swapped_ciphertexts_fail_verify_and_recover_before_portal() {
     let sim = sim(true).await;

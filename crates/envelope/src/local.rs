@@ -123,9 +123,19 @@ impl LocalKek {
     /// [`LocalKeyError::Io`] when the file exists or cannot be written.
     pub fn generate_file(path: &Path) -> Result<Self, LocalKeyError> {
         let key = DataKey::generate().map_err(LocalKeyError::Random)?;
-        let mut text = Zeroizing::new(String::from(KEY_PREFIX));
+        // Sized up front: a string that grows would leave copies of the key behind.
+        let encoded_len = key.expose_secret().len().div_ceil(3).saturating_mul(4);
+        let mut text = Zeroizing::new(String::with_capacity(
+            KEY_PREFIX
+                .len()
+                .saturating_add(encoded_len)
+                .saturating_add(1),
+        ));
+        let capacity = text.capacity();
+        text.push_str(KEY_PREFIX);
         STANDARD.encode_string(key.expose_secret(), &mut text);
         text.push('\n');
+        debug_assert_eq!(text.capacity(), capacity, "the key file text reallocated");
         let io = |source| LocalKeyError::Io {
             path: path.to_owned(),
             source,
@@ -137,6 +147,7 @@ impl LocalKek {
         let mut file = options.open(path).map_err(io)?;
         file.write_all(text.as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
+        sync_parent_dir(path).map_err(io)?;
         Ok(Self::from_key(key.expose_secret()))
     }
 
@@ -293,6 +304,22 @@ impl LocalKek {
         // 60 bytes pass `WrappedKey::check`.
         Ok(WrappedKey::validated(self.key_ref(), out))
     }
+}
+
+/// Makes a new file's directory entry durable: without it a crash right after `keygen` can
+/// lose the file although its contents were synced.
+fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ mod webhook;
 
 pub use config::{BackupMode, SimConfig, StatusView, WebhookConfig};
 pub use faults::{FaultRule, RouteSelector};
-pub use report::{Rejection, Report, Violation, ViolationKind};
+pub use report::{Rejection, Report, Rule, Violation, ViolationKind};
 pub use server::{PortalSim, Simulator};
 pub use state::{SimClient, SimCustodian};
 pub use traffic::{Host, HostTraffic, Traffic};

@@ -10,6 +10,14 @@
 //! * [`Rejection`]s: every request Portal would refuse (bad credentials, bad bodies, foreign
 //!   or unknown ids, forged shares, wrong order), counted by route and reason.
 //!
+//! * [`ViolationKind::MarkedEjectedEarly`]: a client marked ejected (Portal-managed mode) while
+//!   a wallet with a completed backup never had its backup shares handed out for eject.
+//!
+//! Each kind says whose rule it is ([`ViolationKind::rule`]): a rule Portal enforces itself
+//! ([`Rule::Portal`]), or an invariant of this tool that Portal permits ([`Rule::Tool`], e.g.
+//! "confirmed without a stored ciphertext": Portal accepts the status change). The report lists
+//! the two apart, so a reader knows which violations Portal would have stopped.
+//!
 //! Injected faults are not violations; they are only counted.
 
 use std::collections::BTreeMap;
@@ -34,6 +42,33 @@ pub enum ViolationKind {
     CipherTextReplacedAfterCompletion,
     /// The Self-Managed Backup webhook failed to store or return a custodian share.
     WebhookFailed,
+    /// `POST /clients/me/eject` (irreversible) while a wallet's backup shares were never handed
+    /// out for eject: the keys cannot have been rebuilt and verified first.
+    MarkedEjectedEarly,
+}
+
+/// Whose rule a [`ViolationKind`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum Rule {
+    /// Portal enforces it: Portal refuses the request or fails the operation.
+    Portal,
+    /// Portal permits it; this tool promises never to do it.
+    Tool,
+}
+
+impl ViolationKind {
+    /// Whose rule this is: Portal's own, or this tool's invariant that Portal permits.
+    #[must_use]
+    pub fn rule(self) -> Rule {
+        match self {
+            Self::OutOfOrderStatus | Self::WebhookFailed => Rule::Portal,
+            Self::StoredWithoutCipherText
+            | Self::CipherTextReplacedAfterCompletion
+            | Self::MarkedEjectedEarly => Rule::Tool,
+        }
+    }
 }
 
 impl fmt::Display for ViolationKind {
@@ -47,6 +82,9 @@ impl fmt::Display for ViolationKind {
                 "ciphertext replaced after the pair was marked stored"
             }
             Self::WebhookFailed => "self-managed backup webhook failed",
+            Self::MarkedEjectedEarly => {
+                "client marked ejected before every wallet's backup shares were fetched for eject"
+            }
         })
     }
 }
@@ -177,10 +215,22 @@ impl fmt::Display for Report {
             self.violations.len(),
             self.rejected_requests()
         )?;
-        if !self.violations.is_empty() {
-            writeln!(f, "violations:")?;
-            for v in &self.violations {
-                writeln!(f, "  - {v}")?;
+        for (rule, heading) in [
+            (
+                Rule::Portal,
+                "violations of Portal's rules (Portal refuses these):",
+            ),
+            (
+                Rule::Tool,
+                "violations of this tool's invariants (Portal permits these):",
+            ),
+        ] {
+            let mut of_rule = self.violations.iter().filter(|v| v.kind.rule() == rule);
+            if let Some(first) = of_rule.next() {
+                writeln!(f, "{heading}")?;
+                for v in std::iter::once(first).chain(of_rule) {
+                    writeln!(f, "  - {v}")?;
+                }
             }
         }
         if !self.rejections.is_empty() {
@@ -331,6 +381,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pair bp_1 (A -> B)"), "{text}");
+        assert!(
+            text.contains(
+                "violations of Portal's rules (Portal refuses these):\n  - share pair status"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("Portal permits these"), "{text}");
+        r.violation(
+            ViolationKind::StoredWithoutCipherText,
+            "cl_1",
+            Some("bp_2"),
+            "",
+        );
+        let text = r.snapshot().to_string();
+        assert!(
+            text.contains("violations of this tool's invariants (Portal permits these):\n  - backup pair marked stored without a stored ciphertext"),
+            "{text}"
+        );
+        assert_eq!(ViolationKind::StoredWithoutCipherText.rule(), Rule::Tool);
+        assert_eq!(ViolationKind::MarkedEjectedEarly.rule(), Rule::Tool);
+        assert_eq!(ViolationKind::OutOfOrderStatus.rule(), Rule::Portal);
         assert!(
             text.contains("2 x GET /api/v3/clients/me -> 401 AUTH_FAILED"),
             "{text}"

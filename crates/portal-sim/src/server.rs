@@ -31,7 +31,7 @@ use portal_api::client_api::{
 };
 use portal_api::custodian_api::{CreateClientRequest, CreateSessionRequest, EnableEjectRequest};
 use portal_api::mpc::{BackupRequest, GenerateRequest, RecoverRequest};
-use portal_api::{ApiKey, JsonError, paths};
+use portal_api::{ApiKey, BackupMethod, JsonError, paths};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -243,6 +243,20 @@ impl Simulator {
     /// Moves the simulated clock forward (eject windows and session tokens expire).
     pub fn advance_clock(&self, by: Duration) {
         self.state().advance_clock(by);
+    }
+
+    /// The backup method Portal records for the backups that follow (the configured one until
+    /// this is called). With several methods a client gets one completed pair per method, as
+    /// with Portal's multi-backup.
+    pub fn set_backup_method(&self, method: BackupMethod) {
+        self.state().set_backup_method(method);
+    }
+
+    /// The real private key of a wallet in hex (secp256k1 big-endian, ed25519 scalar
+    /// little-endian): what an eject must rebuild. For tests; a real Portal has no such thing.
+    #[must_use]
+    pub fn wallet_private_key_hex(&self, wallet_id: &str) -> Option<Zeroizing<String>> {
+        self.state().wallet_private_key_hex(wallet_id)
     }
 
     /// What `GET /clients/me` shows for a client, without going through HTTP.
@@ -1210,6 +1224,17 @@ impl PortalSim {
     /// See [`Simulator::advance_clock`].
     pub fn advance_clock(&self, by: Duration) {
         self.sim.advance_clock(by);
+    }
+
+    /// See [`Simulator::set_backup_method`].
+    pub fn set_backup_method(&self, method: BackupMethod) {
+        self.sim.set_backup_method(method);
+    }
+
+    /// See [`Simulator::wallet_private_key_hex`].
+    #[must_use]
+    pub fn wallet_private_key_hex(&self, wallet_id: &str) -> Option<Zeroizing<String>> {
+        self.sim.wallet_private_key_hex(wallet_id)
     }
 
     /// See [`Simulator::client_details`].

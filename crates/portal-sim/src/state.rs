@@ -20,12 +20,14 @@ use portal_api::{
     ApiKey, BackupMethod, Curve, SecretShare, SharePairStatus, SharePairUpdateStatus,
 };
 
+use zeroize::Zeroizing;
+
 use crate::clock::{Clock, Millis, format_iso, parse_iso};
 use crate::config::StatusView;
 use crate::error_body::ApiError;
 use crate::report::{Recorder, ViolationKind};
 use crate::rng::SimRng;
-use crate::shares::{self, PairKind, WalletKey};
+use crate::shares::{self, WalletKey};
 
 /// A Client Session Token expires after this long without use.
 const SESSION_IDLE: i64 = 24 * 3600 * 1000;
@@ -38,7 +40,6 @@ const EJECT_MIN: i64 = 60 * 1000;
 
 const ID_ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 const HEX: &[u8] = b"0123456789abcdef";
-const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 
 /// A custodian and its credentials, as the admin helpers hand them out.
 #[derive(Debug)]
@@ -103,6 +104,9 @@ struct Wallet {
     key: WalletKey,
     address: String,
     ejectable_until: Option<Millis>,
+    /// Whether a backup's shares were handed out for eject (prepare-eject or
+    /// ejectable-backup-shares).
+    eject_shares_served: bool,
     signing_pairs: Vec<String>,
     backup_pairs: Vec<String>,
 }
@@ -682,13 +686,9 @@ impl State {
         for curve in [Curve::Secp256k1, Curve::Ed25519] {
             let wallet_id = self.new_id();
             let pair_id = self.new_id();
-            let key = WalletKey::random(&mut self.rng);
-            let address = match curve {
-                Curve::Secp256k1 => format!("0x{}", self.rng.chars(HEX, 40)),
-                _ => self.rng.chars(BASE58, 44),
-            };
-            let share =
-                shares::client_share(&mut self.rng, client_id, &pair_id, PairKind::Signing, &key);
+            let key = WalletKey::random(&mut self.rng, &curve);
+            let address = key.address();
+            let share = shares::signing_share(&mut self.rng, client_id, &pair_id, &key);
             let created_at = self.clock.stamp();
             self.signing.insert(
                 pair_id.clone(),
@@ -711,6 +711,7 @@ impl State {
                     key,
                     address,
                     ejectable_until: None,
+                    eject_shares_served: false,
                     signing_pairs: vec![pair_id.clone()],
                     backup_pairs: Vec::new(),
                 },
@@ -800,15 +801,8 @@ impl State {
         let mut items = Vec::new();
         for (curve, wallet_id, key) in checked {
             let backup_pair_id = self.new_id();
-            let client_share = shares::client_share(
-                &mut self.rng,
-                client_id,
-                &backup_pair_id,
-                PairKind::Backup,
-                &key,
-            );
-            let custodian_share =
-                shares::custodian_backup_share(&mut self.rng, client_id, &backup_pair_id, &key);
+            let (client_share, custodian_share) =
+                shares::backup_shares(&mut self.rng, client_id, &backup_pair_id, &key);
             items.push(PlannedBackup {
                 webhook_method: format!("{}-{}", self.backup_method, curve),
                 curve,
@@ -896,13 +890,7 @@ impl State {
                 continue;
             };
             let pair_id = self.new_id();
-            let share = shares::client_share(
-                &mut self.rng,
-                &plan.client_id,
-                &pair_id,
-                PairKind::Signing,
-                &key,
-            );
+            let share = shares::signing_share(&mut self.rng, &plan.client_id, &pair_id, &key);
             let created_at = self.clock.stamp();
             self.signing.insert(
                 pair_id.clone(),
@@ -1109,12 +1097,7 @@ impl State {
         clear_window: bool,
     ) -> Result<EjectableBackupShares, ApiError> {
         self.require_portal_managed()?;
-        let now = self.clock.now();
-        let open = self
-            .own_wallet(client_id, wallet_id)?
-            .ejectable_until
-            .is_some_and(|until| now < until);
-        if !open {
+        if !self.eject_window_open(client_id, wallet_id)? {
             return Err(ApiError::state_invalid(
                 "the wallet is not ejectable (enable-eject first; windows expire)",
             ));
@@ -1124,21 +1107,40 @@ impl State {
             encrypted_client_backup_share: pair.cipher_text.clone(),
             custodian_backup_share: copy(&pair.custodian_share),
         };
-        if clear_window && let Some(w) = self.wallets.get_mut(wallet_id) {
-            w.ejectable_until = None;
+        if let Some(w) = self.wallets.get_mut(wallet_id) {
+            w.eject_shares_served = true;
+            if clear_window {
+                w.ejectable_until = None;
+            }
         }
         Ok(out)
     }
 
+    /// Whether the custodian opened the wallet's eject window and it has not expired.
+    fn eject_window_open(&self, client_id: &str, wallet_id: &str) -> Result<bool, ApiError> {
+        let now = self.clock.now();
+        Ok(self
+            .own_wallet(client_id, wallet_id)?
+            .ejectable_until
+            .is_some_and(|until| now < until))
+    }
+
+    /// The client-side `prepare-eject`: the custodian share of the newest completed pair of
+    /// `method`, only inside an enable-eject window.
     pub(crate) fn prepare_eject(
-        &self,
+        &mut self,
         client_id: &str,
         wallet_id: &str,
         method: &BackupMethod,
     ) -> Result<SecretShare, ApiError> {
         self.require_portal_managed()?;
+        if !self.eject_window_open(client_id, wallet_id)? {
+            return Err(ApiError::state_invalid(
+                "the wallet is not ejectable (the custodian must enable-eject first; windows expire)",
+            ));
+        }
         let wallet = self.own_wallet(client_id, wallet_id)?;
-        wallet
+        let share = wallet
             .backup_pairs
             .iter()
             .rev()
@@ -1149,7 +1151,11 @@ impl State {
                 ApiError::state_invalid(format!(
                     "the wallet has no completed backup with method {method}"
                 ))
-            })
+            })?;
+        if let Some(w) = self.wallets.get_mut(wallet_id) {
+            w.eject_shares_served = true;
+        }
+        Ok(share)
     }
 
     pub(crate) fn complete_eject(&self, client_id: &str, wallet_id: &str) -> Result<(), ApiError> {
@@ -1160,10 +1166,40 @@ impl State {
         let now = self.clock.now();
         let client = self
             .clients
+            .get(client_id)
+            .ok_or_else(|| ApiError::not_found("client not found"))?;
+        let unfetched: Vec<String> = client
+            .wallets
+            .values()
+            .filter_map(|id| self.wallets.get(id))
+            .filter(|w| !w.eject_shares_served && self.completed_backup(client_id, &w.id).is_ok())
+            .map(|w| w.curve.to_string())
+            .collect();
+        if self.backup_with_portal && client.ejected_at.is_none() && !unfetched.is_empty() {
+            self.recorder.violation(
+                ViolationKind::MarkedEjectedEarly,
+                client_id,
+                None,
+                format!("wallets never ejected: {}", unfetched.join(", ")),
+            );
+        }
+        let client = self
+            .clients
             .get_mut(client_id)
             .ok_or_else(|| ApiError::not_found("client not found"))?;
         let at = *client.ejected_at.get_or_insert(now);
         Ok(format_iso(at))
+    }
+
+    /// The backup method Portal records for the backups that follow (`/v1/backup` carries
+    /// none: Portal takes it from the SDK's context).
+    pub(crate) fn set_backup_method(&mut self, method: BackupMethod) {
+        self.backup_method = method;
+    }
+
+    /// The real private key of a wallet, in hex (tests compare an eject with it).
+    pub(crate) fn wallet_private_key_hex(&self, wallet_id: &str) -> Option<Zeroizing<String>> {
+        self.wallets.get(wallet_id).map(|w| w.key.private_key_hex())
     }
 
     pub(crate) fn advance_clock(&mut self, by: Duration) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use portal_api::client_api::{EjectClientRequest, PrepareEjectRequest, SharePairStatusUpdate};
 use portal_api::custodian_api::{CreateClientRequest, CreateSessionRequest, ListClientsQuery};
 use portal_api::{BackupMethod, Curve, SharePairStatus, SharePairUpdateStatus};
-use portal_sim::{PortalSim, SimConfig, StatusView};
+use portal_sim::{PortalSim, SimConfig, StatusView, ViolationKind};
 use serde_json::{Value, json};
 use support::{
     assert_bare_401, backed_up, client_for, decode_share, enable_eject, error_message, http,
@@ -382,17 +382,42 @@ async fn eject_window_custodian_and_client_routes() {
     assert_eq!(err.status(), Some(400));
     assert!(error_message(&err).contains("at least 1 minute"));
 
-    // prepare-eject, complete-eject, eject.
-    let prepared = client
-        .prepare_eject(
+    // prepare-eject answers only inside a window, then complete-eject, eject.
+    let prepare = || {
+        client.prepare_eject(
             &secp.id,
             &PrepareEjectRequest {
                 backup_method: BackupMethod::Custom,
             },
         )
+    };
+    assert_eq!(
+        prepare().await.unwrap_err().error_id(),
+        Some("STATE_INVALID")
+    );
+    enable_eject(&client, &keys.client_id, &secp.id, None)
         .await
         .unwrap();
+    let prepared = prepare().await.unwrap();
     assert!(prepared.share.expose_secret().contains("backupSharePairId"));
+    // The shares are real: the backup's client share and this custodian share rebuild the
+    // wallet's key, which matches its publicKey at Portal.
+    let rebuilt = eject::combine(
+        eject::Curve::Secp256k1,
+        &eject::ClientShare::parse(backup.secp256k1.as_ref().unwrap().share.expose_secret())
+            .unwrap(),
+        &eject::CustodianShare::parse(prepared.share.expose_secret()).unwrap(),
+        &eject::Expected {
+            backup_share_pair_id: Some(bp),
+            portal_wallet_public_key: secp.public_key.as_deref(),
+        },
+    )
+    .unwrap();
+    assert_eq!(rebuilt.portal_wallet_key(), eject::PortalKeyCheck::Matched);
+    assert_eq!(
+        rebuilt.private_key_hex(),
+        sim.wallet_private_key_hex(&secp.id).unwrap()
+    );
     client.complete_eject(&secp.id).await.unwrap();
     client
         .eject_client(&EjectClientRequest {
@@ -404,9 +429,21 @@ async fn eject_window_custodian_and_client_routes() {
     assert!(client.client_me().await.unwrap().ejected_at.is_some());
 
     let report = sim.report();
-    // The refusals above, and nothing else.
-    assert!(report.violations.is_empty(), "{report}");
-    assert_eq!(report.rejected_requests(), 4, "{report}");
+    // The refusals above, and one tool invariant: the client was marked ejected although its
+    // ed25519 wallet's shares were never fetched (Portal permits that).
+    let early: Vec<_> = report
+        .violations_of(ViolationKind::MarkedEjectedEarly)
+        .collect();
+    assert_eq!(early.len(), 1, "{report}");
+    assert!(early[0].detail.contains("ED25519"), "{report}");
+    assert_eq!(report.violations.len(), 1, "{report}");
+    assert!(
+        report
+            .to_string()
+            .contains("violations of this tool's invariants (Portal permits these)"),
+        "{report}"
+    );
+    assert_eq!(report.rejected_requests(), 5, "{report}");
 }
 
 #[tokio::test]

@@ -40,7 +40,9 @@
 //!   `GET /api/v3/clients/me` per line, to find the journal entry).
 //! * **Sharded:** with [`BulkOptions::with_shard`] `i/n`, a run takes the lines whose index
 //!   (line number − 1) is `i` modulo `n`; the `n` shards `0/n` … `n-1/n` together take every
-//!   line exactly once, so a job array can split one input without coordination.
+//!   line exactly once, so a job array can split one input without coordination. In a pod of
+//!   a Kubernetes Indexed Job, [`Shard::from_job_index`] takes `i` from
+//!   [`JOB_COMPLETION_INDEX`] and `n` from the Job's completions.
 //! * **Rate limit:** every line's Portal client is derived from the flow's client with
 //!   [`portal_api::Client::with_client_api_key`] or
 //!   [`with_client_session_token`](portal_api::Client::with_client_session_token), and so
@@ -132,6 +134,101 @@ impl Shard {
     #[must_use]
     pub fn selects(&self, line_index: u64) -> bool {
         line_index.checked_rem(u64::from(self.count)) == Some(u64::from(self.index))
+    }
+}
+
+/// The variable Kubernetes sets in every pod of an Indexed Job (`completionMode: Indexed`): the
+/// pod's completion index, `0` … `completions − 1`.
+pub const JOB_COMPLETION_INDEX: &str = "JOB_COMPLETION_INDEX";
+
+/// Why an Indexed Job's environment names no usable shard (see [`Shard::from_job_index`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobShardError {
+    /// The completion index is set but no shard count was given: taking every line in each
+    /// of the Job's pods would run them all over the same clients.
+    #[error(
+        "{JOB_COMPLETION_INDEX}={index} names a shard index, but no shard count is given (the Job's completions)"
+    )]
+    CountMissing {
+        /// The completion index.
+        index: u32,
+    },
+    /// A shard count was given but no completion index: not a pod of an Indexed Job, so every
+    /// pod would take the same shard.
+    #[error(
+        "a shard count ({count}) is given, but {JOB_COMPLETION_INDEX} is not set: not a pod of an Indexed Job (completionMode: Indexed)"
+    )]
+    IndexMissing {
+        /// The shard count.
+        count: u32,
+    },
+    /// The completion index is not a whole number.
+    #[error("{JOB_COMPLETION_INDEX}={value:?} is not a shard index (a whole number from 0)")]
+    IndexNotANumber {
+        /// The variable's value (an index is no secret).
+        value: String,
+    },
+    /// The shard count is 0.
+    #[error("the shard count is 0; it must be the Job's completions, at least 1")]
+    CountZero,
+    /// The completion index is not below the shard count: the count is not the Job's
+    /// completions.
+    #[error(
+        "{JOB_COMPLETION_INDEX}={index} is not below the shard count {count}: the count must be the Job's completions"
+    )]
+    IndexOutOfRange {
+        /// The completion index.
+        index: u32,
+        /// The shard count.
+        count: u32,
+    },
+}
+
+impl Shard {
+    /// The shard of a pod of a Kubernetes Indexed Job: `index` is the value of
+    /// [`JOB_COMPLETION_INDEX`] (`None` when it is unset or empty) and `count` the number of
+    /// shards, which must be the Job's `completions`. `Ok(None)` when neither is given: the
+    /// run takes every line.
+    ///
+    /// ```
+    /// use backup_flow::bulk::{JobShardError, Shard};
+    ///
+    /// assert_eq!(Shard::from_job_index(Some("2"), Some(4))?, Some(Shard::new(2, 4)?));
+    /// assert_eq!(Shard::from_job_index(None, None)?, None);
+    /// assert_eq!(
+    ///     Shard::from_job_index(Some("2"), None),
+    ///     Err(JobShardError::CountMissing { index: 2 })
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`JobShardError`] when only one of the two is given, the index is not a number, the
+    /// count is 0 or the index is not below the count.
+    pub fn from_job_index(
+        index: Option<&str>,
+        count: Option<u32>,
+    ) -> std::result::Result<Option<Self>, JobShardError> {
+        let index = match index.map(str::trim).filter(|i| !i.is_empty()) {
+            None => {
+                return match count {
+                    None => Ok(None),
+                    Some(count) => Err(JobShardError::IndexMissing { count }),
+                };
+            }
+            Some(text) => text
+                .parse::<u32>()
+                .map_err(|_| JobShardError::IndexNotANumber {
+                    value: text.to_owned(),
+                })?,
+        };
+        match count {
+            None => Err(JobShardError::CountMissing { index }),
+            Some(0) => Err(JobShardError::CountZero),
+            Some(count) if index >= count => Err(JobShardError::IndexOutOfRange { index, count }),
+            Some(count) => Ok(Some(Self { index, count })),
+        }
     }
 }
 
@@ -337,6 +434,8 @@ pub struct BulkReport {
     pub lines: u64,
     /// Lines of this shard, each of which got a result.
     pub selected: u64,
+    /// Lines of other shards, left to them (`lines − selected` once the input is read).
+    pub skipped_by_shard: u64,
     /// Lines confirmed (including those confirmed by an earlier run).
     pub confirmed: u64,
     /// Of those, lines an earlier run had already confirmed.
@@ -352,6 +451,12 @@ impl BulkReport {
     #[must_use]
     pub fn is_success(&self) -> bool {
         self.failed == 0
+    }
+
+    /// Lines backed up by this run: confirmed, and not already by an earlier one.
+    #[must_use]
+    pub fn backed_up(&self) -> u64 {
+        self.confirmed.saturating_sub(self.already_confirmed)
     }
 
     fn count(&mut self, result: &LineResult) {
@@ -437,7 +542,10 @@ impl Flow {
                         self.start(item, &mut tasks, &mut in_flight, &mut options);
                     }
                 }
-                Next::Input(Some(FromReader::End { lines })) => report.lines = lines,
+                Next::Input(Some(FromReader::End { lines, skipped })) => {
+                    report.lines = lines;
+                    report.skipped_by_shard = skipped;
+                }
                 Next::Input(Some(FromReader::Failed(e))) => {
                     input_error = Some(e);
                     input_open = false;
@@ -541,7 +649,7 @@ enum Next {
 
 enum FromReader {
     Item(Item),
-    End { lines: u64 },
+    End { lines: u64, skipped: u64 },
     Failed(std::io::Error),
 }
 
@@ -589,6 +697,7 @@ fn read_input<R: BufRead>(mut input: R, shard: Option<Shard>, tx: &mpsc::Sender<
     let mut buf = Zeroizing::new(Vec::with_capacity(MAX_LINE_BYTES));
     let mut index: u64 = 0;
     let mut lines: u64 = 0;
+    let mut skipped: u64 = 0;
     loop {
         buf.clear();
         let read = match read_line_capped(&mut input, &mut buf) {
@@ -609,6 +718,7 @@ fn read_input<R: BufRead>(mut input: R, shard: Option<Shard>, tx: &mpsc::Sender<
         };
         lines = lines.saturating_add(1);
         if !shard.is_none_or(|s| s.selects(this)) {
+            skipped = skipped.saturating_add(1);
             continue;
         }
         let parsed = if too_long {
@@ -624,7 +734,7 @@ fn read_input<R: BufRead>(mut input: R, shard: Option<Shard>, tx: &mpsc::Sender<
             return;
         }
     }
-    let _ = tx.blocking_send(FromReader::End { lines });
+    let _ = tx.blocking_send(FromReader::End { lines, skipped });
 }
 
 enum LineRead {
@@ -835,5 +945,58 @@ mod tests {
         for bad in ["3/3", "1/0", "x", "1/", "-1/2"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn job_completion_indexes_name_a_shard_or_a_typed_error() {
+        use JobShardError::*;
+        let job = Shard::from_job_index;
+        assert_eq!(job(Some("0"), Some(1)), Ok(Some(Shard::new(0, 1).unwrap())));
+        assert_eq!(
+            job(Some(" 3\n"), Some(4)),
+            Ok(Some(Shard::new(3, 4).unwrap()))
+        );
+        assert_eq!(job(None, None), Ok(None));
+        assert_eq!(job(Some(""), None), Ok(None), "an empty variable is unset");
+        assert_eq!(job(Some("3"), None), Err(CountMissing { index: 3 }));
+        assert_eq!(job(None, Some(4)), Err(IndexMissing { count: 4 }));
+        assert_eq!(job(Some(" "), Some(4)), Err(IndexMissing { count: 4 }));
+        assert_eq!(
+            job(Some("4"), Some(4)),
+            Err(IndexOutOfRange { index: 4, count: 4 })
+        );
+        assert_eq!(job(Some("0"), Some(0)), Err(CountZero));
+        for bad in ["-1", "1/4", "x", "4294967296"] {
+            assert_eq!(
+                job(Some(bad), Some(4)),
+                Err(IndexNotANumber { value: bad.into() })
+            );
+        }
+        let text = CountMissing { index: 3 }.to_string();
+        assert!(text.starts_with("JOB_COMPLETION_INDEX=3 "), "{text}");
+        let text = IndexOutOfRange { index: 4, count: 4 }.to_string();
+        assert!(text.contains("not below the shard count 4"), "{text}");
+    }
+
+    #[test]
+    fn the_reader_counts_the_lines_left_to_other_shards() {
+        let (tx, mut rx) = mpsc::channel(64);
+        // Indexes 0 a, 1 b, 2 blank, 3 c, 4 d, 5 e: shard 1/2 takes b, c and e.
+        read_input(
+            &b"a\nb\n\nc\nd\ne"[..],
+            Some(Shard::new(1, 2).unwrap()),
+            &tx,
+        );
+        drop(tx);
+        let (mut taken, mut end) = (Vec::new(), None);
+        while let Ok(message) = rx.try_recv() {
+            match message {
+                FromReader::Item(item) => taken.push(item.line),
+                FromReader::End { lines, skipped } => end = Some((lines, skipped)),
+                FromReader::Failed(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(taken, [2, 4, 6]);
+        assert_eq!(end, Some((5, 2)));
     }
 }

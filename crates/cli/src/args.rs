@@ -33,9 +33,12 @@ Store URIs (--store):
 Exit codes:
   0  success
   1  failed; running the same command again will not help until something is changed
-  2  usage error (bad arguments)
+     (bulk backup: a line failed for good, or the run stopped)
+  2  usage error (bad arguments; bulk backup: a shard JOB_COMPLETION_INDEX and
+     --shard-count cannot name)
   3  failed for a reason that may pass (Portal, the KMS or the store unavailable or
-     throttling): run the same command again to resume where it stopped
+     throttling): run the same command again to resume where it stopped (bulk backup:
+     every failed line may pass)
   4  verify: a share is missing or does not open as the share it is stored for
 
 Results go to stdout as JSON, logs and progress to stderr (RUST_LOG=info for more).";
@@ -205,13 +208,22 @@ pub(crate) struct BulkBackup {
     /// `off` for none [default: Portal's published limits, 200 and 50]
     #[arg(long, value_name = "PER_MINUTE")]
     pub(crate) rate_limit: Option<RateLimitArg>,
-    /// Take only the lines whose index (line number - 1) is i modulo n
+    /// Take only the lines whose index (line number - 1) is i modulo n [default: in a pod of
+    /// a Kubernetes Indexed Job, i from JOB_COMPLETION_INDEX and n from --shard-count]
     #[arg(long, value_name = "i/n")]
     pub(crate) shard: Option<Shard>,
+    /// The number of shards (the Job's completions) when the shard index comes from
+    /// JOB_COMPLETION_INDEX
+    #[arg(long, env = "PORTAL_BACKUP_SHARD_COUNT", value_name = "N")]
+    pub(crate) shard_count: Option<u32>,
     /// Write the result lines to this file (replaced) instead of stdout; stdout then gets
     /// the run's summary
     #[arg(long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// Also write the run's summary (one JSON line: exit code, counts, shard) to this file,
+    /// replaced; in Kubernetes, /dev/termination-log puts it in the pod's status
+    #[arg(long, value_name = "FILE")]
+    pub(crate) summary: Option<PathBuf>,
 }
 
 /// `--rate-limit`: a number of requests a minute, or `off`.

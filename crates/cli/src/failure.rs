@@ -13,6 +13,8 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Exit code: failed, and running the same command again will not help by itself.
 pub(crate) const EXIT_FAILED: u8 = 1;
+/// Exit code: a usage error (what clap reports for bad arguments, and bad settings found later).
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit code: failed for a reason that may pass; running the same command again resumes.
 pub(crate) const EXIT_RETRYABLE: u8 = 3;
 /// Exit code: `verify` found a share that is missing or does not open as its identity.
@@ -81,6 +83,23 @@ impl Failure {
     /// The process exit code.
     pub(crate) fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.code)
+    }
+
+    /// The exit code as a number.
+    pub(crate) fn code(&self) -> u8 {
+        self.code
+    }
+
+    /// The summary and its cause chain on one line (for machine-readable summaries).
+    pub(crate) fn message(&self) -> String {
+        match self.source.as_deref() {
+            Some(source) => format!(
+                "{}: {}",
+                self.summary,
+                one_line(source as &(dyn StdError + 'static))
+            ),
+            None => self.summary.clone(),
+        }
     }
 
     /// The text printed on stderr.

@@ -11,7 +11,8 @@
 //!   eject --client-id <id> --out <file>       as the custodian: both backup shares per wallet
 //!   rotate --to-kms <uri>… [--client-id <id>]…  rewrap every stored ciphertext
 //!   bulk backup --input <file.jsonl|->        many clients; [--concurrency N]
-//!               [--rate-limit <per minute>|off] [--shard i/n] [--output <file>]
+//!               [--rate-limit <per minute>|off] [--shard i/n | --shard-count N]
+//!               [--output <file>] [--summary <file>]
 //!   demo                                      the whole job against a simulated Portal
 //!   serve-webhook --listen <addr:port> [--secret-file <file>] [--tls-cert <pem> --tls-key <pem>]
 //!                 [--allow <portal|loopback|cidr>]… [--trust-forwarded-for] [--base-path <path>]
@@ -22,6 +23,10 @@
 //!   --portal-api-url (PORTAL_API_URL)   --portal-mpc-url (PORTAL_MPC_URL)
 //!   --kms <uri>… (PORTAL_BACKUP_KMS, comma-separated)   --store <uri> (PORTAL_BACKUP_STORE)
 //!   --state-dir <dir> (PORTAL_BACKUP_STATE_DIR)
+//!
+//! bulk backup in a Kubernetes Indexed Job: the shard index from JOB_COMPLETION_INDEX, the
+//! count from --shard-count (PORTAL_BACKUP_SHARD_COUNT); --summary <file> gets one JSON line
+//! with the exit code and the counts
 //! ```
 //!
 //! Results go to stdout as JSON; logs (`RUST_LOG`), progress and errors to stderr. An error

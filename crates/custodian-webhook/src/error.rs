@@ -68,6 +68,17 @@ pub enum Error {
         #[source]
         source: Box<storage::StorageError>,
     },
+    /// Another share of this client and backup method was stored while this request was
+    /// under way (after it arrived): this one changed nothing, so the share stored meanwhile
+    /// stays. Retryable: sending the request again stores its share over the one stored now.
+    #[error(
+        "another share of this client and backup method was stored while this one was under \
+         way; this one was not stored"
+    )]
+    Superseded {
+        /// The store's name.
+        store: &'static str,
+    },
     /// The listener or a socket failed.
     #[error("webhook server I/O error")]
     Io(#[source] std::io::Error),
@@ -80,6 +91,8 @@ impl Error {
         match self {
             Self::Store { source, .. } => source.is_retryable(),
             Self::Seal(e) | Self::Open(e) => e.is_retryable(),
+            // A new request reads the share stored now and replaces it.
+            Self::Superseded { .. } => true,
             _ => false,
         }
     }

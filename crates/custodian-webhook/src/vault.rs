@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use envelope::{EncryptionContext, Keyring};
-use storage::{BackupKey, BackupStore, PutOptions, ShareKind, StorageError};
+use storage::{BackupKey, BackupStore, ObjectVersion, PutOptions, ShareKind, StorageError};
 
 use crate::error::Error;
 use crate::secret::Share;
@@ -28,26 +28,54 @@ const CURVE_SUFFIXES: [&str; 2] = ["SECP256K1", "ED25519"];
 /// [`WriteStrategy::Generations`].
 const GENERATION_PREFIX: &str = "gen-";
 
-/// Attempts at a create-only put of the next generation before giving up (only concurrent
-/// backups of one client and method collide).
-const GENERATION_ATTEMPTS: usize = 8;
-
 /// How a new share replaces the previous share of the same client and backup method, chosen
 /// from the store's [`Capabilities`](storage::Capabilities). Either way the previous share
 /// stays readable until the new one is durably stored.
+///
+/// A backup replaces only the share the store held when the request arrived: if another
+/// request stored a share of the same client and method in the meantime (a slow write
+/// overtaken by a newer one, on another replica or past the request deadline), this one
+/// changes nothing and fails with [`Error::Superseded`]. [`CompareAndSwap`] and
+/// [`Generations`] guarantee that; [`Overwrite`] cannot, and there the last write to land
+/// wins.
+///
+/// [`CompareAndSwap`]: WriteStrategy::CompareAndSwap
+/// [`Generations`]: WriteStrategy::Generations
+/// [`Overwrite`]: WriteStrategy::Overwrite
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WriteStrategy {
-    /// The store overwrites atomically: a put with
-    /// [`PutMode::Overwrite`](storage::PutMode::Overwrite) under
-    /// [`BackupKey::custodian_backup`]`(client, method)`. A reader sees the old share or the
+    /// The store overwrites atomically and can compare and swap
+    /// ([`Capabilities::compare_and_swap`](storage::Capabilities::compare_and_swap):
+    /// PostgreSQL, S3, GCS, Azure, the file store): the version stored under
+    /// [`BackupKey::custodian_backup`]`(client, method)` is read as the request arrives, and
+    /// the new share is put with [`PutMode::Update`](storage::PutMode::Update) from that
+    /// version (or create-only when nothing was stored). A reader sees the old share or the
     /// new one, never neither.
+    CompareAndSwap,
+    /// The store overwrites atomically but cannot compare (a Portal-like or replicated
+    /// store): a put with [`PutMode::Overwrite`](storage::PutMode::Overwrite). A write still
+    /// under way when a newer one lands can land after it and replace it.
     Overwrite,
     /// The store cannot overwrite atomically but can create-only and list: each share is
-    /// written create-only as a new generation (`gen-00000000000000000001`, … in the key's
-    /// share-pair-id slot); fetch returns the newest generation per method; older generations
-    /// are deleted once the new one is stored (when the store can delete).
+    /// written create-only as the generation after the newest one stored when the request
+    /// arrived (`gen-00000000000000000001`, … in the key's share-pair-id slot); fetch returns
+    /// the newest generation per method; older generations are deleted once the new one is
+    /// stored (when the store can delete).
     Generations,
+}
+
+/// What the store held for one client and method when a backup request arrived: what its
+/// write may replace.
+enum Arrival {
+    /// This version (compare and swap from it).
+    Version(ObjectVersion),
+    /// Nothing (create only).
+    Absent,
+    /// Unknown: the store cannot compare (overwrite).
+    Unversioned,
+    /// These generations, oldest first (create the next one only).
+    Generations(Vec<(u64, BackupKey)>),
 }
 
 /// Custodian backup shares, envelope-encrypted with a [`Keyring`] and kept in a
@@ -102,7 +130,9 @@ impl ShareVault {
             });
         }
         let caps = store.capabilities();
-        let strategy = if caps.overwrite {
+        let strategy = if caps.overwrite && caps.compare_and_swap {
+            WriteStrategy::CompareAndSwap
+        } else if caps.overwrite {
             WriteStrategy::Overwrite
         } else if caps.conditional_create && caps.list {
             WriteStrategy::Generations
@@ -178,10 +208,13 @@ impl ShareVault {
     }
 
     /// Seals `share` and stores it as the share of `client_id` and `backup_method`, replacing
-    /// the previous one only once the new one is durable (see [`WriteStrategy`]).
+    /// the previous one only once the new one is durable, and only if it is still the one
+    /// stored when this call began (see [`WriteStrategy`]).
     ///
     /// # Errors
-    /// As [`check`](Self::check); [`Error::Seal`] when the KMS fails; [`Error::Store`].
+    /// As [`check`](Self::check); [`Error::Seal`] when the KMS fails; [`Error::Superseded`]
+    /// when another share of this client and method was stored meanwhile (nothing was
+    /// stored); [`Error::Store`].
     pub async fn store(
         &self,
         client_id: &str,
@@ -189,68 +222,83 @@ impl ShareVault {
         share: &Share,
     ) -> Result<(), Error> {
         self.check(client_id, backup_method)?;
+        // Before sealing (a KMS round trip): the write replaces only what is stored now.
+        let arrival = self.arrival(client_id, backup_method).await?;
         let context = context(client_id, backup_method).map_err(Error::Seal)?;
         let sealed = Bytes::from(
             envelope::seal(&self.keyring, &context, share.expose_secret().as_bytes())
                 .await
                 .map_err(Error::Seal)?,
         );
-        match self.strategy {
-            WriteStrategy::Overwrite => {
-                let key = custodian_key(client_id, backup_method, None)?;
-                self.store
-                    .put(&key, sealed, PutOptions::overwrite())
-                    .await
-                    .map_err(|e| self.store_error("put", e))
+        let key = custodian_key(client_id, backup_method, None)?;
+        let options = match arrival {
+            Arrival::Version(version) => PutOptions::update(version),
+            Arrival::Absent => PutOptions::create(),
+            Arrival::Unversioned => PutOptions::overwrite(),
+            Arrival::Generations(existing) => {
+                return self
+                    .store_generation(client_id, backup_method, existing, sealed)
+                    .await;
             }
-            WriteStrategy::Generations => {
-                self.store_generation(client_id, backup_method, sealed)
-                    .await
-            }
+        };
+        match self.store.put(&key, sealed, options).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_conflict() || e.is_already_exists() => Err(self.superseded()),
+            Err(e) => Err(self.store_error("put", e)),
         }
     }
 
+    /// What the store holds for `client_id` and `backup_method` now.
+    async fn arrival(&self, client_id: &str, backup_method: &str) -> Result<Arrival, Error> {
+        let caps = self.store.capabilities();
+        match self.strategy {
+            WriteStrategy::CompareAndSwap => {
+                let key = custodian_key(client_id, backup_method, None)?;
+                match self.store.get_versioned(&key).await {
+                    Ok((_, version)) => Ok(Arrival::Version(version)),
+                    Err(e) if e.is_not_found() && caps.conditional_create => Ok(Arrival::Absent),
+                    // No create-only put to guard the first share with; or a wrapper store
+                    // that claims compare and swap but does not forward `get_versioned`.
+                    Err(e) if e.is_not_found() || e.is_not_supported() => Ok(Arrival::Unversioned),
+                    Err(e) => Err(self.store_error("get", e)),
+                }
+            }
+            WriteStrategy::Overwrite => Ok(Arrival::Unversioned),
+            WriteStrategy::Generations => Ok(Arrival::Generations(
+                self.generations(client_id, backup_method).await?,
+            )),
+        }
+    }
+
+    /// Creates the generation after the newest of `existing` (what was stored when the
+    /// request arrived), then deletes `existing`.
     async fn store_generation(
         &self,
         client_id: &str,
         backup_method: &str,
+        existing: Vec<(u64, BackupKey)>,
         sealed: Bytes,
     ) -> Result<(), Error> {
-        for _ in 0..GENERATION_ATTEMPTS {
-            let existing = self.generations(client_id, backup_method).await?;
-            let next = existing.last().map_or(1, |(g, _)| g.saturating_add(1));
-            let key = custodian_key(client_id, backup_method, Some(next))?;
-            match self
-                .store
-                .put(&key, sealed.clone(), PutOptions::create())
-                .await
-            {
-                Ok(()) => {
-                    if self.store.capabilities().delete {
-                        for (_, old) in existing {
-                            if let Err(e) = self.store.delete(&old).await {
-                                tracing::warn!(
-                                    key = %old,
-                                    error = %storage::Report(&e),
-                                    "could not delete an older generation of a custodian share"
-                                );
-                            }
-                        }
-                    }
-                    return Ok(());
+        let next = existing.last().map_or(1, |(g, _)| g.saturating_add(1));
+        let key = custodian_key(client_id, backup_method, Some(next))?;
+        match self.store.put(&key, sealed, PutOptions::create()).await {
+            Ok(()) => {}
+            // Another backup of this client and method created it first.
+            Err(e) if e.is_already_exists() => return Err(self.superseded()),
+            Err(e) => return Err(self.store_error("put", e)),
+        }
+        if self.store.capabilities().delete {
+            for (_, old) in existing {
+                if let Err(e) = self.store.delete(&old).await {
+                    tracing::warn!(
+                        key = %old,
+                        error = %storage::Report(&e),
+                        "could not delete an older generation of a custodian share"
+                    );
                 }
-                Err(e) if e.is_already_exists() => {}
-                Err(e) => return Err(self.store_error("put", e)),
             }
         }
-        Err(Error::Store {
-            operation: "put",
-            store: self.store.name(),
-            source: Box::new(StorageError::Unavailable {
-                backend: self.store.name(),
-                source: "too many concurrent backups of one client and method".into(),
-            }),
-        })
+        Ok(())
     }
 
     /// The generation keys of one client and method, oldest first.
@@ -349,6 +397,12 @@ impl ShareVault {
             }
         }
         Ok(shares)
+    }
+
+    fn superseded(&self) -> Error {
+        Error::Superseded {
+            store: self.store.name(),
+        }
     }
 
     fn store_error(&self, operation: &'static str, source: StorageError) -> Error {

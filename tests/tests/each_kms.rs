@@ -37,6 +37,7 @@ struct Counting {
 }
 
 #[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
 impl KeyEncryptionKey for Counting {
     fn provider(&self) -> &str {
         self.inner.provider()
@@ -46,6 +47,10 @@ impl KeyEncryptionKey for Counting {
     }
     fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
         self.inner.can_unwrap(key_ref)
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.current_key_ref().await
     }
     async fn wrap(
         &self,

@@ -57,6 +57,7 @@ impl FlakyKek {
 }
 
 #[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
 impl KeyEncryptionKey for FlakyKek {
     fn provider(&self) -> &str {
         self.inner.provider()
@@ -66,6 +67,17 @@ impl KeyEncryptionKey for FlakyKek {
     }
     fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
         self.inner.can_unwrap(key_ref)
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        self.inner.current_key_ref().await
+    }
+    /// A fresh key is one wrap, and fails like one.
+    async fn generate_data_key(
+        &self,
+        context: &EncryptionContext,
+    ) -> Result<(DataKey, WrappedKey), KmsError> {
+        self.check(&self.wrap_calls, self.wraps)?;
+        self.inner.generate_data_key(context).await
     }
     async fn wrap(
         &self,

@@ -300,6 +300,21 @@ impl AwsKms {
         destination.wrapped(out.key_id(), out.ciphertext_blob())
     }
 
+    /// The key ARN the configured key id or alias stands for now: one `DescribeKey`.
+    async fn describe(&self) -> Result<String, KmsError> {
+        let out = self
+            .client
+            .describe_key()
+            .key_id(&self.key_id)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.key_id, false))?;
+        out.key_metadata()
+            .and_then(|m| m.arn())
+            .map(str::to_owned)
+            .ok_or_else(|| backend("DescribeKey response has no KeyMetadata.Arn"))
+    }
+
     /// The wrapped key for a response's key ARN and blob, refusing a key this KEK does not
     /// stand for.
     fn wrapped(&self, arn: Option<&str>, blob: Option<&Blob>) -> Result<WrappedKey, KmsError> {
@@ -397,6 +412,23 @@ impl KeyEncryptionKey for AwsKms {
 
     fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
         key_ref.provider() == PROVIDER && self.matcher.accepts(&self.key_id, key_ref.key_id())
+    }
+
+    /// The key ARN a wrap records now: a configured key ARN itself (no call); otherwise the
+    /// `KeyMetadata.Arn` of one `DescribeKey` on the configured key id or alias (an alias is
+    /// resolved on every call, since it can be repointed; needs `kms:DescribeKey`).
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        let arn = match self.matcher {
+            KeyMatcher::KeyArn => self.key_id.clone(),
+            _ => self.describe().await?,
+        };
+        if !self.matcher.accepts(&self.key_id, &arn) {
+            return Err(backend(format!(
+                "KMS resolved {:?} to {arn:?}, which is not a key of the configured key",
+                self.key_id
+            )));
+        }
+        KeyRef::new(PROVIDER, arn).map_err(backend)
     }
 
     async fn wrap(

@@ -44,6 +44,7 @@ pub const CHECKS: &[&str] = &[
     "tampered_wrap_rejected",
     "foreign_wrap_rejected",
     "key_ref_recorded",
+    "current_key_ref_exact",
     "concurrent_use",
 ];
 
@@ -57,6 +58,7 @@ pub async fn check_kek(kek: &dyn KeyEncryptionKey) -> Outcome {
     tampered_wrap_rejected(kek).await?;
     foreign_wrap_rejected(kek).await?;
     key_ref_recorded(kek).await?;
+    current_key_ref_exact(kek).await?;
     concurrent_use(kek).await
 }
 
@@ -275,6 +277,77 @@ pub async fn key_ref_recorded(kek: &dyn KeyEncryptionKey) -> Outcome {
     Ok(())
 }
 
+/// [`current_key_ref`](KeyEncryptionKey::current_key_ref) is exactly the key reference that a
+/// fresh `wrap` and `generate_data_key` record, with this KEK's provider and accepted by
+/// `can_unwrap`; and a wrapped key of another KEK is not current. A KEK that calls a retired or
+/// foreign key current would make rotation skip envelopes that are still under that key.
+///
+/// (Run it while nobody rotates the key under test: a primary version that moves between the
+/// lookup and the wrap is a real change, not a defect, but this check would report it.)
+///
+/// # Errors
+/// A [`Failure`] naming this check.
+pub async fn current_key_ref_exact(kek: &dyn KeyEncryptionKey) -> Outcome {
+    const CHECK: &str = "current_key_ref_exact";
+    let ctx = context(CHECK);
+    let current = kek.current_key_ref().await.map_err(|e| {
+        fail(
+            CHECK,
+            format!("current_key_ref failed: {}", crate::Report(&e)),
+        )
+    })?;
+    let dek = key(CHECK)?;
+    let wrapped = wrap(CHECK, kek, &dek, &ctx).await?;
+    let (_, generated) = kek.generate_data_key(&ctx).await.map_err(|e| {
+        fail(
+            CHECK,
+            format!("generate_data_key failed: {}", crate::Report(&e)),
+        )
+    })?;
+    for (what, recorded) in [
+        ("wrap", wrapped.key_ref()),
+        ("generate_data_key", generated.key_ref()),
+    ] {
+        if recorded != &current {
+            return Err(fail(
+                CHECK,
+                format!("current_key_ref is {current}, but {what} recorded {recorded}"),
+            ));
+        }
+    }
+    if !kek.can_unwrap(&current) {
+        return Err(fail(
+            CHECK,
+            format!("the KEK does not accept its own current key reference {current}"),
+        ));
+    }
+    let foreign_kek =
+        LocalKek::generate().map_err(|e| fail(CHECK, format!("cannot make a foreign KEK: {e}")))?;
+    let foreign = wrap(CHECK, &foreign_kek, &dek, &ctx).await?;
+    if foreign.key_ref() == &current {
+        return Err(fail(
+            CHECK,
+            format!(
+                "another KEK's wrapped key {} is called current",
+                foreign.key_ref()
+            ),
+        ));
+    }
+    let again = kek.current_key_ref().await.map_err(|e| {
+        fail(
+            CHECK,
+            format!("current_key_ref failed: {}", crate::Report(&e)),
+        )
+    })?;
+    if again != current {
+        return Err(fail(
+            CHECK,
+            format!("current_key_ref changed from {current} to {again} with no rotation"),
+        ));
+    }
+    Ok(())
+}
+
 /// Many wraps and unwraps at once through one `Arc<dyn KeyEncryptionKey>` all succeed and
 /// round-trip.
 ///
@@ -322,7 +395,7 @@ macro_rules! kek_conformance_tests {
     ($make:expr) => {
         $crate::kek_conformance_tests!(@one $make;
             round_trip, context_bound, tampered_wrap_rejected,
-            foreign_wrap_rejected, key_ref_recorded, concurrent_use);
+            foreign_wrap_rejected, key_ref_recorded, current_key_ref_exact, concurrent_use);
     };
     (@one $make:expr; $($check:ident),*) => {
         $(

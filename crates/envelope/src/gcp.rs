@@ -13,6 +13,16 @@
 //! * **Key reference:** the `…/cryptoKeyVersions/N` name the response returns, after checking
 //!   that it belongs to the configured key, so an envelope records the key version that wrapped
 //!   it. Unwrapping calls `decrypt` on the crypto key (KMS finds the version in its ciphertext).
+//! * **Current key:** [`current_key_ref`](KeyEncryptionKey::current_key_ref) of a crypto key is
+//!   its primary version, read with one `GetCryptoKey` (`GET /v1/{cryptoKey}`) per call, so a
+//!   rotation sees a primary that moved; of a pinned version, that version (no call).
+//!
+//! **IAM permissions.** Sealing needs `cloudkms.cryptoKeyVersions.useToEncrypt`, opening
+//! `cloudkms.cryptoKeyVersions.useToDecrypt` (both in `roles/cloudkms.cryptoKeyEncrypterDecrypter`).
+//! Rotating to an unpinned crypto key (and [`RewrapMode::Add`](crate::RewrapMode::Add)) also
+//! reads the key's primary version, which needs `cloudkms.cryptoKeys.get` on the key: that
+//! permission is *not* in the encrypter/decrypter role; grant `roles/cloudkms.viewer` on the
+//! key, or a custom role with `cloudkms.cryptoKeys.get`, to the identity that rotates.
 //!
 //! Credentials come from Application Default Credentials ([`GcpKmsBuilder::build`]) or from a
 //! client you hand in ([`GcpKmsBuilder::with_client`]), which also sets retries and endpoints.
@@ -307,6 +317,34 @@ impl KeyEncryptionKey for GcpKms {
 
     fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
         key_ref.provider() == PROVIDER && self.is_own_version(key_ref.key_id())
+    }
+
+    /// The pinned version, or else the crypto key's primary version now (one `GetCryptoKey`,
+    /// which needs `cloudkms.cryptoKeys.get`).
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        if self.pinned {
+            return KeyRef::new(PROVIDER, &self.key_name).map_err(backend);
+        }
+        let key = self
+            .client
+            .get_crypto_key()
+            .set_name(&self.crypto_key)
+            .send()
+            .await
+            .map_err(|e| self.classify(e, false))?;
+        let primary = key.primary.ok_or_else(|| {
+            backend(format!(
+                "crypto key {:?} has no primary version (is it an ENCRYPT_DECRYPT key?)",
+                self.crypto_key
+            ))
+        })?;
+        if !self.is_own_version(&primary.name) {
+            return Err(integrity(IntegrityError::WrongKey {
+                requested: self.key_name.clone(),
+                returned: primary.name,
+            }));
+        }
+        KeyRef::new(PROVIDER, &primary.name).map_err(backend)
     }
 
     async fn wrap(

@@ -149,6 +149,9 @@ fn check_wrapped(bytes: &[u8]) -> Result<(), FormatError> {
 ///   (opaque on purpose).
 /// * `wrap` records a [`KeyRef`] with this KEK's [`provider`](Self::provider) for which
 ///   [`can_unwrap`](Self::can_unwrap) is true; it may add the key version.
+/// * [`current_key_ref`](Self::current_key_ref) is the [`KeyRef`] that `wrap` and
+///   `generate_data_key` record today, and nothing else: a key that this KEK can still open
+///   (an older version, the key an alias pointed at before) is not current.
 /// * The context goes into the KMS's own authenticated data (AWS `EncryptionContext`, GCP
 ///   `additionalAuthenticatedData`, PKCS#11 GCM AAD), never only into a local check.
 /// * Safe to use from many tasks at once through `Arc<dyn KeyEncryptionKey>`.
@@ -185,12 +188,32 @@ pub trait KeyEncryptionKey: fmt::Debug + Send + Sync + 'static {
     /// The key as configured: a fingerprint, ARN, alias or resource name. Never secret.
     fn key_id(&self) -> &str;
 
-    /// Whether this KEK can unwrap a data key recorded under `key_ref`. The default matches
-    /// provider and key id exactly; a backend that records the key version (or resolves an
-    /// alias to an ARN) overrides it.
+    /// Whether this KEK can unwrap a data key recorded under `key_ref`: "could it open it",
+    /// which includes keys it no longer wraps with (older versions, the key an alias pointed
+    /// at before). The default matches provider and key id exactly; a backend that records the
+    /// key version (or resolves an alias to an ARN) overrides it.
+    ///
+    /// Never use it to decide whether a wrapped key is *current*: that is
+    /// [`current_key_ref`](Self::current_key_ref).
     fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
         key_ref.provider() == self.provider() && key_ref.key_id() == self.key_id()
     }
+
+    /// The [`KeyRef`] that [`wrap`](Self::wrap) and
+    /// [`generate_data_key`](Self::generate_data_key) would record if called now: the key this
+    /// KEK wraps with today (the primary version of a versioned key, the key an alias points
+    /// at now). Rotation compares an envelope's wrapped keys with it to decide whether the
+    /// envelope is already under the current keys, so it must be exact: a KEK that answers
+    /// with a key it merely *can* open would leave envelopes under a retired key.
+    ///
+    /// There is deliberately no default (a default of [`can_unwrap`](Self::can_unwrap) would
+    /// make every wrapper that forgets to forward it call a retired key current). A backend
+    /// whose current key can move (AWS alias, Cloud KMS primary version) asks its KMS; one
+    /// whose key cannot (a local key, a PKCS#11 label) answers without a call.
+    ///
+    /// # Errors
+    /// A [`KmsError`] from the backend (for example when the alias cannot be resolved).
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError>;
 
     /// Wraps `key` under `context`.
     ///
@@ -244,6 +267,9 @@ impl<T: KeyEncryptionKey + ?Sized> KeyEncryptionKey for Arc<T> {
     }
     fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
         (**self).can_unwrap(key_ref)
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        (**self).current_key_ref().await
     }
     async fn wrap(
         &self,
@@ -306,6 +332,21 @@ impl Keyring {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.keks.is_empty()
+    }
+
+    /// The key reference each KEK wraps with now
+    /// ([`current_key_ref`](KeyEncryptionKey::current_key_ref)), in keyring order: one lookup
+    /// per KEK (a KMS call for a KEK whose current key can move). Resolve them once at the start
+    /// of a rotation and compare envelopes with [`wrapped_only_by`](crate::wrapped_only_by).
+    ///
+    /// # Errors
+    /// The [`KmsError`] of the first KEK that fails.
+    pub async fn current_key_refs(&self) -> Result<Vec<KeyRef>, KmsError> {
+        let mut refs = Vec::with_capacity(self.keks.len());
+        for kek in &self.keks {
+            refs.push(kek.current_key_ref().await?);
+        }
+        Ok(refs)
     }
 
     pub(crate) fn candidates<'a>(

@@ -41,7 +41,7 @@ pub use format::{
     MAGIC, MAX_PLAINTEXT_LEN, MAX_WRAPPED_KEYS, SUITE_AES256GCM_HKDF_SHA256, TEXT_PREFIX, VERSION,
     from_text, to_text,
 };
-pub use inspect::{EnvelopeInfo, inspect};
+pub use inspect::{EnvelopeInfo, inspect, wrapped_only_by};
 pub use kek::{
     KeyEncryptionKey, KeyRef, Keyring, MAX_KEY_ID_LEN, MAX_PROVIDER_LEN, MAX_WRAPPED_LEN,
     WrappedKey,

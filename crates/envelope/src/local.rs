@@ -230,6 +230,11 @@ impl KeyEncryptionKey for LocalKek {
         &self.key_id
     }
 
+    /// The fingerprint, as every wrap records it (a local key never changes).
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        Ok(self.key_ref())
+    }
+
     async fn wrap(
         &self,
         key: &DataKey,

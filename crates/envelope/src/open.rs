@@ -151,9 +151,13 @@ fn open_payload(keys: &KeySchedule, parsed: &Parsed<'_>) -> Result<Plaintext> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RewrapMode {
-    /// Drop them: afterwards only the new keyring's KEKs can open the envelope.
+    /// Drop them: afterwards the data key is wrapped once under the key each KEK of the new
+    /// keyring wraps with now, and under nothing else.
     Replace,
-    /// Keep them and add the new keyring's KEKs (skipping KEKs that already have an entry).
+    /// Keep them and add a wrap under each KEK of the new keyring, skipping a KEK whose
+    /// [current key](crate::KeyEncryptionKey::current_key_ref) already has an entry (one
+    /// lookup per KEK per call; an entry the KEK can only *open*, such as an older version,
+    /// does not count).
     Add,
 }
 
@@ -161,6 +165,9 @@ pub enum RewrapMode {
 /// ciphertext bytes stay identical and the plaintext never leaves this function (it is
 /// decrypted once, into a zeroizing buffer, to prove the envelope is intact before it is
 /// rewrapped).
+///
+/// To tell, without any KMS call, whether an envelope needs rewrapping at all, compare its
+/// header with the target's current keys: [`wrapped_only_by`](crate::wrapped_only_by).
 ///
 /// # Errors
 /// As [`open`] for the unwrap under `from`; [`Error::Kms`] when a KEK of `to` fails;
@@ -185,11 +192,23 @@ pub async fn rewrap(
         RewrapMode::Replace => Vec::new(),
         RewrapMode::Add => parsed.wrapped.iter().map(|w| w.to_wrapped_key()).collect(),
     };
-    for kek in to.keks() {
-        if wrapped.iter().any(|w| kek.can_unwrap(w.key_ref())) {
+    // "Already there" means: under the key the KEK wraps with *now*. A wrapped key the KEK
+    // merely can open (an old version, the key an alias pointed at before) does not count, or
+    // the envelope would stay under a retired key.
+    let current = match mode {
+        RewrapMode::Add => Some(to.current_key_refs().await?),
+        RewrapMode::Replace => None,
+    };
+    for (index, kek) in to.keks().iter().enumerate() {
+        let current = current.as_ref().and_then(|refs| refs.get(index));
+        if current.is_some_and(|c| wrapped.iter().any(|w| w.key_ref() == c)) {
             continue;
         }
-        wrapped.push(kek.wrap(&key, &kek_context).await?);
+        let fresh = kek.wrap(&key, &kek_context).await?;
+        // Two KEKs of `to` that wrap with the same key (an alias and its key ARN) add one entry.
+        if !wrapped.iter().any(|w| w.key_ref() == fresh.key_ref()) {
+            wrapped.push(fresh);
+        }
     }
     if wrapped.len() > MAX_WRAPPED_KEYS {
         return Err(Error::Invalid(format!(

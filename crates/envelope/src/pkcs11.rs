@@ -545,6 +545,12 @@ impl KeyEncryptionKey for Pkcs11Kek {
         &self.key_id
     }
 
+    /// The token and key labels, as every wrap records them: a label on a token cannot be
+    /// repointed the way an alias can, so this needs no call to the token.
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        KeyRef::new(PROVIDER, &self.key_id).map_err(backend)
+    }
+
     async fn wrap(
         &self,
         key: &DataKey,

@@ -32,6 +32,9 @@ impl KeyEncryptionKey for IgnoresContext {
     fn key_id(&self) -> &str {
         "ignores-context"
     }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        Ok(KeyRef::new("broken", "ignores-context").unwrap())
+    }
     async fn wrap(&self, key: &DataKey, _: &EncryptionContext) -> Result<WrappedKey, KmsError> {
         let w = self.0.wrap(key, &EncryptionContext::new()).await?;
         Ok(WrappedKey::new(
@@ -62,6 +65,9 @@ impl KeyEncryptionKey for Plain {
     fn key_id(&self) -> &str {
         "plain"
     }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        Ok(KeyRef::new("plain", "plain").unwrap())
+    }
     async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<WrappedKey, KmsError> {
         let mut bytes = ctx.canonical_bytes();
         bytes.extend_from_slice(key.expose_secret());
@@ -88,12 +94,103 @@ impl KeyEncryptionKey for WrongLabel {
     fn key_id(&self) -> &str {
         "configured-id"
     }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        self.0.current_key_ref().await
+    }
     async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<WrappedKey, KmsError> {
         self.0.wrap(key, ctx).await
     }
     async fn unwrap(&self, w: &WrappedKey, ctx: &EncryptionContext) -> Result<DataKey, KmsError> {
         self.0.unwrap(w, ctx).await
     }
+}
+
+/// Rotated from `old` to `new` but still calls `old`'s key current: it can open both (true), yet
+/// a rotation asking it "is this envelope under your current key?" would skip envelopes that
+/// are still under the retired key. The bug of issue 11, as a KEK.
+#[derive(Debug)]
+struct CallsRetiredKeyCurrent {
+    old: LocalKek,
+    new: LocalKek,
+}
+
+#[async_trait::async_trait]
+impl KeyEncryptionKey for CallsRetiredKeyCurrent {
+    fn provider(&self) -> &str {
+        "local"
+    }
+    fn key_id(&self) -> &str {
+        self.new.key_id()
+    }
+    fn can_unwrap(&self, r: &KeyRef) -> bool {
+        self.old.can_unwrap(r) || self.new.can_unwrap(r)
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        self.old.current_key_ref().await
+    }
+    async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<WrappedKey, KmsError> {
+        self.new.wrap(key, ctx).await
+    }
+    async fn unwrap(&self, w: &WrappedKey, ctx: &EncryptionContext) -> Result<DataKey, KmsError> {
+        if self.old.can_unwrap(w.key_ref()) {
+            self.old.unwrap(w, ctx).await
+        } else {
+            self.new.unwrap(w, ctx).await
+        }
+    }
+}
+
+/// Answers `current_key_ref` with a fixed reference of another key.
+#[derive(Debug)]
+struct FixedForeignCurrent(LocalKek);
+
+#[async_trait::async_trait]
+impl KeyEncryptionKey for FixedForeignCurrent {
+    fn provider(&self) -> &str {
+        "local"
+    }
+    fn key_id(&self) -> &str {
+        self.0.key_id()
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        Ok(KeyRef::new("local", "fp:00000000000000000000000000000000").unwrap())
+    }
+    async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<WrappedKey, KmsError> {
+        self.0.wrap(key, ctx).await
+    }
+    async fn unwrap(&self, w: &WrappedKey, ctx: &EncryptionContext) -> Result<DataKey, KmsError> {
+        self.0.unwrap(w, ctx).await
+    }
+}
+
+#[tokio::test]
+async fn a_kek_that_calls_a_retired_key_current_fails_the_kit() {
+    let broken = CallsRetiredKeyCurrent {
+        old: LocalKek::generate().unwrap(),
+        new: LocalKek::generate().unwrap(),
+    };
+    // Every other check passes: only the new one catches it.
+    for check in [
+        conformance::round_trip(&broken).await,
+        conformance::context_bound(&broken).await,
+        conformance::tampered_wrap_rejected(&broken).await,
+        conformance::foreign_wrap_rejected(&broken).await,
+        conformance::key_ref_recorded(&broken).await,
+        conformance::concurrent_use(&broken).await,
+    ] {
+        check.unwrap();
+    }
+    let failure = check_kek(&broken).await.unwrap_err();
+    assert_eq!(failure.check, "current_key_ref_exact");
+    assert!(failure.reason.contains("wrap recorded"), "{failure}");
+}
+
+#[tokio::test]
+async fn a_kek_that_calls_a_fixed_foreign_key_current_fails_the_kit() {
+    let failure = check_kek(&FixedForeignCurrent(LocalKek::generate().unwrap()))
+        .await
+        .unwrap_err();
+    assert_eq!(failure.check, "current_key_ref_exact");
 }
 
 #[tokio::test]
@@ -127,5 +224,5 @@ async fn a_kek_that_rejects_its_own_key_reference_is_caught() {
 async fn check_kek_passes_through_arc_dyn() {
     let kek: Arc<dyn KeyEncryptionKey> = Arc::new(LocalKek::generate().unwrap());
     check_kek(&kek).await.unwrap();
-    assert_eq!(conformance::CHECKS.len(), 6);
+    assert_eq!(conformance::CHECKS.len(), 7);
 }

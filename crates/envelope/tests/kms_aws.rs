@@ -202,6 +202,48 @@ async fn an_alias_records_the_key_arn_and_accepts_it() {
     assert!(!by_alias.can_unwrap(&KeyRef::new("gcp-kms", arn.as_str()).unwrap()));
 }
 
+/// The current key of an alias is the key it points at now (one DescribeKey per call), while
+/// a key ARN is current by itself (no call).
+#[tokio::test]
+async fn current_key_ref_of_an_alias_follows_update_alias() {
+    let (by_arn, counter, k1) = moto_kek_or_return!();
+    let client = by_arn.client().clone();
+    let k2 = moto::create_key(&client).await;
+    let alias = format!("alias/envelope-current-{}", test_services::free_port());
+    client
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(&k1)
+        .send()
+        .await
+        .unwrap();
+    let by_alias = AwsKmsBuilder::new()
+        .with_key_id(&alias)
+        .with_client(client.clone())
+        .build()
+        .await
+        .unwrap();
+    counter.take();
+    assert_eq!(by_arn.current_key_ref().await.unwrap().key_id(), k1);
+    assert_eq!(counter.take(), (0, 0, 0, 0, 0), "a key ARN needs no call");
+    assert_eq!(by_alias.current_key_ref().await.unwrap().key_id(), k1);
+    assert_eq!(counter.take(), (0, 0, 0, 0, 1), "one DescribeKey");
+
+    client
+        .update_alias()
+        .alias_name(&alias)
+        .target_key_id(&k2)
+        .send()
+        .await
+        .unwrap();
+    let current = by_alias.current_key_ref().await.unwrap();
+    assert_eq!(current, KeyRef::new("aws-kms", k2.as_str()).unwrap());
+    // The alias can still open K1's wrapped keys, but K1 is no longer current.
+    assert!(by_alias.can_unwrap(&KeyRef::new("aws-kms", k1.as_str()).unwrap()));
+    let (_, wrapped) = by_alias.generate_data_key(&ctx()).await.unwrap();
+    assert_eq!(wrapped.key_ref(), &current, "a wrap records the current key");
+}
+
 /// Round trips per seal and per open, counted at the client (every HTTP attempt), and the
 /// latency a KMS round trip adds to a seal, against moto on loopback.
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use envelope::gcp::{ConfigError, GcpKms, GcpKmsBuilder};
 use envelope::local::LocalKek;
-use envelope::{KeyEncryptionKey, KeyRef, Keyring, KmsError};
+use envelope::{KeyEncryptionKey, KeyRef, Keyring, KmsError, RewrapMode};
 use support::gcp_fake::{self, Faults, GcpFake, KEY};
 
 async fn kek_on(fake: &GcpFake, name: &str) -> GcpKms {
@@ -214,4 +214,111 @@ async fn round_trips_per_seal_and_open_and_multi_kek() {
             .unwrap();
         assert_eq!(opened.expose_secret(), b"two");
     }
+}
+
+// --- the current key: the primary version, read with GetCryptoKey ---
+
+#[tokio::test]
+async fn current_key_ref_is_the_primary_version_now_and_follows_it_when_it_moves() {
+    let (mut fake, kek) = fake_kek().await;
+    let v = |n: usize| KeyRef::new("gcp-kms", format!("{KEY}/cryptoKeyVersions/{n}")).unwrap();
+    fake.take_gets();
+    assert_eq!(kek.current_key_ref().await.unwrap(), v(1));
+    assert_eq!(fake.take_gets(), 1, "one GetCryptoKey per call");
+    assert_eq!(fake.rotate(KEY), 2);
+    assert_eq!(kek.current_key_ref().await.unwrap(), v(2));
+    // Version 1 is still openable, but it is not current.
+    assert!(kek.can_unwrap(&v(1)));
+    fake.set_primary(KEY, 1);
+    assert_eq!(kek.current_key_ref().await.unwrap(), v(1));
+    let (_, wrapped) = kek.generate_data_key(&ctx()).await.unwrap();
+    assert_eq!(
+        wrapped.key_ref(),
+        &v(1),
+        "wraps with the primary it reported"
+    );
+
+    // A pinned version is current by itself: no call.
+    fake.take_gets();
+    let pinned = kek_on(&fake, &format!("{KEY}/cryptoKeyVersions/2")).await;
+    assert_eq!(pinned.current_key_ref().await.unwrap(), v(2));
+    assert_eq!(fake.take_gets(), 0);
+
+    // A primary of another key is refused, not believed.
+    fake.set_faults(Faults {
+        answer_with_other_key: true,
+        ..Faults::default()
+    });
+    assert!(matches!(
+        kek.current_key_ref().await,
+        Err(KmsError::Backend {
+            backend: "gcp-kms",
+            ..
+        })
+    ));
+    fake.set_faults(Faults {
+        unavailable: true,
+        ..Faults::default()
+    });
+    assert!(kek.current_key_ref().await.unwrap_err().is_retryable());
+}
+
+/// Issue 11: an unpinned crypto key "can open" every version, so a rewrap that skipped KEKs
+/// which could open an existing entry left envelopes under the old version. Now `Add` adds a
+/// wrap under the new primary, `Replace` leaves only it, and the header says so.
+#[tokio::test]
+async fn rewrap_after_the_primary_moved_puts_the_envelope_under_the_new_version() {
+    let (mut fake, kek) = fake_kek().await;
+    let kek: Arc<dyn KeyEncryptionKey> = Arc::new(kek);
+    let ring = Keyring::from(Arc::clone(&kek));
+    let sealed = envelope::seal(&ring, &ctx(), b"share").await.unwrap();
+    let v1 = format!("{KEY}/cryptoKeyVersions/1");
+    let v2 = format!("{KEY}/cryptoKeyVersions/2");
+    assert_eq!(fake.rotate(KEY), 2);
+
+    let current = ring.current_key_refs().await.unwrap();
+    assert_eq!(current[0].key_id(), v2);
+    assert!(!envelope::wrapped_only_by(&sealed, &current).unwrap());
+
+    let added = envelope::rewrap(&ring, &sealed, &ring, RewrapMode::Add)
+        .await
+        .unwrap();
+    let ids = |bytes: &[u8]| -> Vec<String> {
+        envelope::inspect(bytes)
+            .unwrap()
+            .wrapped_keys
+            .iter()
+            .map(|r| r.key_id().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(&added),
+        [v1.clone(), v2.clone()],
+        "Add adds the new primary"
+    );
+    // Adding again is a no-op: the current version already has an entry.
+    let again = envelope::rewrap(&ring, &added, &ring, RewrapMode::Add)
+        .await
+        .unwrap();
+    assert_eq!(ids(&again), [v1.clone(), v2.clone()]);
+
+    let replaced = envelope::rewrap(&ring, &sealed, &ring, RewrapMode::Replace)
+        .await
+        .unwrap();
+    assert_eq!(ids(&replaced), std::slice::from_ref(&v2));
+    assert!(envelope::wrapped_only_by(&replaced, &current).unwrap());
+
+    // Only version 2 opens it now.
+    let pinned = |name: String| {
+        let fake = fake.clone();
+        async move { Keyring::from(Arc::new(kek_on(&fake, &name).await) as Arc<dyn KeyEncryptionKey>) }
+    };
+    let opened = envelope::open(&pinned(v2).await, &ctx(), &replaced)
+        .await
+        .unwrap();
+    assert_eq!(opened.expose_secret(), b"share");
+    assert!(matches!(
+        envelope::open(&pinned(v1).await, &ctx(), &replaced).await,
+        Err(envelope::Error::NoMatchingKek { .. })
+    ));
 }

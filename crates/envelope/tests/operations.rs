@@ -167,6 +167,44 @@ fn rewrap_replaces_or_adds_keks_and_keeps_the_payload() {
 }
 
 #[test]
+fn wrapped_only_by_reads_the_header_against_the_current_keys() {
+    block_on(async {
+        let (a, b, c) = (kek(), kek(), kek());
+        let ctx = share_context("c1", "p1", "SECP256K1");
+        let sealed = envelope::seal(&ring(&[&a, &b]), &ctx, b"s").await.unwrap();
+        let refs = |keks: &[&std::sync::Arc<dyn envelope::KeyEncryptionKey>]| {
+            let keyring = ring(keks);
+            async move { keyring.current_key_refs().await.unwrap() }
+        };
+        let only =
+            |current: &[envelope::KeyRef]| envelope::wrapped_only_by(&sealed, current).unwrap();
+        assert!(only(&refs(&[&a, &b]).await));
+        assert!(only(&refs(&[&b, &a]).await), "order does not matter");
+        assert!(only(&refs(&[&a, &b, &a]).await), "a duplicate counts once");
+        assert!(!only(&refs(&[&a]).await), "b is not current");
+        assert!(!only(&refs(&[&a, &b, &c]).await), "c is missing");
+        assert!(!only(&[]));
+        let info = envelope::inspect(&sealed).unwrap();
+        let current = refs(&[&a, &c]).await;
+        assert_eq!(info.wrapped_keys_not_in(&current), [&info.wrapped_keys[1]]);
+        assert!(matches!(
+            envelope::wrapped_only_by(b"not an envelope", &current),
+            Err(FormatError::BadMagic)
+        ));
+
+        // Replace under a keyring naming one key twice records it once, and is then current.
+        let twice = ring(&[&c, &c]);
+        let moved = envelope::rewrap(&ring(&[&a]), &sealed, &twice, RewrapMode::Replace)
+            .await
+            .unwrap();
+        assert_eq!(envelope::inspect(&moved).unwrap().wrapped_keys.len(), 1);
+        assert!(
+            envelope::wrapped_only_by(&moved, &twice.current_key_refs().await.unwrap()).unwrap()
+        );
+    });
+}
+
+#[test]
 fn a_smuggled_wrapped_key_cannot_swap_the_data_key() {
     // An attacker who holds a KEK of the keyring re-wraps a key of their own into the header:
     // the header tag (which commits to the data key) rejects it.
@@ -270,12 +308,25 @@ struct Counting {
 }
 
 #[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
 impl envelope::KeyEncryptionKey for Counting {
     fn provider(&self) -> &str {
         self.inner.provider()
     }
     fn key_id(&self) -> &str {
         self.inner.key_id()
+    }
+    fn can_unwrap(&self, key_ref: &envelope::KeyRef) -> bool {
+        self.inner.can_unwrap(key_ref)
+    }
+    async fn current_key_ref(&self) -> Result<envelope::KeyRef, envelope::KmsError> {
+        self.inner.current_key_ref().await
+    }
+    async fn generate_data_key(
+        &self,
+        ctx: &envelope::EncryptionContext,
+    ) -> Result<(envelope::DataKey, envelope::WrappedKey), envelope::KmsError> {
+        self.inner.generate_data_key(ctx).await
     }
     async fn wrap(
         &self,

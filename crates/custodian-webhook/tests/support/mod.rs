@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use custodian_webhook::envelope::{
-    DataKey, EncryptionContext, KeyEncryptionKey, Keyring, KmsError, WrappedKey, local::LocalKek,
+    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, WrappedKey,
+    local::LocalKek,
 };
 use custodian_webhook::storage::{
     BackupKey, BackupStore, Capabilities, PutOptions, StorageError, memory::MemoryStore,
@@ -242,12 +243,26 @@ pub struct CountingKek {
 }
 
 #[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
 impl KeyEncryptionKey for CountingKek {
     fn provider(&self) -> &str {
         self.inner.provider()
     }
     fn key_id(&self) -> &str {
         self.inner.key_id()
+    }
+    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
+        self.inner.can_unwrap(key_ref)
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        self.inner.current_key_ref().await
+    }
+    async fn generate_data_key(
+        &self,
+        context: &EncryptionContext,
+    ) -> Result<(DataKey, WrappedKey), KmsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.generate_data_key(context).await
     }
     async fn wrap(
         &self,

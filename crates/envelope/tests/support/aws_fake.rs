@@ -1,5 +1,5 @@
-//! An in-process fake of the AWS KMS JSON API (`GenerateDataKey`, `Encrypt`, `Decrypt`) on a
-//! loopback port, for the cases moto gets wrong: it refuses disabled keys, binds the
+//! An in-process fake of the AWS KMS JSON API (`GenerateDataKey`, `Encrypt`, `Decrypt`,
+//! `DescribeKey`, and aliases made with [`AwsFake::set_alias`]) on a loopback port, for the cases moto gets wrong: it refuses disabled keys, binds the
 //! encryption context as a map (so `{"a":"bc"}` and `{"ab":"c"}` differ), and can be told to
 //! fail the next call with any KMS error code or to answer with another key or a short key.
 
@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 #[derive(Debug, Default)]
 pub struct FakeState {
     keys: HashMap<String, FakeKey>,
+    /// Alias name (`alias/…`) to key ARN, in this fake's one account and region.
+    aliases: HashMap<String, String>,
     /// Every call fails with this error code (HTTP 400) while set.
     pub fail_with: Option<&'static str>,
     /// Answer with this key ARN instead of the real one.
@@ -79,6 +81,15 @@ impl AwsFake {
             },
         );
         arn
+    }
+
+    /// Points alias `name` (`alias/…`) at `arn` (`CreateAlias` or `UpdateAlias`).
+    pub fn set_alias(&self, name: &str, arn: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .aliases
+            .insert(name.to_owned(), arn.to_owned());
     }
 
     pub fn set_enabled(&self, arn: &str, enabled: bool) {
@@ -161,7 +172,13 @@ async fn handle(State(fake): State<AwsFake>, headers: HeaderMap, body: Bytes) ->
                 .ok()
                 .and_then(|b| parse_blob(&b))
                 .map(|(arn, _)| arn),
-            _ => key_id.clone(),
+            _ => key_id.clone().map(|id| {
+                // An alias name or alias ARN stands for the key it points at.
+                let alias = id
+                    .split_once(":alias/")
+                    .map_or(id.clone(), |(_, name)| format!("alias/{name}"));
+                state.aliases.get(&alias).cloned().unwrap_or(id)
+            }),
         };
         let key = lookup.and_then(|arn| {
             state
@@ -185,7 +202,7 @@ async fn handle(State(fake): State<AwsFake>, headers: HeaderMap, body: Bytes) ->
             _ => "NotFoundException",
         });
     };
-    if !enabled {
+    if !enabled && op != "DescribeKey" {
         return error("DisabledException");
     }
     let answer_arn = answer_with.unwrap_or_else(|| arn.clone());
@@ -211,6 +228,14 @@ async fn handle(State(fake): State<AwsFake>, headers: HeaderMap, body: Bytes) ->
             }
             ok(out)
         }
+        "DescribeKey" => ok(json!({"KeyMetadata": {
+            "Arn": answer_arn,
+            "KeyId": arn.rsplit('/').next().unwrap_or_default(),
+            "AWSAccountId": "111122223333",
+            "Enabled": enabled,
+            "KeyState": "Enabled",
+            "KeyUsage": "ENCRYPT_DECRYPT",
+        }})),
         "Decrypt" => {
             if key_id.as_deref().is_some_and(|pinned| pinned != arn) {
                 return error("IncorrectKeyException");

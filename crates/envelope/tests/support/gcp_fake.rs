@@ -1,7 +1,9 @@
 //! An in-repo HTTP fake of Cloud KMS's REST `:encrypt` and `:decrypt`
-//! (`POST /v1/{name}:encrypt`), wire-compatible with what `google-cloud-kms-v1` sends: JSON with
+//! (`POST /v1/{name}:encrypt`) and `GetCryptoKey` (`GET /v1/{name}`, with the `primary`
+//! version), wire-compatible with what `google-cloud-kms-v1` sends: JSON with
 //! camelCase fields, standard base64 bytes, int64 checksums as strings. Keys have integer
-//! versions (rotation adds one and makes it primary), AAD is honoured (AES-256-GCM), request
+//! versions (rotation adds one and makes it primary; the primary can also be moved to an existing
+//! version, as `UpdateCryptoKeyPrimaryVersion` does), AAD is honoured (AES-256-GCM), request
 //! CRC32C checksums are checked and response checksums computed. Switches corrupt a checksum,
 //! drop a `verified…` flag or answer with another key's name, so that the backend's refusals
 //! can be tested; it counts requests.
@@ -52,6 +54,7 @@ pub struct GcpFake {
     pub state: Arc<Mutex<FakeState>>,
     pub encrypts: Arc<AtomicUsize>,
     pub decrypts: Arc<AtomicUsize>,
+    pub gets: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for GcpFake {
@@ -74,10 +77,14 @@ impl GcpFake {
             state: Arc::default(),
             encrypts: Arc::default(),
             decrypts: Arc::default(),
+            gets: Arc::default(),
         };
         fake.rotate(KEY);
         let app = Router::new()
-            .route("/v1/{*rest}", axum::routing::post(handle))
+            .route(
+                "/v1/{*rest}",
+                axum::routing::post(handle).get(get_crypto_key),
+            )
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         fake.endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -96,8 +103,21 @@ impl GcpFake {
         key.primary
     }
 
+    /// Makes existing version `n` of `key` primary (`UpdateCryptoKeyPrimaryVersion`).
+    pub fn set_primary(&self, key: &str, n: usize) {
+        let mut state = self.state.lock().unwrap();
+        let key = state.keys.get_mut(key).unwrap();
+        assert!((1..=key.versions.len()).contains(&n), "no version {n}");
+        key.primary = n;
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         self.state.lock().unwrap().faults = faults;
+    }
+
+    /// `GetCryptoKey` requests since the last call.
+    pub fn take_gets(&self) -> usize {
+        self.gets.swap(0, Ordering::SeqCst)
     }
 
     /// (encrypt, decrypt) requests since the last call.
@@ -145,6 +165,44 @@ fn check_crc(body: &Value, field: &str, bytes: &[u8]) -> Result<bool, String> {
             }
         }
     }
+}
+
+/// `GetCryptoKey`: the crypto key with its primary version, enums as integers (the client asks
+/// for `$alt=json;enum-encoding=int`).
+async fn get_crypto_key(State(fake): State<GcpFake>, Path(name): Path<String>) -> Response {
+    fake.gets.fetch_add(1, Ordering::SeqCst);
+    let (primary, faults) = {
+        let state = fake.state.lock().unwrap();
+        (state.keys.get(&name).map(|k| k.primary), state.faults)
+    };
+    if faults.unavailable {
+        return status(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "try later");
+    }
+    let Some(primary) = primary else {
+        return status(StatusCode::NOT_FOUND, "NOT_FOUND", "no such key");
+    };
+    let answered_key = if faults.answer_with_other_key {
+        "projects/p/locations/global/keyRings/r/cryptoKeys/other".to_owned()
+    } else {
+        name.clone()
+    };
+    let out = json!({
+        "name": name,
+        // ENCRYPT_DECRYPT = 1; ENABLED = 1; GOOGLE_SYMMETRIC_ENCRYPTION = 1; SOFTWARE = 1
+        "purpose": 1,
+        "primary": {
+            "name": format!("{answered_key}/cryptoKeyVersions/{primary}"),
+            "state": 1,
+            "protectionLevel": 1,
+            "algorithm": 1,
+        },
+    });
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        out.to_string(),
+    )
+        .into_response()
 }
 
 async fn handle(State(fake): State<GcpFake>, Path(rest): Path<String>, body: Bytes) -> Response {

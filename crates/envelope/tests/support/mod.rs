@@ -47,6 +47,8 @@ pub struct Calls {
     pub wrap: AtomicUsize,
     pub unwrap: AtomicUsize,
     pub generate: AtomicUsize,
+    /// `current_key_ref` calls (a KMS request for an AWS alias or an unpinned Cloud KMS key).
+    pub current: AtomicUsize,
 }
 
 impl Calls {
@@ -86,6 +88,10 @@ impl<K: KeyEncryptionKey> KeyEncryptionKey for Counting<K> {
     }
     fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
         self.inner.can_unwrap(key_ref)
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        self.calls.current.fetch_add(1, Ordering::SeqCst);
+        self.inner.current_key_ref().await
     }
     async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<WrappedKey, KmsError> {
         self.calls.wrap.fetch_add(1, Ordering::SeqCst);

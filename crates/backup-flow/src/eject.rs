@@ -1,42 +1,134 @@
-//! Eject: the custodian enables eject and receives both backup shares of each wallet.
+//! Eject: each wallet's private key, rebuilt from its client and custodian backup shares and
+//! verified against its public key (`portal-backup-eject`). Through Portal as the custodian
+//! ([`Flow::eject`]), or offline for Self-Managed Backups from our own store and the custodian
+//! shares our webhook kept ([`Flow::eject_offline`]), with no Portal call at all.
+
+use std::collections::BTreeMap;
 
 use envelope::Opener;
-use portal_api::common::Curve;
-use portal_api::custodian_api::EnableEjectRequest;
+use portal_api::client_api::{BackupSharePair, EjectClientRequest, PrepareEjectRequest, Wallet};
+use portal_api::common::{BackupMethod, Curve};
+use portal_api::custodian_api::{CreateSessionRequest, EnableEjectRequest};
 use portal_api::secret::SecretShare;
-use storage::BackupStoreExt as _;
+use storage::{BackupStoreExt as _, ShareKind};
 
 use crate::backup::open_text;
 use crate::error::{Error, Result};
 use crate::flow::{CiphertextStore, Flow};
 use crate::identity::ShareId;
-use crate::recover::into_secret_share;
+use crate::recover::{choose_backup_pair, into_secret_share};
 
-/// Both backup shares of one ejected wallet. Secrets: `Debug` is redacted, zeroized on drop.
+/// What [`Flow::eject`] does besides rebuilding the keys.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct EjectOptions {
+    /// Eject the newest completed pair of this backup method (Portal's multi-backup) instead of
+    /// the newest completed pair of any method. Its custodian share comes from the client-side
+    /// `prepare-eject`, which takes a method.
+    pub backup_method: Option<BackupMethod>,
+    /// After **every** wallet's key was rebuilt and verified, mark the client ejected at
+    /// Portal (`POST /api/v3/clients/me/eject`, irreversible). Off unless asked for.
+    pub mark_ejected: bool,
+}
+
+impl EjectOptions {
+    /// The defaults: newest completed pair, the client is not marked ejected.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Eject the pairs of `method`.
+    #[must_use]
+    pub fn with_backup_method(mut self, method: BackupMethod) -> Self {
+        self.backup_method = Some(method);
+        self
+    }
+
+    /// Mark the client ejected once every wallet verified.
+    #[must_use]
+    pub fn marking_ejected(mut self) -> Self {
+        self.mark_ejected = true;
+        self
+    }
+}
+
+/// One wallet's verified key.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct EjectedWallet {
-    /// The wallet id.
-    pub wallet_id: String,
+    /// The wallet id (unknown offline: Portal is not asked).
+    pub wallet_id: Option<String>,
     /// The wallet's curve.
     pub curve: Curve,
-    /// The backup share pair the client share comes from.
+    /// The backup share pair both shares come from.
     pub backup_share_pair_id: String,
-    /// The client backup share, opened from its ciphertext.
-    pub client_backup_share: SecretShare,
-    /// The custodian backup share, as Portal returned it.
-    pub custodian_backup_share: SecretShare,
+    /// The pair's backup method, when Portal said.
+    pub backup_method: Option<BackupMethod>,
+    /// The rebuilt, verified private key (zeroized on drop, redacted `Debug`).
+    pub key: eject::RebuiltKey,
+}
+
+/// The result of an eject. Every wallet in it was verified; an eject that could not verify a
+/// wallet returns an error instead, and no key.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct EjectReport {
+    /// The client.
+    pub client_id: String,
+    /// One entry per wallet.
+    pub wallets: Vec<EjectedWallet>,
+    /// Whether the client was marked ejected at Portal by this call.
+    pub marked_ejected: bool,
+    /// Offline: custodian shares in the webhook's store whose pair has no client half in our
+    /// store (a backup whose client ciphertext was never stored), by pair id.
+    pub unmatched_custodian_pairs: Vec<String>,
+}
+
+async fn mark(client: &portal_api::Client) -> Result<()> {
+    client
+        .eject_client(&EjectClientRequest {
+            client_platform: "SERVER".into(),
+            client_platform_version: concat!("portal-backup/", env!("CARGO_PKG_VERSION")).into(),
+        })
+        .await
+        .map_err(Error::portal("POST /api/v3/clients/me/eject"))
+}
+
+fn eject_curve(curve: &Curve) -> Result<eject::Curve> {
+    match curve {
+        Curve::Secp256k1 => Ok(eject::Curve::Secp256k1),
+        Curve::Ed25519 => Ok(eject::Curve::Ed25519),
+        other => Err(Error::Unexpected(format!(
+            "a wallet on a curve this version cannot eject: {}",
+            other.as_str()
+        ))),
+    }
+}
+
+fn refused(curve: &Curve, pair_id: &str) -> impl FnOnce(eject::Error) -> Error {
+    let (curve, pair_id) = (curve.as_str().to_owned(), pair_id.to_owned());
+    move |source| Error::Eject {
+        curve,
+        pair_id,
+        source,
+    }
 }
 
 impl Flow {
-    /// Ejects `client_id`'s wallets: enables eject (this flow's Portal client must hold the
-    /// custodian API key), fetches the ejectable custodian shares, opens the client backup
-    /// shares and returns both for each wallet. Nothing is deleted anywhere.
+    /// Ejects `client_id`'s wallets through Portal, as the custodian (this flow's Portal
+    /// client must hold the Custodian API key): for each wallet, opens an eject window, gets
+    /// the custodian backup share of the chosen pair (see [`EjectOptions::backup_method`]),
+    /// opens the client backup share, rebuilds the private key and verifies it against both
+    /// shares and the wallet's `publicKey`. Marks the client ejected only when asked and only
+    /// after every wallet verified. Nothing is deleted anywhere.
     ///
     /// # Errors
-    /// Portal and store errors; [`Error::WrongIdentity`] for a client ciphertext that does not
-    /// open as its share.
-    pub async fn eject(&self, client_id: &str) -> Result<Vec<EjectedWallet>> {
+    /// [`Error::PairMismatch`] when Portal's custodian share belongs to another pair than the
+    /// one opened; [`Error::Eject`] when the shares do not rebuild the wallet's key (nothing is
+    /// returned then); [`Error::WrongIdentity`] for a client ciphertext that does not open as
+    /// its share; Portal and store errors.
+    pub async fn eject(&self, client_id: &str, options: &EjectOptions) -> Result<EjectReport> {
         let details = self
             .portal
             .get_client(client_id)
@@ -44,68 +136,299 @@ impl Flow {
             .map_err(Error::portal(
                 "GET /api/v3/custodians/me/clients/{clientId}",
             ))?;
-        let opener = Opener::new(&self.keyring);
-        let mut ejected = Vec::new();
+        if details.wallets.is_empty() {
+            return Err(Error::Unexpected(
+                "the client has no wallet to eject".into(),
+            ));
+        }
+        let mut session: Option<portal_api::Client> = None;
+        let mut wallets = Vec::new();
         for wallet in &details.wallets {
-            let pair = wallet.latest_completed_backup_pair().ok_or_else(|| {
-                Error::Unexpected(format!(
-                    "the {} wallet has no completed backup to eject",
-                    wallet.curve.as_str()
-                ))
-            })?;
-            self.portal
-                .enable_eject(
-                    client_id,
-                    &EnableEjectRequest {
-                        wallet_id: wallet.id.clone(),
-                        ejectable_until: None,
-                    },
+            let pair = choose_backup_pair(wallet, options.backup_method.as_ref(), "eject")?;
+            let key = self
+                .eject_wallet(client_id, wallet, pair, options, &mut session)
+                .await?;
+            wallets.push(EjectedWallet {
+                wallet_id: Some(wallet.id.clone()),
+                curve: wallet.curve.clone(),
+                backup_share_pair_id: pair.id.clone(),
+                backup_method: pair.backup_method.clone(),
+                key,
+            });
+        }
+        // Reached only when every wallet verified.
+        let marked_ejected = if options.mark_ejected {
+            let client = self.client_session(client_id, &mut session).await?;
+            mark(client).await?;
+            true
+        } else {
+            false
+        };
+        Ok(EjectReport {
+            client_id: client_id.to_owned(),
+            wallets,
+            marked_ejected,
+            unmatched_custodian_pairs: Vec::new(),
+        })
+    }
+
+    /// Marks the client ejected at Portal (`POST /api/v3/clients/me/eject`, irreversible), on
+    /// a new client session. Call it only once every wallet's key is verified and kept, as
+    /// [`eject`](Self::eject) does with [`EjectOptions::mark_ejected`].
+    ///
+    /// # Errors
+    /// Portal's error.
+    pub async fn mark_ejected(&self, client_id: &str) -> Result<()> {
+        let mut session = None;
+        let client = self.client_session(client_id, &mut session).await?;
+        mark(client).await
+    }
+
+    async fn eject_wallet(
+        &self,
+        client_id: &str,
+        wallet: &Wallet,
+        pair: &BackupSharePair,
+        options: &EjectOptions,
+        session: &mut Option<portal_api::Client>,
+    ) -> Result<eject::RebuiltKey> {
+        let curve = eject_curve(&wallet.curve)?;
+        self.portal
+            .enable_eject(
+                client_id,
+                &EnableEjectRequest {
+                    wallet_id: wallet.id.clone(),
+                    ejectable_until: None,
+                },
+            )
+            .await
+            .map_err(Error::portal(
+                "PATCH /api/v3/custodians/me/clients/{clientId}/enable-eject",
+            ))?;
+        let (custodian_text, portal_ciphertext) = match &options.backup_method {
+            // Only the client-side route takes a method.
+            Some(method) => {
+                let client = self.client_session(client_id, session).await?;
+                let prepared = client
+                    .prepare_eject(
+                        &wallet.id,
+                        &PrepareEjectRequest {
+                            backup_method: method.clone(),
+                        },
+                    )
+                    .await
+                    .map_err(Error::portal(
+                        "POST /api/v3/clients/me/wallets/{walletId}/prepare-eject",
+                    ))?;
+                (prepared.share, None)
+            }
+            None => {
+                let shares = self
+                    .portal
+                    .custodian_ejectable_backup_shares(client_id, &wallet.id)
+                    .await
+                    .map_err(Error::portal(
+                        "GET …/wallets/{walletId}/ejectable-backup-shares",
+                    ))?;
+                (
+                    shares.custodian_backup_share,
+                    shares.encrypted_client_backup_share,
                 )
+            }
+        };
+        let custodian = eject::CustodianShare::parse(custodian_text.expose_secret())
+            .map_err(refused(&wallet.curve, &pair.id))?;
+        drop(custodian_text);
+        if custodian.backup_share_pair_id() != Some(pair.id.as_str()) {
+            return Err(Error::PairMismatch {
+                curve: wallet.curve.as_str().to_owned(),
+                opened: pair.id.clone(),
+                custodian: custodian
+                    .backup_share_pair_id()
+                    .unwrap_or("none")
+                    .to_owned(),
+            });
+        }
+        let id = ShareId {
+            client_id,
+            pair_id: &pair.id,
+            curve: &wallet.curve,
+            signing: false,
+        };
+        let key = id.key()?;
+        let stored = match (&self.target, portal_ciphertext) {
+            // Portal keeps the ciphertext and hands it to the custodian here.
+            (CiphertextStore::Portal, Some(text)) => text.into_bytes().into(),
+            (CiphertextStore::Portal, None) => {
+                let client = self.client_session(client_id, session).await?;
+                client
+                    .cipher_text(&pair.id)
+                    .await
+                    .map_err(Error::portal(
+                        "GET /api/v3/clients/me/backup-share-pairs/{id}/cipher-text",
+                    ))?
+                    .into_bytes()
+                    .into()
+            }
+            _ => self
+                .store
+                .get_opt(&key)
                 .await
-                .map_err(Error::portal(
-                    "PATCH /api/v3/custodians/me/clients/{clientId}/enable-eject",
-                ))?;
-            let shares = self
+                .map_err(Error::store("get", &key))?
+                .ok_or_else(|| Error::Drill {
+                    key: key.to_string(),
+                    reason: "no client backup ciphertext is stored",
+                })?,
+        };
+        let client = self.open_client_share(&id, &key, &stored).await?;
+        eject::combine(
+            curve,
+            &client,
+            &custodian,
+            &eject::Expected {
+                backup_share_pair_id: Some(&pair.id),
+                portal_wallet_public_key: wallet.public_key.as_deref(),
+            },
+        )
+        .map_err(refused(&wallet.curve, &pair.id))
+    }
+
+    async fn open_client_share(
+        &self,
+        id: &ShareId<'_>,
+        key: &storage::BackupKey,
+        stored: &[u8],
+    ) -> Result<eject::ClientShare> {
+        let opener = Opener::new(&self.keyring);
+        let opened = open_text(&opener, id, key, stored).await?;
+        let share: SecretShare = into_secret_share(opened).ok_or_else(|| Error::WrongIdentity {
+            key: key.to_string(),
+            source: envelope::Error::Decrypt,
+        })?;
+        eject::ClientShare::parse(share.expose_secret()).map_err(refused(id.curve, id.pair_id))
+    }
+
+    /// A Client API client for `client_id` on a new session token (custodian API), made once.
+    async fn client_session<'s>(
+        &self,
+        client_id: &str,
+        session: &'s mut Option<portal_api::Client>,
+    ) -> Result<&'s portal_api::Client> {
+        if session.is_none() {
+            let token = self
                 .portal
-                .custodian_ejectable_backup_shares(client_id, &wallet.id)
+                .create_client_session(client_id, &CreateSessionRequest::default())
                 .await
                 .map_err(Error::portal(
-                    "GET …/wallets/{walletId}/ejectable-backup-shares",
+                    "POST /api/v3/custodians/me/clients/{clientId}/sessions",
                 ))?;
+            let client = self
+                .portal
+                .with_client_session_token(&token.client_session_token)
+                .map_err(Error::portal("a Client API client on the session token"))?;
+            *session = Some(client);
+        }
+        session
+            .as_ref()
+            .ok_or_else(|| Error::Unexpected("no client session".into()))
+    }
+
+    /// Ejects a Self-Managed Backups client **without Portal**: the client backup ciphertexts
+    /// come from this flow's store (listed, so it must be a store of your own), the custodian
+    /// backup shares from the caller (the webhook's vault holds the newest per backup method).
+    /// Each custodian share is matched with the client ciphertext of its `backupSharePairId`,
+    /// opened with the keyring, combined and verified against both shares' public keys. No
+    /// Portal call is made (the wallet's `publicKey` at Portal is not consulted).
+    ///
+    /// Custodian shares whose pair has no stored client half are listed in
+    /// [`EjectReport::unmatched_custodian_pairs`]; when no wallet can be ejected at all, that is
+    /// an error naming them.
+    ///
+    /// # Errors
+    /// [`Error::NoClientHalf`] when no custodian share has a stored client half;
+    /// [`Error::Eject`] when a pair's shares do not rebuild a verified key (no key is returned
+    /// then); [`Error::WrongIdentity`]; [`Error::Invalid`] for a store that cannot list or an
+    /// unreadable custodian share; store and KMS errors.
+    pub async fn eject_offline(
+        &self,
+        client_id: &str,
+        custodian_shares: &[SecretShare],
+    ) -> Result<EjectReport> {
+        if !self.store.capabilities().list {
+            return Err(Error::Invalid(format!(
+                "offline eject lists the client's ciphertexts, and the {} store cannot list",
+                self.store.name()
+            )));
+        }
+        let keys = self.store.list(client_id).await.map_err(|e| Error::Store {
+            operation: "list",
+            key: client_id.to_owned(),
+            source: Box::new(e),
+        })?;
+        // Client backup halves in our store, by pair id.
+        let halves: BTreeMap<&str, &str> = keys
+            .iter()
+            .filter(|k| k.kind() == ShareKind::ClientBackup)
+            .filter_map(|k| Some((k.share_pair_id()?, k.curve()?)))
+            .collect();
+        let mut wallets = Vec::new();
+        let mut unmatched = Vec::new();
+        for text in custodian_shares {
+            let custodian = eject::CustodianShare::parse(text.expose_secret()).map_err(|e| {
+                Error::Invalid(format!("a custodian share from the webhook's store: {e}"))
+            })?;
+            let Some(pair_id) = custodian.backup_share_pair_id().map(str::to_owned) else {
+                return Err(Error::Invalid(
+                    "a custodian share from the webhook's store names no backupSharePairId".into(),
+                ));
+            };
+            let Some(curve) = halves.get(pair_id.as_str()) else {
+                unmatched.push(pair_id);
+                continue;
+            };
+            let curve = Curve::from_wire(curve);
             let id = ShareId {
                 client_id,
-                pair_id: &pair.id,
-                curve: &wallet.curve,
+                pair_id: &pair_id,
+                curve: &curve,
                 signing: false,
             };
             let key = id.key()?;
-            let stored = match (&self.target, shares.encrypted_client_backup_share) {
-                // Portal keeps the ciphertext and hands it to the custodian here.
-                (CiphertextStore::Portal, Some(text)) => text.into_bytes().into(),
-                _ => self
-                    .store
-                    .get_opt(&key)
-                    .await
-                    .map_err(Error::store("get", &key))?
-                    .ok_or_else(|| Error::Drill {
-                        key: key.to_string(),
-                        reason: "no client backup ciphertext is stored",
-                    })?,
-            };
-            let opened = open_text(&opener, &id, &key, &stored).await?;
-            let client_backup_share =
-                into_secret_share(opened).ok_or_else(|| Error::WrongIdentity {
-                    key: key.to_string(),
-                    source: envelope::Error::Decrypt,
-                })?;
-            ejected.push(EjectedWallet {
-                wallet_id: wallet.id.clone(),
-                curve: wallet.curve.clone(),
-                backup_share_pair_id: pair.id.clone(),
-                client_backup_share,
-                custodian_backup_share: shares.custodian_backup_share,
+            let stored = self
+                .store
+                .get(&key)
+                .await
+                .map_err(Error::store("get", &key))?;
+            let client = self.open_client_share(&id, &key, &stored).await?;
+            let rebuilt = eject::combine(
+                eject_curve(&curve)?,
+                &client,
+                &custodian,
+                &eject::Expected {
+                    backup_share_pair_id: Some(&pair_id),
+                    portal_wallet_public_key: None,
+                },
+            )
+            .map_err(refused(&curve, &pair_id))?;
+            wallets.push(EjectedWallet {
+                wallet_id: None,
+                curve,
+                backup_share_pair_id: pair_id,
+                backup_method: None,
+                key: rebuilt,
             });
         }
-        Ok(ejected)
+        if wallets.is_empty() {
+            return Err(Error::NoClientHalf {
+                client_id: client_id.to_owned(),
+                pairs: unmatched,
+            });
+        }
+        Ok(EjectReport {
+            client_id: client_id.to_owned(),
+            wallets,
+            marked_ejected: false,
+            unmatched_custodian_pairs: unmatched,
+        })
     }
 }

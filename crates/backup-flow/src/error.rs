@@ -80,6 +80,42 @@ pub enum Error {
     /// An input (a generate response, a bulk line, an option) is not usable.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// Eject: the two backup shares of a wallet did not rebuild a key verified against its
+    /// public key (or were not in Portal's format). No key was returned.
+    #[error("eject of the {curve} wallet (backup share pair {pair_id}) refused")]
+    Eject {
+        /// The wallet's curve.
+        curve: String,
+        /// The backup share pair opened.
+        pair_id: String,
+        /// Why (`portal-backup-eject`'s error; never a share or key value).
+        #[source]
+        source: eject::Error,
+    },
+    /// Eject: the custodian share Portal handed out belongs to another pair than the one
+    /// being opened.
+    #[error(
+        "the custodian backup share of the {curve} wallet belongs to backup share pair {custodian}, but pair {opened} is being opened"
+    )]
+    PairMismatch {
+        /// The wallet's curve.
+        curve: String,
+        /// The pair being opened.
+        opened: String,
+        /// The pair the custodian share names (`none` when it names none).
+        custodian: String,
+    },
+    /// Offline eject: no custodian share has a client half in the store.
+    #[error(
+        "offline eject of client {client_id}: no custodian backup share in the webhook's store has a client half in this store{}",
+        if pairs.is_empty() { String::new() } else { format!(" (custodian shares of pairs {} have no stored client ciphertext: those backups' client halves were never stored)", pairs.join(", ")) }
+    )]
+    NoClientHalf {
+        /// The client.
+        client_id: String,
+        /// The pairs of the custodian shares found.
+        pairs: Vec<String>,
+    },
 }
 
 impl Error {

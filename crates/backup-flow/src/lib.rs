@@ -18,7 +18,7 @@ mod verify;
 
 pub use backup::BackupOutcome;
 pub use bulk::{BulkEvent, BulkOptions, BulkReport, LineResult, LineStatus, Shard};
-pub use eject::EjectedWallet;
+pub use eject::{EjectOptions, EjectReport, EjectedWallet};
 pub use error::{Error, Result};
 pub use flow::{CiphertextStore, Flow};
 pub use journal::{Journal, Step};

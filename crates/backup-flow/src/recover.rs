@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use envelope::{Opener, Sealer};
-use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::common::Curve;
+use portal_api::client_api::{BackupSharePair, SharePairStatusUpdate, Wallet};
+use portal_api::common::{BackupMethod, Curve, SharePairStatus};
 use portal_api::mpc::{BackupResponse, CurveShare, RecoverResponse};
 use portal_api::secret::SecretShare;
 use storage::{BackupStoreExt as _, PutOptions};
@@ -49,6 +49,30 @@ impl Flow {
     /// [`Error::WrongIdentity`] for a ciphertext that does not open as its share;
     /// [`Error::Unexpected`] when a wallet has no completed backup; Portal and store errors.
     pub async fn recover_unconfirmed(&self) -> Result<Recovered> {
+        self.recover_unconfirmed_using(None).await
+    }
+
+    /// [`recover`](Self::recover) from the newest completed backup of `backup_method` (a client
+    /// with several backup methods has one pair per method); `None` is the newest of any method.
+    ///
+    /// # Errors
+    /// As [`recover`](Self::recover); [`Error::Unexpected`] naming the completed methods when a
+    /// wallet has no completed backup of `backup_method`.
+    pub async fn recover_using(&self, backup_method: Option<&BackupMethod>) -> Result<Recovered> {
+        let recovered = self.recover_unconfirmed_using(backup_method).await?;
+        self.confirm_recovered(&recovered).await?;
+        Ok(recovered)
+    }
+
+    /// [`recover_unconfirmed`](Self::recover_unconfirmed) from the newest completed backup of
+    /// `backup_method` (`None`: of any method).
+    ///
+    /// # Errors
+    /// As [`recover_unconfirmed`](Self::recover_unconfirmed).
+    pub async fn recover_unconfirmed_using(
+        &self,
+        backup_method: Option<&BackupMethod>,
+    ) -> Result<Recovered> {
         let me = self
             .portal
             .client_me()
@@ -57,12 +81,7 @@ impl Flow {
         let opener = Opener::new(&self.keyring);
         let mut backup = BackupResponse::default();
         for wallet in &me.wallets {
-            let pair = wallet.latest_completed_backup_pair().ok_or_else(|| {
-                Error::Unexpected(format!(
-                    "the {} wallet has no completed backup to recover from",
-                    wallet.curve.as_str()
-                ))
-            })?;
+            let pair = choose_backup_pair(wallet, backup_method, "recover from")?;
             let id = ShareId {
                 client_id: &me.id,
                 pair_id: &pair.id,
@@ -163,6 +182,49 @@ impl Flow {
         }
         Ok(())
     }
+}
+
+/// The backup pair to open: the newest completed pair of `method`, or of any method when
+/// `None`. `what` completes "the … wallet has no completed backup to …".
+pub(crate) fn choose_backup_pair<'w>(
+    wallet: &'w Wallet,
+    method: Option<&BackupMethod>,
+    what: &str,
+) -> Result<&'w BackupSharePair> {
+    let completed = || {
+        wallet
+            .backup_share_pairs
+            .iter()
+            .filter(|p| p.status == SharePairStatus::Completed)
+    };
+    let Some(method) = method else {
+        return wallet.latest_completed_backup_pair().ok_or_else(|| {
+            Error::Unexpected(format!(
+                "the {} wallet has no completed backup to {what}",
+                wallet.curve.as_str()
+            ))
+        });
+    };
+    completed()
+        .filter(|p| p.backup_method.as_ref() == Some(method))
+        .max_by(|a, b| a.created_at.cmp(&b.created_at))
+        .ok_or_else(|| {
+            let mut methods: Vec<&str> = completed()
+                .filter_map(|p| p.backup_method.as_ref().map(BackupMethod::as_str))
+                .collect();
+            methods.sort_unstable();
+            methods.dedup();
+            Error::Unexpected(format!(
+                "the {} wallet has no completed {} backup to {what} (completed backup methods: {})",
+                wallet.curve.as_str(),
+                method.as_str(),
+                if methods.is_empty() {
+                    "none".to_owned()
+                } else {
+                    methods.join(", ")
+                }
+            ))
+        })
 }
 
 /// Moves opened bytes into a share string without copying them.

@@ -1,5 +1,5 @@
-//! Backup, verify, recover, eject and rotate end to end against `portal-sim`, Portal-managed
-//! and self-stored, with the simulator's invariant report clean after each.
+//! Backup, verify, recover and rotate end to end against `portal-sim`, Portal-managed and
+//! self-stored, with the simulator's invariant report clean after each (eject: `eject.rs`).
 
 mod support;
 
@@ -10,7 +10,7 @@ use backup_flow::storage::memory::MemoryStore;
 use backup_flow::storage::{BackupKey, BackupStore, PutOptions};
 use backup_flow::{CiphertextStore, Error, Finding};
 use portal_sim::FaultRule;
-use support::{assert_clean, custodian_client, flow, fs_store, generated_client, keyring, sim};
+use support::{assert_clean, flow, fs_store, generated_client, keyring, sim};
 
 #[tokio::test]
 async fn portal_managed_backup_verify_recover() {
@@ -289,37 +289,5 @@ async fn rotate_rewraps_every_share_and_resumes() {
     assert!(with_new.verify().await.unwrap().is_ok());
     let report = flow.verify().await.unwrap();
     assert!(!report.is_ok(), "the old keyring no longer opens anything");
-    assert_clean(&sim);
-}
-
-#[tokio::test]
-async fn eject_returns_both_shares_of_each_wallet() {
-    let sim = sim(false).await;
-    let (keys, client, generate) = generated_client(&sim).await;
-    let state = tempfile::tempdir().unwrap();
-    let keyring = keyring();
-    flow(
-        client,
-        keyring.clone(),
-        CiphertextStore::Portal,
-        state.path(),
-    )
-    .backup(&generate)
-    .await
-    .unwrap();
-
-    let custodian = flow(
-        custodian_client(&sim, &keys),
-        keyring,
-        CiphertextStore::Portal,
-        state.path(),
-    );
-    let ejected = custodian.eject(&keys.client_id).await.unwrap();
-    assert_eq!(ejected.len(), 2);
-    for wallet in &ejected {
-        assert!(!wallet.client_backup_share.expose_secret().is_empty());
-        assert!(!wallet.custodian_backup_share.expose_secret().is_empty());
-        assert!(!format!("{wallet:?}").contains(wallet.client_backup_share.expose_secret()));
-    }
     assert_clean(&sim);
 }

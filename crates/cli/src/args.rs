@@ -141,6 +141,10 @@ pub(crate) enum Command {
         /// 0600) instead of stdout
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Recover from the newest completed backup of this method (GDRIVE, ICLOUD, PASSWORD,
+        /// PASSKEY, CUSTOM, ...) [default: the newest completed backup of any method]
+        #[arg(long, value_name = "METHOD")]
+        backup_method: Option<String>,
     },
     /// The restore drill: check that every backed-up share opens and is bound to its
     /// identity (exit 0 only then; 4 otherwise). Changes nothing
@@ -154,16 +158,11 @@ pub(crate) enum Command {
         #[arg(long = "client-id", value_name = "ID", requires = "store_wide")]
         client_id: Vec<String>,
     },
-    /// As the custodian, eject a client's wallets: both backup shares of each wallet go to a
-    /// new file (mode 0600)
-    Eject {
-        /// The client to eject
-        #[arg(long, value_name = "ID")]
-        client_id: String,
-        /// The file to create for the shares
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-    },
+    /// As the custodian, eject a client's wallets: each wallet's private key, rebuilt from its
+    /// two backup shares and verified against its public key, goes to a new file (mode 0600).
+    /// Through Portal, or --offline for Self-Managed Backups; `eject combine` for two share
+    /// files
+    Eject(EjectArgs),
     /// Rewrap every stored ciphertext of some clients under new key-encryption keys (the
     /// shares are not re-encrypted). Resumable. Needs a store of your own
     Rotate {
@@ -184,6 +183,54 @@ pub(crate) enum Command {
     /// Serve the Self-Managed Backups webhook Portal calls with custodian backup shares,
     /// sealed with --kms and kept in --store (a store of your own), until SIGINT or SIGTERM
     ServeWebhook(crate::webhook::ServeWebhook),
+}
+
+/// `eject` options.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct EjectArgs {
+    /// Combine two shares given as files instead
+    #[command(subcommand)]
+    pub(crate) command: Option<EjectCommand>,
+    /// The client to eject
+    #[arg(long, value_name = "ID", required = true)]
+    pub(crate) client_id: Option<String>,
+    /// The file to create for the keys (mode 0600; never an existing file)
+    #[arg(long, value_name = "FILE", required = true)]
+    pub(crate) out: Option<PathBuf>,
+    /// Eject the newest completed backup of this method (GDRIVE, ICLOUD, PASSWORD, PASSKEY,
+    /// CUSTOM, ...) [default: the newest completed backup of any method]
+    #[arg(long, value_name = "METHOD", conflicts_with = "offline")]
+    pub(crate) backup_method: Option<String>,
+    /// After every wallet's key was rebuilt, verified and written, mark the client ejected at
+    /// Portal (POST /api/v3/clients/me/eject). IRREVERSIBLE; never done without this flag
+    #[arg(long, conflicts_with = "offline")]
+    pub(crate) mark_ejected: bool,
+    /// Self-Managed Backups, without Portal: client ciphertexts from --store, custodian
+    /// shares from the webhook's store (--webhook-store), both opened with the KMS; no Portal
+    /// call is made
+    #[arg(long)]
+    pub(crate) offline: bool,
+    /// With --offline: the store `serve-webhook` keeps custodian shares in [default: --store]
+    #[arg(long, value_name = "URI", requires = "offline")]
+    pub(crate) webhook_store: Option<String>,
+    /// With --offline: the key-encryption keys of the webhook's store (repeatable)
+    /// [default: --kms]
+    #[arg(
+        long = "webhook-kms",
+        value_name = "URI",
+        requires = "offline",
+        value_delimiter = ','
+    )]
+    pub(crate) webhook_kms: Vec<String>,
+}
+
+/// `eject` subcommands.
+#[derive(Subcommand)]
+pub(crate) enum EjectCommand {
+    /// Rebuild and verify one wallet's key from a client backup share and a custodian backup
+    /// share given as files (shares obtained any other way). Needs no Portal, KMS or store
+    Combine(crate::combine::CombineArgs),
 }
 
 /// `bulk` commands.

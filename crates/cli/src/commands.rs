@@ -8,15 +8,17 @@ use std::process::ExitCode;
 use backup_flow::bulk::{
     BulkEvent, BulkOptions, BulkReport, JOB_COMPLETION_INDEX, LineStatus, Shard,
 };
-use backup_flow::{CiphertextStore, Flow};
+use backup_flow::{CiphertextStore, EjectOptions, Flow};
 use envelope::{KeyEncryptionKey as _, Keyring};
 use portal_api::client::RateLimit;
 use portal_api::mpc::GenerateResponse;
-use portal_api::{ApiKey, Client, JsonError, SecretShare};
+use portal_api::{ApiKey, BackupMethod, Client, JsonError, SecretShare};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::args::{BulkBackup, BulkCommand, Command, Global, RateLimitArg};
+use crate::args::{
+    BulkBackup, BulkCommand, Command, EjectArgs, EjectCommand, Global, RateLimitArg,
+};
 use crate::failure::{EXIT_FAILED, EXIT_RETRYABLE, EXIT_USAGE, EXIT_VERIFY_FAILED, Failure};
 use crate::store::StoreUri;
 use crate::{demo, kms, output, progress};
@@ -154,7 +156,9 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
     match command {
         Command::Keygen { out } => keygen(&out),
         Command::Backup { generate_response } => backup(&settings, &generate_response).await,
-        Command::Recover { out } => recover(&settings, out.as_deref()).await,
+        Command::Recover { out, backup_method } => {
+            recover(&settings, out.as_deref(), backup_method.as_deref()).await
+        }
         Command::Verify {
             store_wide: false, ..
         } => verify(&settings).await,
@@ -162,7 +166,7 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
             store_wide: true,
             client_id,
         } => verify_store_wide(&settings, client_id).await,
-        Command::Eject { client_id, out } => eject(&settings, &client_id, &out).await,
+        Command::Eject(args) => eject(&settings, args).await,
         Command::Rotate { to_kms, client_id } => rotate(&settings, &to_kms, client_id).await,
         Command::Bulk(BulkCommand::Backup(args)) => bulk_backup(&settings, args).await,
         Command::Demo => demo::run().await,
@@ -229,7 +233,12 @@ fn ids_by_curve(shares: &portal_api::mpc::CurveShares) -> BTreeMap<String, Strin
         .collect()
 }
 
-async fn recover(settings: &Settings, out: Option<&Path>) -> Result<ExitCode, Failure> {
+async fn recover(
+    settings: &Settings,
+    out: Option<&Path>,
+    backup_method: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let backup_method = backup_method.map(BackupMethod::from_wire);
     // Make sure the new signing shares have somewhere to go before Portal issues them.
     let file = match out {
         Some(path) => Some(output::create_private(path)?),
@@ -249,7 +258,7 @@ async fn recover(settings: &Settings, out: Option<&Path>) -> Result<ExitCode, Fa
     let recovered = match flow {
         // Portal is told the new signing shares are stored only after they are written.
         Ok(flow) => flow
-            .recover_unconfirmed()
+            .recover_unconfirmed_using(backup_method.as_ref())
             .await
             .map(|recovered| (flow, recovered))
             .map_err(|e| Failure::flow("recover failed", e)),
@@ -386,66 +395,206 @@ async fn verify_store_wide(
     Err(failure.with_code(EXIT_VERIFY_FAILED))
 }
 
-async fn eject(settings: &Settings, client_id: &str, out: &Path) -> Result<ExitCode, Failure> {
-    let file = output::create_private(out)?;
+async fn eject(settings: &Settings, args: EjectArgs) -> Result<ExitCode, Failure> {
+    let (client_id, out) = match (args.command, args.client_id, args.out) {
+        (Some(EjectCommand::Combine(combine)), _, _) => return crate::combine::run(&combine),
+        (None, Some(client_id), Some(out)) => (client_id, out),
+        _ => return Err(Failure::new("eject needs --client-id and --out").with_code(EXIT_USAGE)),
+    };
+    // The keys have somewhere private to go before anything is fetched.
+    let file = output::create_private(&out)?;
     let result = async {
-        let flow = settings.flow(Acting::Custodian, None).await?;
-        flow.eject(client_id)
-            .await
-            .map_err(|e| Failure::flow(format!("eject of client {client_id} failed"), e))
+        if args.offline {
+            eject_offline(settings, &client_id, &args.webhook_store, &args.webhook_kms).await
+        } else {
+            let flow = settings.flow(Acting::Custodian, None).await?;
+            let mut options = EjectOptions::new();
+            if let Some(method) = &args.backup_method {
+                options = options.with_backup_method(BackupMethod::from_wire(method));
+            }
+            // Marked only after the keys are written (below), never inside the eject.
+            let report = flow
+                .eject(&client_id, &options)
+                .await
+                .map_err(|e| Failure::flow(format!("eject of client {client_id} failed"), e))?;
+            Ok((Some(flow), report))
+        }
     }
     .await;
-    let wallets = match result {
-        Ok(wallets) => wallets,
+    let (flow, report) = match result {
+        Ok(done) => done,
         Err(e) => {
-            let _ = std::fs::remove_file(out);
+            // No key was rebuilt and verified: nothing is written, no empty file is left.
+            let _ = std::fs::remove_file(&out);
             return Err(e);
         }
     };
+    output::write_private(file, &out, &KeyFile::of(&report))?;
+    let marked_ejected = match (&flow, args.mark_ejected) {
+        (Some(flow), true) => {
+            flow.mark_ejected(&client_id).await.map_err(|e| {
+                Failure::flow(
+                    format!(
+                        "the keys are in {}, but marking client {client_id} ejected failed",
+                        out.display()
+                    ),
+                    e,
+                )
+            })?;
+            true
+        }
+        _ => false,
+    };
+    for pair in &report.unmatched_custodian_pairs {
+        tracing::warn!(
+            pair_id = %pair,
+            "the webhook's custodian share of this backup share pair has no client half in the store (never stored): not ejected"
+        );
+    }
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Wallet<'a> {
-        wallet_id: &'a str,
+        wallet_id: Option<&'a str>,
         curve: &'a str,
         backup_share_pair_id: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        client_backup_share: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        custodian_backup_share: Option<&'a str>,
+        backup_method: Option<&'a str>,
+        public_key: String,
+        address: String,
+        checked_against: &'static str,
     }
-    let shares: Vec<Wallet<'_>> = wallets
-        .iter()
-        .map(|w| Wallet {
-            wallet_id: &w.wallet_id,
-            curve: w.curve.as_str(),
-            backup_share_pair_id: &w.backup_share_pair_id,
-            client_backup_share: Some(w.client_backup_share.expose_secret()),
-            custodian_backup_share: Some(w.custodian_backup_share.expose_secret()),
-        })
-        .collect();
-    output::write_private(file, out, &shares)?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Summary<'a> {
         client_id: &'a str,
         wallets: Vec<Wallet<'a>>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        unmatched_custodian_pairs: &'a [String],
         out: String,
+        marked_ejected: bool,
         status: &'static str,
     }
     output::print_json(&Summary {
-        client_id,
-        wallets: shares
-            .into_iter()
+        client_id: &client_id,
+        wallets: report
+            .wallets
+            .iter()
             .map(|w| Wallet {
-                client_backup_share: None,
-                custodian_backup_share: None,
-                ..w
+                wallet_id: w.wallet_id.as_deref(),
+                curve: w.curve.as_str(),
+                backup_share_pair_id: &w.backup_share_pair_id,
+                backup_method: w.backup_method.as_ref().map(BackupMethod::as_str),
+                public_key: w.key.public_key().to_hex(),
+                address: w.key.public_key().address(),
+                checked_against: checked_against(&w.key),
             })
             .collect(),
+        unmatched_custodian_pairs: &report.unmatched_custodian_pairs,
         out: out.display().to_string(),
-        status: "ejected",
+        marked_ejected,
+        status: "verified",
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn checked_against(key: &eject::RebuiltKey) -> &'static str {
+    match key.portal_wallet_key() {
+        eject::PortalKeyCheck::Matched => {
+            "both shares' public keys and the wallet's public key at Portal"
+        }
+        eject::PortalKeyCheck::Unparsable => {
+            "both shares' public keys; not checked against Portal's wallet key (its publicKey does not parse as a point)"
+        }
+        _ => {
+            "both shares' public keys; not checked against Portal's wallet key (Portal not consulted)"
+        }
+    }
+}
+
+/// The key file: one entry per wallet, each the verified key with what it is.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyFile<'a> {
+    client_id: &'a str,
+    wallets: Vec<KeyFileWallet<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyFileWallet<'a> {
+    wallet_id: Option<&'a str>,
+    backup_method: Option<&'a str>,
+    #[serde(flatten)]
+    key: &'a eject::RebuiltKey,
+}
+
+impl<'a> KeyFile<'a> {
+    fn of(report: &'a backup_flow::EjectReport) -> Self {
+        Self {
+            client_id: &report.client_id,
+            wallets: report
+                .wallets
+                .iter()
+                .map(|w| KeyFileWallet {
+                    wallet_id: w.wallet_id.as_deref(),
+                    backup_method: w.backup_method.as_ref().map(BackupMethod::as_str),
+                    key: &w.key,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Offline eject: our store and the webhook's, opened with the KMS; Portal is not called.
+async fn eject_offline(
+    settings: &Settings,
+    client_id: &str,
+    webhook_store: &Option<String>,
+    webhook_kms: &[String],
+) -> Result<(Option<Flow>, backup_flow::EjectReport), Failure> {
+    let keyring = kms::keyring(&settings.kms, "--kms").await?;
+    let (uri, store) = settings.store().await?;
+    if matches!(uri, StoreUri::Portal) {
+        return Err(Failure::new(
+            "offline eject reads the client ciphertexts from a store of your own, not portal",
+        )
+        .hint(
+            "pass the --store your Self-Managed backups use (file:<dir>, postgres://…, s3://…)",
+        ));
+    }
+    let vault_store = crate::store::open_own(
+        &crate::store::parse(webhook_store.as_deref().unwrap_or(&settings.store))?,
+        "offline eject (the webhook's custodian shares)",
+    )
+    .await?;
+    let vault_keyring = if webhook_kms.is_empty() {
+        kms::keyring(&settings.kms, "--kms").await?
+    } else {
+        kms::keyring(webhook_kms, "--webhook-kms").await?
+    };
+    let vault = custodian_webhook::ShareVault::new(vault_keyring, vault_store)
+        .map_err(|e| Failure::caused_by("cannot read the webhook's store", e))?;
+    let custodian_shares: Vec<SecretShare> = vault
+        .fetch(client_id)
+        .await
+        .map_err(|e| {
+            Failure::caused_by("cannot read the custodian shares of the webhook's store", e)
+        })?
+        .into_iter()
+        .map(|share| SecretShare::new(share.expose_secret().to_owned()))
+        .collect();
+    if custodian_shares.is_empty() {
+        return Err(Failure::new(format!(
+            "the webhook's store holds no custodian backup share of client {client_id}"
+        ))
+        .hint("pass the store serve-webhook uses with --webhook-store (and its keys with --webhook-kms)"));
+    }
+    // No Portal call: the client has no credential and no base URL is contacted.
+    let flow = settings.flow_with(settings.portal(Acting::Nobody, None)?, keyring, store)?;
+    let report = flow
+        .eject_offline(client_id, &custodian_shares)
+        .await
+        .map_err(|e| Failure::flow(format!("offline eject of client {client_id} failed"), e))?;
+    Ok((None, report))
 }
 
 async fn rotate(

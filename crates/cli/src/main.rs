@@ -6,9 +6,15 @@
 //!
 //!   keygen --out <file>                       a new local key-encryption key file (0600)
 //!   backup --generate-response <file|->       back up one client (resumable)
-//!   recover [--out <file>]                    new signing shares from the newest backup
+//!   recover [--out <file>] [--backup-method <m>]  new signing shares from the newest backup
 //!   verify                                    the restore drill (exit 0 only when all open)
-//!   eject --client-id <id> --out <file>       as the custodian: both backup shares per wallet
+//!   eject --client-id <id> --out <file> [--backup-method <m>] [--mark-ejected]
+//!                                             as the custodian through Portal: each wallet's
+//!                                             private key, rebuilt and verified (file 0600)
+//!   eject --offline --client-id <id> --out <file> [--webhook-store <uri>] [--webhook-kms <uri>]
+//!                                             Self-Managed Backups, without Portal
+//!   eject combine --curve <c> --client-share <file> --custodian-share <file> --out <file>
+//!                                             one wallet's key from two share files
 //!   rotate --to-kms <uri>… [--client-id <id>]…  rewrap every stored ciphertext
 //!   bulk backup --input <file.jsonl|->        many clients; [--concurrency N]
 //!               [--rate-limit <per minute>|off] [--shard i/n | --shard-count N]
@@ -37,6 +43,7 @@
 //! KMS and store URI grammars.
 
 mod args;
+mod combine;
 mod commands;
 mod demo;
 mod failure;

@@ -10,6 +10,10 @@
 //! simulator, and each custodian share as the webhook receives it; shares are searched both
 //! as Portal sends them and base64-decoded.
 //!
+//! Eject has its own scan: the private keys it rebuilds (through Portal with `--mark-ejected`,
+//! and with `eject combine`, accepted and refused) are searched in every form above plus
+//! base58, in everything it prints and every file outside the one it is told to write.
+//!
 //! The demo runs its own simulators in its own process, so its secrets are unknown here; its
 //! output is searched for the shapes of a share instead (the fixed base64 opening of every
 //! client share, and field names that only occur inside share material).
@@ -58,9 +62,35 @@ const WINDOW: usize = 48;
 /// Every needle is at least this long (the index keys on its first 8 bytes).
 const MIN_NEEDLE: usize = 12;
 
+/// Base58 (Bitcoin alphabet), the form of ed25519 keys in Portal's eject format; written here
+/// so the scan does not trust the encoder of the code under test.
+fn base58(bytes: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut digits: Vec<u32> = Vec::new(); // little-endian base-58 digits
+    for &byte in bytes {
+        let mut carry = u32::from(byte);
+        for d in &mut digits {
+            carry += *d << 8;
+            *d = carry % 58;
+            carry /= 58;
+        }
+        while carry > 0 {
+            digits.push(carry % 58);
+            carry /= 58;
+        }
+    }
+    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
+    let mut out = vec![b'1'; zeros];
+    out.extend(digits.iter().rev().map(|&d| ALPHABET[d as usize]));
+    out
+}
+
+/// Secrets up to this long are also searched in base58 (keys; shares are far longer).
+const BASE58_MAX: usize = 64;
+
 /// Every form a secret is searched in.
 fn encodings(secret: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
+    let mut forms = vec![
         ("raw", secret.to_vec()),
         ("base64", STANDARD.encode(secret).into_bytes()),
         ("base64-nopad", STANDARD_NO_PAD.encode(secret).into_bytes()),
@@ -71,7 +101,11 @@ fn encodings(secret: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("hex", hex::encode(secret).into_bytes()),
         ("HEX", hex::encode_upper(secret).into_bytes()),
-    ]
+    ];
+    if secret.len() <= BASE58_MAX {
+        forms.push(("base58", base58(secret)));
+    }
+    forms
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +222,10 @@ fn the_scanner_finds_a_planted_secret_in_every_form() {
     for i in 0..3000u32 {
         long.extend_from_slice(format!("{:x}", i.wrapping_mul(2_654_435_761)).as_bytes());
     }
+    // base58 checked against a known value (the 32-byte key 0x01...01 is not needed: the
+    // Bitcoin wiki's "Hello World!" vector).
+    assert_eq!(base58(b"Hello World!"), b"2NEpo7TZRRrLZSi2U");
+    assert_eq!(base58(&[0, 0, 1]), b"112");
     let secrets = vec![("short".to_owned(), short), ("long".to_owned(), long)];
     let scanner = Scanner::new(&secrets);
     for (label, secret) in &secrets {
@@ -617,4 +655,197 @@ fn no_share_shape_or_known_secret_in_the_demo_at_trace_level() {
         "RUST_LOG=trace produced little output"
     );
     assert!(hits.is_empty(), "share material leaked: {hits:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_rebuilt_private_key_in_any_form_in_what_eject_prints_or_writes_at_trace_level() {
+    let sim = PortalSim::start(SimConfig::new()).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let secret_dir = root.path().join("secret");
+    let run_dir = root.path().join("run");
+    for dir in [&secret_dir, &run_dir, &run_dir.join("tmp")] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let kek = secret_dir.join("kek");
+    let cmd = || {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("RUST_LOG", "trace")
+            .env("HOME", &run_dir)
+            .env("TMPDIR", run_dir.join("tmp"))
+            .env("PORTAL_BACKUP_STATE_DIR", run_dir.join("state"))
+            .env("PORTAL_BACKUP_KMS", format!("local:{}", kek.display()))
+            .env("PORTAL_API_URL", sim.api_base_url())
+            .env("PORTAL_MPC_URL", sim.mpc_base_url());
+        cmd
+    };
+    let mut outputs: Vec<(String, Output)> = Vec::new();
+    let mut ok = |what: &str, out: Output| {
+        assert!(out.status.success(), "{what}: {}", text(&out));
+        outputs.push((what.to_owned(), out));
+    };
+    ok(
+        "keygen",
+        run(cmd().args(["keygen", "--out"]).arg(&kek), None),
+    );
+    let (keys, generate) = app_client(&sim, sim.base_url()).await;
+    ok(
+        "backup",
+        run(
+            cmd()
+                .env("PORTAL_CLIENT_API_KEY", keys.client_api_key.expose_secret())
+                .args(["backup", "--generate-response", "-"]),
+            Some(generate.to_string().as_bytes()),
+        ),
+    );
+    // Eject through Portal, marking the client ejected: the keys go to secret/ only.
+    let key_file = secret_dir.join("keys.json");
+    ok(
+        "eject",
+        run(
+            cmd()
+                .env(
+                    "PORTAL_CUSTODIAN_API_KEY",
+                    keys.custodian_api_key.expose_secret(),
+                )
+                .args([
+                    "eject",
+                    "--mark-ejected",
+                    "--client-id",
+                    &keys.client_id,
+                    "--out",
+                ])
+                .arg(&key_file),
+            None,
+        ),
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&key_file), 0o600, "the keys are private");
+    let written: Value = serde_json::from_slice(&std::fs::read(&key_file).unwrap()).unwrap();
+
+    // The same wallets' keys through `eject combine`: a refused combination (the other
+    // curve) and an accepted one, from shares rebuilt into files in secret/.
+    let details = sim.client_details(&keys.client_id).unwrap();
+    let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
+    for wallet in &details.wallets {
+        let truth = sim.wallet_private_key_hex(&wallet.id).unwrap();
+        let bytes = hex::decode(truth.as_str()).unwrap();
+        let entry = written["wallets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["walletId"] == wallet.id.as_str())
+            .unwrap();
+        assert_eq!(
+            entry["privateKeyHex"],
+            truth.as_str(),
+            "the key file holds the real key"
+        );
+        secrets.push((format!("{} private key", wallet.curve), bytes));
+        if let Some(b58) = entry["privateKeyBase58"].as_str() {
+            // Also as the key file spells it (the scanner derives base58 itself too).
+            secrets.push((
+                format!("{} private key, base58 text", wallet.curve),
+                b58.as_bytes().to_vec(),
+            ));
+        }
+    }
+    let vectors = secret_dir.join("client.json");
+    let custodian = secret_dir.join("custodian.json");
+    std::fs::write(
+        &vectors,
+        json!({
+            "share": "20239155973571792266164364275964524242029729063304656485165418448115248082802",
+            "pubkey": {"X": "95905857107301357381155516338362784207317010673073787675690511286760317802272",
+                       "Y": "84471157200556546968836560278865290072494471108462199268947632974788956557127"},
+            "bks": {"client": {"X": "86868548274168401139460440216870783092063038666835278534832349302396154314237", "Rank": 0},
+                    "server": {"X": "18215211649252066570518778981645428771794111974791698622992184423457425369616", "Rank": 0}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        &custodian,
+        json!({
+            "share": "35548699788994050550146262427737959890227338646889173786783560192790230768775",
+            "x": "95905857107301357381155516338362784207317010673073787675690511286760317802272",
+            "y": "84471157200556546968836560278865290072494471108462199268947632974788956557127",
+            "clientBk": "86868548274168401139460440216870783092063038666835278534832349302396154314237",
+            "serverBk": "18215211649252066570518778981645428771794111974791698622992184423457425369616"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let combine = |curve: &str, out: &Path| {
+        run(
+            cmd()
+                .args(["eject", "combine", "--curve", curve, "--client-share"])
+                .arg(&vectors)
+                .arg("--custodian-share")
+                .arg(&custodian)
+                .arg("--out")
+                .arg(out),
+            None,
+        )
+    };
+    let refused = combine("ed25519", &run_dir.join("refused.json"));
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let vector_key = secret_dir.join("vector.json");
+    ok("eject combine", combine("secp256k1", &vector_key));
+    outputs.push(("eject combine (refused)".into(), refused));
+    let vector: Value = serde_json::from_slice(&std::fs::read(&vector_key).unwrap()).unwrap();
+    secrets.push((
+        "vector private key".into(),
+        hex::decode(vector["privateKeyHex"].as_str().unwrap()).unwrap(),
+    ));
+    // The shares and the API keys too: eject must not print them either.
+    for (what, value) in [
+        ("client api key", &keys.client_api_key),
+        ("custodian api key", &keys.custodian_api_key),
+    ] {
+        secrets.push((what.into(), value.expose_secret().as_bytes().to_vec()));
+    }
+    secrets.push((
+        "vector client share value".into(),
+        b"20239155973571792266164364275964524242029729063304656485165418448115248082802".to_vec(),
+    ));
+
+    let scanner = Scanner::new(&secrets);
+    let mut hits = Vec::new();
+    for (what, out) in &outputs {
+        scanner.scan(&format!("{what} stdout"), &out.stdout, &mut hits);
+        scanner.scan(&format!("{what} stderr"), &out.stderr, &mut hits);
+    }
+    let (files, bytes) = scanner.scan_dir(&run_dir, &[], &mut hits);
+    // The key files in secret/ are meant to hold the keys: the scanner must see them there.
+    let mut expected = Vec::new();
+    scanner.scan_dir(&secret_dir, &[], &mut expected);
+    for form in ["hex", "base58"] {
+        assert!(
+            expected
+                .iter()
+                .any(|h| h.form == form && h.secret.contains("private key")),
+            "the scanner does not see a {form} key in the key file: {expected:?}"
+        );
+    }
+    let trace_lines = outputs
+        .iter()
+        .map(|(_, o)| o.stderr.iter().filter(|&&b| b == b'\n').count())
+        .sum::<usize>();
+    eprintln!(
+        "leak scan (eject): {} secrets as {} needles over {} runs ({trace_lines} stderr lines) \
+         and {files} files ({bytes} bytes): {} hits",
+        secrets.len(),
+        scanner.needle_count(),
+        outputs.len(),
+        hits.len()
+    );
+    assert!(trace_lines > 50, "RUST_LOG=trace produced little output");
+    assert!(
+        sim.client_details(&keys.client_id)
+            .unwrap()
+            .ejected_at
+            .is_some()
+    );
+    assert!(hits.is_empty(), "rebuilt keys leaked: {hits:#?}");
 }

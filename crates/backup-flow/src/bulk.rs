@@ -75,7 +75,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, cause_chain};
 use crate::flow::Flow;
 
 /// The longest input line accepted, in bytes (1 MiB). A longer line fails on its own.
@@ -857,18 +857,6 @@ fn parse_line(line: &[u8]) -> Parsed {
         },
         None => Parsed::Invalid("the line has no generateResponse".into()),
     }
-}
-
-/// `error: cause: cause …`, the whole `source()` chain on one line.
-fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

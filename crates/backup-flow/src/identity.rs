@@ -4,7 +4,7 @@
 
 use envelope::EncryptionContext;
 use portal_api::common::Curve;
-use storage::BackupKey;
+use storage::{BackupKey, ShareKind};
 
 use crate::error::{Error, Result};
 
@@ -23,6 +23,45 @@ pub const PURPOSE: &str = "purpose";
 pub const CLIENT_BACKUP: &str = "client-backup";
 /// Purpose of a client signing share.
 pub const CLIENT_SIGNING: &str = "client-signing";
+/// Context key: the backup method of a custodian backup share (`GDRIVE`, `PASSWORD`, …).
+pub const BACKUP_METHOD: &str = "backup-method";
+/// Purpose of a custodian backup share, as the custodian webhook seals it.
+pub const CUSTODIAN_BACKUP: &str = "custodian-backup";
+
+/// The context the object stored under `key` must have been sealed under: what a store-wide
+/// operation checks before it touches an object, so that a ciphertext moved (or forged) into
+/// another share's place is never rewrapped as if it were that share.
+pub(crate) fn expected_context(key: &BackupKey) -> Result<EncryptionContext> {
+    let invalid = |e: envelope::Error| Error::Invalid(format!("{key}: {e}"));
+    let missing = |what: &str| Error::Invalid(format!("{key}: the key names no {what}"));
+    match key.kind() {
+        ShareKind::ClientBackup | ShareKind::ClientSigning => {
+            let curve = Curve::from_wire(key.curve().ok_or_else(|| missing("curve"))?);
+            ShareId {
+                client_id: key.client_id(),
+                pair_id: key
+                    .share_pair_id()
+                    .ok_or_else(|| missing("share pair id"))?,
+                curve: &curve,
+                signing: key.kind() == ShareKind::ClientSigning,
+            }
+            .context()
+        }
+        ShareKind::CustodianBackup => {
+            let method = key
+                .backup_method()
+                .ok_or_else(|| missing("backup method"))?;
+            EncryptionContext::new()
+                .with(CLIENT_ID, key.client_id())
+                .and_then(|c| c.with(BACKUP_METHOD, method))
+                .and_then(|c| c.with(PURPOSE, CUSTODIAN_BACKUP))
+                .map_err(invalid)
+        }
+        _ => Err(Error::Invalid(format!(
+            "{key}: a kind of share this version does not know"
+        ))),
+    }
+}
 
 /// Which of a client's shares: a backup share (by backup share pair id) or a signing share
 /// (by signing share pair id), on one curve.

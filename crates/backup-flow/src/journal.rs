@@ -232,6 +232,69 @@ impl Journal {
         }
     }
 
+    /// Every backup the journal holds that has not reached [`Step::Confirmed`], with its
+    /// sealed shares (backups still at [`Step::Requested`] have none).
+    pub(crate) async fn unfinished(&self) -> Result<Vec<BackupRecord>> {
+        let journal = self.clone();
+        blocking(&self.dir, move || journal.unfinished_blocking()).await
+    }
+
+    fn unfinished_blocking(&self) -> Result<Vec<BackupRecord>> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| journal_error(&self.dir, e))?;
+        let mut records = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| journal_error(&self.dir, e))?;
+            let name = entry.file_name();
+            let Some(backup_id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("backup-"))
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            if let Some(record) = self.load_blocking(backup_id)?
+                && record.step < Step::Confirmed
+                && !record.shares.is_empty()
+            {
+                records.push(record);
+            }
+        }
+        records.sort_by(|a, b| a.backup_id.cmp(&b.backup_id));
+        Ok(records)
+    }
+
+    /// Replaces the sealed shares of a recorded backup (after a key rotation rewrapped
+    /// them), durably, keeping the step its record file holds: its markers stay valid.
+    pub(crate) async fn replace_shares(&self, record: &BackupRecord) -> Result<()> {
+        let journal = self.clone();
+        let record = record.clone();
+        blocking(&self.dir, move || {
+            let path = journal.path(&record.backup_id);
+            let on_disk: BackupRecord = std::fs::read(&path)
+                .map_err(|e| journal_error(&path, e))
+                .and_then(|text| {
+                serde_json::from_slice(&text).map_err(|e| {
+                    journal_error(
+                        &path,
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    )
+                })
+            })?;
+            let updated = BackupRecord {
+                shares: record.shares,
+                ..on_disk
+            };
+            let json = serde_json::to_vec_pretty(&updated).map_err(|e| {
+                journal_error(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            })?;
+            journal.save_blocking(&path, &json)
+        })
+        .await
+    }
+
     /// Writes the record atomically and durably: after a crash the file holds this record or
     /// the previous one, never a torn mix, and once this returns, this one.
     fn save_blocking(&self, path: &Path, json: &[u8]) -> Result<()> {

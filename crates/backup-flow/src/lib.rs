@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 pub use flow::{CiphertextStore, Flow};
 pub use journal::{Journal, Step};
 pub use recover::Recovered;
-pub use rotate::RotateReport;
+pub use rotate::{DEFAULT_ROTATE_CONCURRENCY, RotateFailure, RotateReport};
 pub use verify::{Finding, ShareCheck, VerifyReport};
 
 pub use envelope;

@@ -163,16 +163,22 @@ pub(crate) enum Command {
     /// Through Portal, or --offline for Self-Managed Backups; `eject combine` for two share
     /// files
     Eject(EjectArgs),
-    /// Rewrap every stored ciphertext of some clients under new key-encryption keys (the
-    /// shares are not re-encrypted). Resumable. Needs a store of your own
+    /// Rewrap every sealed object a store holds for some clients (client backup, signing and
+    /// custodian backup shares) under new key-encryption keys, without re-encrypting a share,
+    /// then count from the headers what is still not under them (must be 0). Resumable.
+    /// Needs a store of your own
     Rotate {
-        /// The new key-encryption keys (replace those of --kms)
+        /// The new key-encryption keys (replace those of --kms); an alias is resolved to the
+        /// key it points to now
         #[arg(long = "to-kms", value_name = "URI", required = true, num_args = 1.., value_delimiter = ',')]
         to_kms: Vec<String>,
-        /// The clients (repeatable) [default: every client in a file store, or the client of
+        /// The clients (repeatable) [default: every client the store lists, or the client of
         /// --api-key]
         #[arg(long = "client-id", value_name = "ID")]
         client_id: Vec<String>,
+        /// Objects rewrapped at once
+        #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        concurrency: u16,
     },
     /// Many clients at once
     #[command(subcommand)]

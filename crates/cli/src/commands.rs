@@ -19,7 +19,9 @@ use zeroize::Zeroizing;
 use crate::args::{
     BulkBackup, BulkCommand, Command, EjectArgs, EjectCommand, Global, RateLimitArg,
 };
-use crate::failure::{EXIT_FAILED, EXIT_RETRYABLE, EXIT_USAGE, EXIT_VERIFY_FAILED, Failure};
+use crate::failure::{
+    EXIT_FAILED, EXIT_RETRYABLE, EXIT_ROTATE_INCOMPLETE, EXIT_USAGE, EXIT_VERIFY_FAILED, Failure,
+};
 use crate::store::StoreUri;
 use crate::{demo, kms, output, progress};
 
@@ -167,7 +169,11 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
             client_id,
         } => verify_store_wide(&settings, client_id).await,
         Command::Eject(args) => eject(&settings, args).await,
-        Command::Rotate { to_kms, client_id } => rotate(&settings, &to_kms, client_id).await,
+        Command::Rotate {
+            to_kms,
+            client_id,
+            concurrency,
+        } => rotate(&settings, &to_kms, client_id, concurrency.into()).await,
         Command::Bulk(BulkCommand::Backup(args)) => bulk_backup(&settings, args).await,
         Command::Demo => demo::run().await,
         Command::ServeWebhook(args) => {
@@ -601,6 +607,7 @@ async fn rotate(
     settings: &Settings,
     to_kms: &[String],
     client_ids: Vec<String>,
+    concurrency: usize,
 ) -> Result<ExitCode, Failure> {
     let (uri, store) = settings.store().await?;
     if matches!(uri, StoreUri::Portal) {
@@ -633,7 +640,7 @@ async fn rotate(
     };
     let flow = settings.flow_with(settings.portal(Acting::Nobody, None)?, from, store)?;
     let report = flow
-        .rotate(&to, &client_ids)
+        .rotate_with(&to, &client_ids, concurrency)
         .await
         .map_err(|e| Failure::flow("rotate failed", e))?;
     #[derive(Serialize)]
@@ -649,11 +656,28 @@ async fn rotate(
         report: &report,
         to_kms,
     })?;
+    if !report.is_complete() {
+        let failed: Vec<String> = report
+            .failed
+            .iter()
+            .map(|f| format!("{}: {}", f.key, f.reason))
+            .collect();
+        return Err(Failure::new(format!(
+            "rotation incomplete: {} objects failed and {} are still not under the new keys{}{}",
+            report.failed.len(),
+            report.not_under_target,
+            if failed.is_empty() { "" } else { ":\n    " },
+            failed.join("\n    ")
+        ))
+        .hint("keep the old keys until a rerun reports notUnderTarget 0 (it resumes where this one stopped)")
+        .with_code(EXIT_ROTATE_INCOMPLETE));
+    }
     eprintln!(
-        "rotated {} ciphertexts of {} clients ({} were already under the new keys); use --kms {} from now on",
+        "rotated {} objects of {} clients ({} were already under the new keys, {} journal shares rewrapped); nothing is left under other keys: use --kms {} from now on",
         report.rewrapped,
         client_ids.len(),
         report.already_current,
+        report.journal_rewrapped,
         to_kms.join(",")
     );
     Ok(ExitCode::SUCCESS)

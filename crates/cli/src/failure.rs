@@ -19,6 +19,10 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 pub(crate) const EXIT_RETRYABLE: u8 = 3;
 /// Exit code: `verify` found a share that is missing or does not open as its identity.
 pub(crate) const EXIT_VERIFY_FAILED: u8 = 4;
+/// Exit code: `rotate` left objects that are not under the new keys (some failed, or the
+/// header count after the rewrap is not zero); the report says which. Running it again
+/// resumes.
+pub(crate) const EXIT_ROTATE_INCOMPLETE: u8 = 5;
 
 /// A failed command.
 #[derive(Debug)]

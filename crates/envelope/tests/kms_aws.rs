@@ -241,7 +241,11 @@ async fn current_key_ref_of_an_alias_follows_update_alias() {
     // The alias can still open K1's wrapped keys, but K1 is no longer current.
     assert!(by_alias.can_unwrap(&KeyRef::new("aws-kms", k1.as_str()).unwrap()));
     let (_, wrapped) = by_alias.generate_data_key(&ctx()).await.unwrap();
-    assert_eq!(wrapped.key_ref(), &current, "a wrap records the current key");
+    assert_eq!(
+        wrapped.key_ref(),
+        &current,
+        "a wrap records the current key"
+    );
 }
 
 /// Round trips per seal and per open, counted at the client (every HTTP attempt), and the

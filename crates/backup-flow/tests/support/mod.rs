@@ -18,7 +18,11 @@ use backup_flow::portal_api::mpc::GenerateResponse;
 use backup_flow::portal_api::{ApiKey, Client};
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::memory::MemoryStore;
+use backup_flow::storage::{
+    BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, StorageError,
+};
 use backup_flow::{CiphertextStore, Flow};
+use bytes::Bytes;
 use custodian_webhook::{WebhookSecrets, WebhookServer};
 use portal_sim::{BackupMode, PortalSim, SimClient, SimConfig, WebhookConfig};
 
@@ -106,4 +110,65 @@ pub fn assert_clean(sim: &PortalSim) {
 
 pub fn fs_store(dir: &Path) -> CiphertextStore {
     CiphertextStore::Own(Arc::new(FsStore::new(dir).unwrap()))
+}
+
+/// A store whose puts can be made to fail (as an outage would), forwarding everything else.
+#[derive(Debug)]
+pub struct FlakyStore {
+    inner: Arc<dyn BackupStore>,
+    fail_puts: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyStore {
+    pub fn new(inner: Arc<dyn BackupStore>) -> Self {
+        Self {
+            inner,
+            fail_puts: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn fail_puts(&self, fail: bool) {
+        self.fail_puts
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl BackupStore for FlakyStore {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn put(
+        &self,
+        key: &BackupKey,
+        body: Bytes,
+        options: PutOptions,
+    ) -> Result<(), StorageError> {
+        if self.fail_puts.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StorageError::Unavailable {
+                backend: "flaky",
+                source: "the test made puts fail".into(),
+            });
+        }
+        self.inner.put(key, body, options).await
+    }
+    async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
+        self.inner.get(key).await
+    }
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        self.inner.get_versioned(key).await
+    }
+    async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
+        self.inner.list(client_id).await
+    }
+    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+        self.inner.list_clients().await
+    }
 }

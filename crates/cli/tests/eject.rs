@@ -457,3 +457,77 @@ async fn offline_eject_of_a_self_managed_client_through_serve_webhook_with_porta
         &[key_of(&file, "SECP256K1"), key_of(&file, "ED25519")],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eject_and_recover_choose_among_backup_methods() {
+    let sim = PortalSim::start(SimConfig::new()).await.unwrap();
+    let work = Work::new();
+    let (keys, generate) = app_client(&sim).await;
+    let backup = |state: &str| {
+        json_out(&run(
+            work.with_sim(sim.api_base_url())
+                .env("PORTAL_CLIENT_API_KEY", keys.client_api_key.expose_secret())
+                .env("PORTAL_BACKUP_STATE_DIR", work.path(state))
+                .args(["backup", "--generate-response", "-"]),
+            Some(&generate),
+        ))
+    };
+    let custom = backup("state-custom");
+    // Portal's multi-backup: a second pair per wallet under another method.
+    sim.set_backup_method(portal_api::BackupMethod::Password);
+    let password = backup("state-password");
+    let pairs = |outcome: &Value| outcome["backupSharePairIds"].clone();
+    assert_ne!(pairs(&custom), pairs(&password));
+
+    let eject = |name: &str, extra: &[&str]| {
+        let out_file = work.path(name);
+        let out = run(
+            work.with_sim(sim.api_base_url())
+                .env(
+                    "PORTAL_CUSTODIAN_API_KEY",
+                    keys.custodian_api_key.expose_secret(),
+                )
+                .args(["eject", "--client-id", &keys.client_id, "--out"])
+                .arg(&out_file)
+                .args(extra),
+            None,
+        );
+        (out, out_file)
+    };
+    for (name, extra, want) in [
+        ("newest.json", &[][..], &password),
+        ("custom.json", &["--backup-method", "CUSTOM"][..], &custom),
+    ] {
+        let (out, _) = eject(name, extra);
+        let summary = json_out(&out);
+        for wallet in summary["wallets"].as_array().unwrap() {
+            let curve = wallet["curve"].as_str().unwrap();
+            assert_eq!(
+                wallet["backupSharePairId"],
+                pairs(want)[curve],
+                "{name} {curve}"
+            );
+        }
+    }
+    let (out, out_file) = eject("gdrive.json", &["--backup-method", "GDRIVE"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("completed backup methods: CUSTOM, PASSWORD"),
+        "{}",
+        text(&out)
+    );
+    assert!(!out_file.exists());
+
+    let recovered = work.path("recovered.json");
+    let out = run(
+        work.with_sim(sim.api_base_url())
+            .env("PORTAL_CLIENT_API_KEY", keys.client_api_key.expose_secret())
+            .args(["recover", "--backup-method", "CUSTOM", "--out"])
+            .arg(&recovered),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_private(&recovered);
+    let report = sim.report();
+    assert!(report.is_clean(), "{report}");
+}

@@ -193,3 +193,35 @@ proptest! {
         prop_assert!(try_combine(curve, &client, &custodian, &expected()).is_err());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any input is a typed error or a share, never a panic: arbitrary text, and valid shares
+    /// with a slice cut out (truncated numbers, broken JSON, missing fields).
+    #[test]
+    fn garbage_and_cut_shares_never_panic(
+        text in ".{0,200}", curve in curve(), key in any::<[u8; 32]>(), seed in any::<[u8; 32]>(),
+        from in any::<usize>(), len in 0..40usize
+    ) {
+        let _ = ClientShare::parse(&text);
+        let _ = CustodianShare::parse(&text);
+        let Some((_, client, custodian, portal)) = dealt(curve, key, seed) else {
+            return Ok(());
+        };
+        let cut = |v: &Value| {
+            let s = v.to_string();
+            let at = from % s.len();
+            let end = (at + len).min(s.len());
+            format!("{}{}", &s[..at], &s[end..])
+        };
+        let (c, k) = (cut(&client), cut(&custodian));
+        if let (Ok(c), Ok(k)) = (ClientShare::parse(&c), CustodianShare::parse(&k)) {
+            let expected = Expected {
+                backup_share_pair_id: Some("bsp_p"),
+                portal_wallet_public_key: Some(&portal[..portal.len().min(from % 200)]),
+            };
+            let _ = combine(curve, &c, &k, &expected);
+        }
+    }
+}

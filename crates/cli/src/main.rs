@@ -20,8 +20,9 @@
 //!               [--rate-limit <per minute>|off] [--shard i/n | --shard-count N]
 //!               [--output <file>] [--summary <file>]
 //!   demo                                      the whole job against a simulated Portal
-//!   serve-webhook --listen <addr:port> [--secret-file <file>] [--tls-cert <pem> --tls-key <pem>]
-//!                 [--allow <portal|loopback|cidr>]… [--trust-forwarded-for] [--base-path <path>]
+//!   serve-webhook --listen <addr:port> [--secret-file <file>] [--tls-cert <pem> --tls-key <pem>
+//!                 | --behind-tls-proxy] [--allow <portal|loopback|cidr>]… [--trust-forwarded-for]
+//!                 [--max-connections-per-peer N] [--metrics-listen <addr:port>] [--base-path <path>]
 //!                                             the Self-Managed Backups webhook server
 //!
 //! global options (each also from the environment variable):

@@ -1,5 +1,5 @@
 //! `serve-webhook`: the Self-Managed Backups webhook server (`custodian-webhook`) over the
-//! KEKs of `--kms` and the store of `--store`.
+//! KEKs of `--kms` and the store of `--store`, with its metrics on `--metrics-listen`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,9 +33,22 @@ pub(crate) struct ServeWebhook {
     #[arg(long = "allow", value_name = "PRESET|CIDR")]
     pub(crate) allow: Vec<String>,
     /// Take the source address from the rightmost X-Forwarded-For entry (only behind a proxy
-    /// that is the sole way in)
+    /// that is the sole way in); the allowlist is then checked per request, and there is no
+    /// per-peer connection cap unless --max-connections-per-peer sets one
     #[arg(long)]
     pub(crate) trust_forwarded_for: bool,
+    /// Serve plain HTTP on a non-loopback address because a TLS-terminating proxy or load
+    /// balancer is in front (without it, plain HTTP is refused there; Portal calls https://)
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub(crate) behind_tls_proxy: bool,
+    /// Most connections one peer address (an IPv6 /64) may hold at once; 0: no cap
+    /// [default: 256, or no cap with --trust-forwarded-for]
+    #[arg(long, value_name = "N")]
+    pub(crate) max_connections_per_peer: Option<usize>,
+    /// Also serve GET /metrics (Prometheus), /healthz and /readyz in plain HTTP on this
+    /// address; keep it private (it needs no secret)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// Path prefix of the routes: with /portal, Portal's base URL is https://host/portal
     #[arg(long, value_name = "PATH", default_value = "")]
     pub(crate) base_path: String,
@@ -51,6 +64,18 @@ pub(crate) async fn run(
     store_uri: &str,
     args: ServeWebhook,
 ) -> Result<ExitCode, Failure> {
+    let tls = args.tls_cert.is_some() && args.tls_key.is_some();
+    if !tls && !args.behind_tls_proxy && !args.listen.ip().to_canonical().is_loopback() {
+        return Err(Failure::new(format!(
+            "refusing to serve plain HTTP on {}, which is not a loopback address",
+            args.listen
+        ))
+        .hint(
+            "pass --tls-cert <pem> --tls-key <pem> to serve HTTPS, or --behind-tls-proxy when \
+             a TLS-terminating proxy is the only way in",
+        )
+        .with_code(2));
+    }
     let store = store::open_own(
         &store::parse(store_uri)?,
         "serve-webhook (Portal keeps no custodian shares in Self-Managed mode)",
@@ -73,6 +98,9 @@ pub(crate) async fn run(
         .with_base_path(args.base_path)
         .with_allowlist(allowlist)
         .with_trust_forwarded_for(args.trust_forwarded_for);
+    if let Some(max) = args.max_connections_per_peer {
+        builder = builder.with_max_connections_per_peer(max);
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         builder = builder.with_tls(
             TlsConfig::from_pem_files(cert, key).map_err(|e| config("invalid TLS files", e))?,
@@ -81,21 +109,55 @@ pub(crate) async fn run(
     let server = builder
         .build()
         .map_err(|e| config("invalid webhook configuration", e))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| Failure::caused_by(format!("cannot listen on {}", args.listen), e))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Failure::caused_by("cannot read the listen address", e))?;
+    let listener = bind(args.listen).await?;
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let local = local_addr(&listener)?;
+    let metrics_local = metrics_listener.as_ref().map(local_addr).transpose()?;
     println!(
         "{}",
-        serde_json::json!({"listening": local.to_string(), "tls": server.is_tls()})
+        serde_json::json!({
+            "listening": local.to_string(),
+            "tls": server.is_tls(),
+            "metrics_listening": metrics_local.map(|a| a.to_string()),
+        })
     );
-    server
-        .serve(listener, shutdown_signal())
-        .await
-        .map_err(|e| Failure::caused_by("the webhook server failed", e))?;
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let served = server.serve(listener, wait_for(stopped.clone()));
+    let metrics_served = async {
+        match metrics_listener {
+            Some(listener) => server.serve_metrics(listener, wait_for(stopped)).await,
+            None => Ok(()),
+        }
+    };
+    let (served, metrics_served) = tokio::join!(served, metrics_served);
+    served.map_err(|e| Failure::caused_by("the webhook server failed", e))?;
+    metrics_served.map_err(|e| Failure::caused_by("the metrics listener failed", e))?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::caused_by(format!("cannot listen on {addr}"), e))
+}
+
+fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Failure> {
+    listener
+        .local_addr()
+        .map_err(|e| Failure::caused_by("cannot read the listen address", e))
+}
+
+/// Completes once `stopped` turns true (or its sender is gone).
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 async fn shutdown_signal() {

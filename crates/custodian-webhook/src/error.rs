@@ -28,6 +28,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The secret file can be read or written by its group or others.
+    #[error(
+        "the webhook secret file {path:?} has mode {mode:o}; it must not be accessible to group or others (chmod 600)"
+    )]
+    SecretFilePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The TLS certificate or key could not be loaded.
     #[error("invalid TLS configuration: {reason}")]
     Tls {

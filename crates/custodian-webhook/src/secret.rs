@@ -80,17 +80,38 @@ impl WebhookSecrets {
     }
 
     /// Reads secrets from a file in the [format](Self#format). The file's bytes are wiped
-    /// after parsing.
+    /// after parsing. On Unix the file must not be readable, writable or executable by its
+    /// group or others (`chmod 600`), like the local KEK file.
     ///
     /// # Errors
-    /// [`Error::SecretFile`] when the file cannot be read or is not UTF-8; otherwise as
-    /// [`parse`](Self::parse).
+    /// [`Error::SecretFile`] when the file cannot be read; [`Error::SecretFilePermissions`]
+    /// when its group or others have access; [`Error::InvalidSecret`] when it is not UTF-8;
+    /// otherwise as [`parse`](Self::parse).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| Error::SecretFile {
+        let io = |source| Error::SecretFile {
             path: path.to_owned(),
             source,
-        })?);
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let metadata = file.metadata().map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(Error::SecretFilePermissions {
+                    path: path.to_owned(),
+                    mode,
+                });
+            }
+        }
+        // Sized up front (plus one byte to see the end) so that reading does not reallocate.
+        let capacity = usize::try_from(metadata.len())
+            .unwrap_or(0)
+            .saturating_add(1);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io)?;
         let text = std::str::from_utf8(&bytes).map_err(|_| Error::InvalidSecret {
             reason: "the secret file is not UTF-8",
         })?;

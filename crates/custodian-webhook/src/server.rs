@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::Bytes;
 use envelope::Keyring;
 use futures_util::StreamExt as _;
 use hyper::body::Incoming;
@@ -21,13 +23,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde::{Deserialize, Serialize};
 use storage::BackupStore;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower_service::Service as _;
 use tracing::Instrument as _;
 use zeroize::Zeroizing;
 
+use crate::admission::Admission;
 use crate::allow::{Allowlist, source_address};
 use crate::error::Error;
+use crate::metrics::WebhookMetrics;
+use crate::ready::{DEFAULT_KMS_CHECK_INTERVAL, READY_PATH, Readiness, ReadinessProbe};
 use crate::secret::{Share, WebhookSecrets};
 use crate::tls::TlsConfig;
 use crate::vault::ShareVault;
@@ -38,13 +42,25 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 /// Default time allowed for a client to send its request headers, and for a TLS handshake.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default most connections served at once; further ones wait in the listen backlog.
+/// Default most connections served at once; further ones are closed as soon as they are
+/// accepted.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default most connections one peer address (an IPv6 /64) may hold at once, when
+/// forwarded-for is not trusted. Behind a trusted proxy the default is no cap, since every
+/// connection comes from the proxy.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+/// Most connections the metrics listener serves at once.
+const METRICS_MAX_CONNECTIONS: usize = 32;
 /// Default time that [`WebhookServer::serve`] waits for requests in flight after shutdown
 /// is asked for.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// The path of the health endpoint (no secret, no allowlist).
+/// The path of the liveness endpoint (no secret, no request-level allowlist): always 200 `ok`.
 pub const HEALTH_PATH: &str = "/healthz";
+/// The path of the metrics endpoint, on the [metrics listener](WebhookServer::serve_metrics)
+/// only.
+pub const METRICS_PATH: &str = "/metrics";
+/// The content type of the metrics answer.
+const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 const SECRET_HEADER: &str = "x-webhook-secret";
 
@@ -65,8 +81,11 @@ pub struct WebhookServerBuilder {
     request_timeout: Duration,
     header_timeout: Duration,
     max_connections: usize,
+    max_connections_per_peer: Option<usize>,
     shutdown_grace: Duration,
     known_methods: Option<Vec<String>>,
+    metrics: Option<WebhookMetrics>,
+    kms_check_interval: Duration,
 }
 
 impl fmt::Debug for WebhookServerBuilder {
@@ -81,6 +100,8 @@ impl fmt::Debug for WebhookServerBuilder {
             .field("tls", &self.tls)
             .field("body_limit", &self.body_limit)
             .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
             .finish_non_exhaustive()
     }
 }
@@ -99,8 +120,11 @@ impl WebhookServerBuilder {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             known_methods: None,
+            metrics: None,
+            kms_check_interval: DEFAULT_KMS_CHECK_INTERVAL,
         }
     }
 
@@ -131,8 +155,12 @@ impl WebhookServerBuilder {
         self
     }
 
-    /// Only these source addresses may call the webhook routes (others get 403). Default:
-    /// every address. See [`Allowlist`].
+    /// Only these source addresses may call. Without trusted forwarded-for the TCP peer is
+    /// checked when the connection is accepted, and a connection from another address is
+    /// closed before a byte is read (the health and readiness endpoints of this listener are
+    /// then out of its reach too; see [`serve_metrics`](WebhookServer::serve_metrics)). With
+    /// trusted forwarded-for each request is checked and refused with 403. Default: every
+    /// address. See [`Allowlist`].
     pub fn with_allowlist(mut self, allowlist: Allowlist) -> Self {
         self.allowlist = allowlist;
         self
@@ -175,9 +203,35 @@ impl WebhookServerBuilder {
         self
     }
 
-    /// Most connections served at once. Default [`DEFAULT_MAX_CONNECTIONS`].
+    /// Most connections served at once; a connection accepted beyond it is closed at once.
+    /// Connections refused by the allowlist or the per-peer cap never take one of these
+    /// slots. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
+        self
+    }
+
+    /// Most connections one peer address (IPv4 address, IPv6 /64) may hold at once; a further
+    /// connection from it is closed as soon as it is accepted, without taking a global slot.
+    /// 0 means no cap. Default: [`DEFAULT_MAX_CONNECTIONS_PER_PEER`], or no cap with
+    /// [trusted forwarded-for](Self::with_trust_forwarded_for) (the peer is then the proxy).
+    pub fn with_max_connections_per_peer(mut self, max: usize) -> Self {
+        self.max_connections_per_peer = Some(max);
+        self
+    }
+
+    /// Record metrics into this handle (for example one registered in a registry of your own
+    /// with [`WebhookMetrics::register`]). Default: a fresh handle, served by
+    /// [`serve_metrics`](WebhookServer::serve_metrics).
+    pub fn with_metrics(mut self, metrics: WebhookMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// How long the result of the readiness check's KMS probe is reused: the KMS is asked at
+    /// most this often. Default [`DEFAULT_KMS_CHECK_INTERVAL`].
+    pub fn with_kms_check_interval(mut self, interval: Duration) -> Self {
+        self.kms_check_interval = interval;
         self
     }
 
@@ -223,10 +277,31 @@ impl WebhookServerBuilder {
                 reason: "timeouts must be above zero".into(),
             });
         }
+        let metrics = self.metrics.unwrap_or_default();
+        let readiness = ReadinessProbe::new(
+            Arc::clone(&store),
+            keyring.clone(),
+            self.kms_check_interval,
+            metrics.clone(),
+        );
         let mut vault = ShareVault::new(keyring, store)?;
         if let Some(methods) = self.known_methods {
             vault = vault.with_known_methods(methods);
         }
+        let per_peer = match self.max_connections_per_peer {
+            Some(0) => None,
+            Some(max) => Some(max),
+            None if self.trust_forwarded_for => None,
+            None => Some(DEFAULT_MAX_CONNECTIONS_PER_PEER),
+        };
+        // Behind a trusted proxy the TCP peer is the proxy: the allowlist is per request.
+        let accept_allowlist = (!self.trust_forwarded_for).then(|| self.allowlist.clone());
+        let admission = Arc::new(Admission::new(
+            accept_allowlist,
+            per_peer,
+            self.max_connections,
+            Some(metrics.clone()),
+        ));
         Ok(WebhookServer {
             app: Arc::new(App {
                 vault,
@@ -235,11 +310,16 @@ impl WebhookServerBuilder {
                 trust_forwarded_for: self.trust_forwarded_for,
                 body_limit: self.body_limit,
                 request_timeout: self.request_timeout,
+                backup_path: format!("{base_path}/backup"),
+                fetch_path: format!("{base_path}/backup/fetch"),
+                metrics,
+                readiness,
             }),
             base_path,
             tls: self.tls,
             header_timeout: self.header_timeout,
-            max_connections: self.max_connections,
+            max_connections_per_peer: per_peer,
+            admission,
             shutdown_grace: self.shutdown_grace,
         })
     }
@@ -274,9 +354,10 @@ fn normalize_base_path(path: &str) -> Result<String, Error> {
 /// |---|---|
 /// | `POST {base}/backup` `{backupMethod, clientId, share}` | 200 `{}` once the sealed share is durably stored |
 /// | `POST {base}/backup/fetch` `{clientId}` | 200 `{"backupShares": [...]}`, every stored share of the client as received |
-/// | `GET /healthz` | 200 `ok` (no secret, no allowlist) |
-/// | source address not allowed | 403 |
-/// | `X-Webhook-Secret` missing or wrong | 401 |
+/// | `GET /healthz` | 200 `ok` (no secret) |
+/// | `GET /readyz` | 200 when the store and the KMS answer, else 503 (no secret; see [`Readiness`]) |
+/// | source address not allowed | connection closed at accept; 403 (and the connection closed) with trusted forwarded-for |
+/// | `X-Webhook-Secret` missing or wrong | 401, and the connection is closed |
 /// | body over the limit | 413 |
 /// | malformed JSON, missing or mistyped field, empty share, id not storable | 400 |
 /// | backup method not fetchable from a store that cannot list | 422 |
@@ -289,13 +370,15 @@ fn normalize_base_path(path: &str) -> Result<String, Error> {
 /// Error answers are `{"error": "<code>", "message": "<text>"}`.
 ///
 /// Logs (`tracing`, target `custodian_webhook`) carry the method, path, source address,
-/// status, latency, client id and backup method; never a share, a secret or a body.
+/// status, latency, client id and backup method; never a share, a secret or a body. Metrics
+/// go to a [`WebhookMetrics`] handle, served by [`serve_metrics`](Self::serve_metrics).
 pub struct WebhookServer {
     app: Arc<App>,
     base_path: String,
     tls: Option<TlsConfig>,
     header_timeout: Duration,
-    max_connections: usize,
+    max_connections_per_peer: Option<usize>,
+    admission: Arc<Admission>,
     shutdown_grace: Duration,
 }
 
@@ -307,6 +390,7 @@ impl fmt::Debug for WebhookServer {
             .field("base_path", &self.base_path)
             .field("allowlist", &self.app.allowlist)
             .field("trust_forwarded_for", &self.app.trust_forwarded_for)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -319,6 +403,28 @@ struct App {
     trust_forwarded_for: bool,
     body_limit: usize,
     request_timeout: Duration,
+    backup_path: String,
+    fetch_path: String,
+    metrics: WebhookMetrics,
+    readiness: ReadinessProbe,
+}
+
+impl App {
+    /// The route label of a path (unknown paths share one label, so that a scan cannot
+    /// blow up the number of series).
+    fn route(&self, path: &str) -> &'static str {
+        if path == self.backup_path {
+            "backup"
+        } else if path == self.fetch_path {
+            "fetch"
+        } else if path == HEALTH_PATH {
+            "healthz"
+        } else if path == READY_PATH {
+            "readyz"
+        } else {
+            "other"
+        }
+    }
 }
 
 impl WebhookServer {
@@ -339,19 +445,80 @@ impl WebhookServer {
         self.tls.is_some()
     }
 
+    /// The per-peer connection cap in force (`None`: no cap).
+    #[must_use]
+    pub fn max_connections_per_peer(&self) -> Option<usize> {
+        self.max_connections_per_peer
+    }
+
+    /// The metrics this server records.
+    #[must_use]
+    pub fn metrics(&self) -> &WebhookMetrics {
+        &self.app.metrics
+    }
+
+    /// Checks whether the store and the KMS answer, as `GET /readyz` does: the store with a
+    /// read of a missing object (its result reused for a second), the KMS by sealing and
+    /// opening a probe value (its result reused for the
+    /// [KMS check interval](WebhookServerBuilder::with_kms_check_interval)). A probe that
+    /// takes over 3 s counts as a failure.
+    pub async fn readiness(&self) -> Readiness {
+        self.app.readiness.check().await
+    }
+
     /// The routes as an axum [`Router`], for embedding in another server. The allowlist
     /// reads the peer address from [`ConnectInfo<SocketAddr>`] (serve with
     /// `into_make_service_with_connect_info`); without it, and without trusted
     /// forwarded-for, a configured allowlist rejects every request.
     pub fn router(&self) -> Router {
-        let base = &self.base_path;
         Router::new()
-            .route(&format!("{base}/backup"), post(backup))
-            .route(&format!("{base}/backup/fetch"), post(fetch))
+            .route(&self.app.backup_path, post(backup))
+            .route(&self.app.fetch_path, post(fetch))
             .route(HEALTH_PATH, get(health))
+            .route(READY_PATH, get(ready))
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(Arc::clone(&self.app), guard))
             .with_state(Arc::clone(&self.app))
+    }
+
+    /// The routes of the metrics listener as an axum [`Router`]: `GET /metrics` (this
+    /// server's [`WebhookMetrics`] in the OpenMetrics text format), `GET /healthz` and
+    /// `GET /readyz`. No secret and no allowlist: it serves nothing secret, and it is meant
+    /// for a private address that Prometheus and the orchestrator's probes reach.
+    pub fn metrics_router(&self) -> Router {
+        Router::new()
+            .route(METRICS_PATH, get(scrape))
+            .route(HEALTH_PATH, get(health))
+            .route(READY_PATH, get(ready))
+            .fallback(not_found)
+            .with_state(Arc::clone(&self.app))
+    }
+
+    /// Serves the [metrics routes](Self::metrics_router) in plain HTTP/1.1 on `listener`
+    /// until `shutdown` completes (at most 32 connections at once; the header timeout and
+    /// shutdown grace of the server apply). Run it next to [`serve`](Self::serve), on
+    /// another port.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the listener's address cannot be read.
+    pub async fn serve_metrics<F>(&self, listener: TcpListener, shutdown: F) -> Result<(), Error>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let local = listener.local_addr().map_err(Error::Io)?;
+        tracing::info!(address = %local, "custodian webhook metrics listening");
+        let admission = Arc::new(Admission::new(None, None, METRICS_MAX_CONNECTIONS, None));
+        accept_loop(
+            listener,
+            self.metrics_router(),
+            &admission,
+            None,
+            self.header_timeout,
+            self.shutdown_grace,
+            shutdown,
+        )
+        .await;
+        Ok(())
     }
 
     /// Serves connections from `listener` until `shutdown` completes, then stops accepting,
@@ -376,100 +543,130 @@ impl WebhookServer {
         F: Future<Output = ()> + Send,
     {
         let local = listener.local_addr().map_err(Error::Io)?;
-        let router = self.router();
         let acceptor = self
             .tls
             .as_ref()
             .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config()));
-        let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(self.max_connections));
-        let mut shutdown = std::pin::pin!(shutdown);
         tracing::info!(
             address = %local,
             tls = acceptor.is_some(),
             base_path = %self.base_path,
             allowlist = self.app.allowlist.blocks().len(),
             trust_forwarded_for = self.app.trust_forwarded_for,
+            max_connections_per_peer = self.max_connections_per_peer,
             "custodian webhook listening"
         );
-        loop {
-            let permit = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                permit = Arc::clone(&slots).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Per-connection errors (reset before accept) and resource
-                        // exhaustion (EMFILE): log, pause briefly, go on.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        accept_loop(
+            listener,
+            self.router(),
+            &self.admission,
+            acceptor,
+            self.header_timeout,
+            self.shutdown_grace,
+            shutdown,
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// Accepts connections until `shutdown` completes, admitting each one or closing it at once
+/// (see [`Admission`]), then drains the admitted ones for up to `grace`.
+async fn accept_loop<F>(
+    listener: TcpListener,
+    router: Router,
+    admission: &Arc<Admission>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    header_timeout: Duration,
+    grace: Duration,
+    shutdown: F,
+) where
+    F: Future<Output = ()> + Send,
+{
+    let local = listener.local_addr().ok();
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Never waits for a slot: a full server keeps accepting, and closing, so that the
+        // backlog never holds an allowed caller behind refused ones.
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Per-connection errors (reset before accept) and resource
+                    // exhaustion (EMFILE): log, pause briefly, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let admitted = match admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                tracing::debug!(peer = %peer, reason = ?refusal, "connection refused");
+                drop(stream);
+                continue;
             }
-            let watcher = graceful.watcher();
-            let router = router.clone();
-            let acceptor = acceptor.clone();
-            let header_timeout = self.header_timeout;
-            tokio::spawn(async move {
-                let _permit = permit;
-                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    let mut router = router.clone();
-                    async move { router.call(req.map(Body::new)).await }
-                });
-                let mut http = hyper::server::conn::http1::Builder::new();
-                http.timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .keep_alive(true);
-                let result = match acceptor {
-                    None => {
-                        let conn = http.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(conn).await
-                    }
-                    Some(acceptor) => {
-                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => {
-                                let conn = http.serve_connection(TokioIo::new(tls), service);
-                                watcher.watch(conn).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(peer = %peer, "TLS handshake timed out");
-                                return;
-                            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let watcher = graceful.watcher();
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let mut router = router.clone();
+                async move { router.call(req.map(Body::new)).await }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true);
+            let result = match acceptor {
+                None => {
+                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let conn = http.serve_connection(TokioIo::new(tls), service);
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            return;
                         }
                     }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                 }
-            });
-        }
-        drop(listener);
-        tracing::info!("shutting down: no new connections, finishing requests in flight");
-        match tokio::time::timeout(self.shutdown_grace, graceful.shutdown()).await {
-            Ok(()) => tracing::info!("custodian webhook stopped"),
-            Err(_) => tracing::warn!(
-                grace_ms = u64::try_from(self.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
-                "shutdown grace period passed; remaining connections were dropped"
-            ),
-        }
-        Ok(())
+            };
+            if let Err(e) = result {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let address = local.map(tracing::field::display);
+    tracing::info!(
+        address,
+        "shutting down: no new connections, finishing requests in flight"
+    );
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!(address, "custodian webhook listener stopped"),
+        Err(_) => tracing::warn!(
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            "shutdown grace period passed; remaining connections were dropped"
+        ),
     }
 }
 
@@ -537,9 +734,12 @@ const TIMEOUT: Rejection = Rejection::new(
     "the request did not complete within the deadline",
 );
 
-/// Logs every request, and applies the allowlist to everything but the health endpoint.
+/// Logs and counts every request, applies the allowlist to everything but the health and
+/// readiness endpoints, and closes the connection after a 401 or 403 (a caller without the
+/// secret or from a refused address gets no kept-alive connection to come back on).
 async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _in_flight = app.metrics.request_started();
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -547,6 +747,7 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     let source = source_address(peer, req.headers(), app.trust_forwarded_for);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let route = app.route(&path);
     let span = tracing::info_span!(
         "request",
         method = %method,
@@ -554,17 +755,25 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         source = source.map(tracing::field::display),
     );
     async move {
-        let allowed = path == HEALTH_PATH
+        let allowed = matches!(route, "healthz" | "readyz")
             || app.allowlist.is_any()
             || source.is_some_and(|ip| app.allowlist.allows(ip));
-        let response = if allowed {
+        let mut response = if allowed {
             next.run(req).await
         } else {
             tracing::warn!("rejected: source address not allowed");
+            app.metrics.disallowed_peer();
             FORBIDDEN.into_response()
         };
         let status = response.status().as_u16();
-        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if matches!(status, 401 | 403) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let elapsed = started.elapsed();
+        app.metrics.request_finished(route, status, elapsed);
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         if status >= 500 {
             tracing::error!(status, latency_us, "request failed");
         } else if status >= 400 {
@@ -583,10 +792,12 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<(), Rejection> {
         Some(value) if app.secrets.verify(value.as_bytes()) => Ok(()),
         Some(_) => {
             tracing::warn!("rejected: wrong X-Webhook-Secret");
+            app.metrics.bad_secret();
             Err(UNAUTHORIZED)
         }
         None => {
             tracing::warn!("rejected: no X-Webhook-Secret");
+            app.metrics.bad_secret();
             Err(UNAUTHORIZED)
         }
     }
@@ -670,6 +881,7 @@ where
         Ok(Err(rejection)) => rejection.into_response(),
         Err(_) => {
             tracing::error!("request deadline passed");
+            app.metrics.deadline_exceeded();
             TIMEOUT.into_response()
         }
     }
@@ -689,7 +901,7 @@ async fn backup(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
         // Checked before the ids go into a log line: they are then plain short ASCII.
         app.vault
             .check(&request.client_id, &request.backup_method)
-            .map_err(|e| vault_rejection(&e))?;
+            .map_err(|e| vault_rejection(&app, &e))?;
         let span = tracing::info_span!(
             "backup",
             client_id = %request.client_id,
@@ -707,7 +919,7 @@ async fn backup(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
             app.vault
                 .store(&request.client_id, &request.backup_method, &request.share)
                 .await
-                .map_err(|e| vault_rejection(&e))?;
+                .map_err(|e| vault_rejection(&app, &e))?;
             tracing::info!(share_len = request.share.len(), "custodian share stored");
             Ok((
                 StatusCode::OK,
@@ -733,10 +945,13 @@ async fn fetch(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> R
         let bytes = read_body(body, &headers, app.body_limit).await?;
         let request: FetchRequest = parse(&bytes, "{\"clientId\"} with a string value")?;
         storage::BackupKey::check_client_id(&request.client_id).map_err(|source| {
-            vault_rejection(&Error::InvalidId {
-                field: "clientId",
-                source: Box::new(source),
-            })
+            vault_rejection(
+                &app,
+                &Error::InvalidId {
+                    field: "clientId",
+                    source: Box::new(source),
+                },
+            )
         })?;
         let span = tracing::info_span!("fetch", client_id = %request.client_id);
         async {
@@ -744,17 +959,11 @@ async fn fetch(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> R
                 .vault
                 .fetch(&request.client_id)
                 .await
-                .map_err(|e| vault_rejection(&e))?;
+                .map_err(|e| vault_rejection(&app, &e))?;
             let answer = FetchResponse {
                 backup_shares: shares.iter().map(Share::expose_secret).collect(),
             };
-            let mut out = Zeroizing::new(Vec::with_capacity(
-                shares
-                    .iter()
-                    .map(|s| s.len().saturating_add(16))
-                    .fold(32usize, usize::saturating_add),
-            ));
-            serde_json::to_writer(&mut *out, &answer).map_err(|_| {
+            let encoded = encode_exact(&answer).map_err(|_| {
                 Rejection::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -762,14 +971,16 @@ async fn fetch(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> R
                 )
             })?;
             tracing::info!(shares = shares.len(), "custodian shares fetched");
-            // The answer leaves through hyper's buffers, which are not wiped (known gap).
+            // The buffer is wiped when hyper drops the last reference to it. Copies that
+            // hyper or rustls make on the way out are not (best effort; see the threat
+            // model).
             Ok((
                 StatusCode::OK,
                 [(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 )],
-                Body::from(std::mem::take(&mut *out)),
+                Body::from(Bytes::from_owner(WipedOnDrop(encoded))),
             )
                 .into_response())
         }
@@ -779,7 +990,66 @@ async fn fetch(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> R
     .await
 }
 
-fn vault_rejection(e: &Error) -> Rejection {
+/// A buffer holding a share, handed to hyper as [`Bytes`]; zeroized when the last reference
+/// is dropped.
+struct WipedOnDrop(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for WipedOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Serializes `value` into one zeroizing buffer of exactly the right size: the size is
+/// measured first, and the writer refuses to grow the buffer, so no reallocation ever
+/// leaves an unwiped copy of a share behind.
+fn encode_exact<T: Serialize>(value: &T) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut size = ByteCount(0);
+    serde_json::to_writer(&mut size, value)?;
+    let mut out = Zeroizing::new(Vec::with_capacity(size.0));
+    serde_json::to_writer(NoGrow(&mut out), value)?;
+    Ok(out)
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends to a vector within its capacity, and fails rather than reallocate.
+struct NoGrow<'a>(&'a mut Vec<u8>);
+
+impl io::Write for NoGrow<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() > self.0.capacity().saturating_sub(self.0.len()) {
+            return Err(io::Error::other("the answer outgrew its measured size"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn vault_rejection(app: &App, e: &Error) -> Rejection {
+    match e {
+        Error::Store { operation, .. } => app.metrics.store_error(operation),
+        Error::Seal(_) => app.metrics.kms_error("seal"),
+        Error::Open(_) => app.metrics.kms_error("open"),
+        Error::Superseded { .. } => app.metrics.superseded(),
+        _ => {}
+    }
     match e {
         Error::InvalidId { field, .. } => {
             tracing::info!(field, error = %storage::Report(e), "rejected: invalid id");
@@ -820,6 +1090,36 @@ async fn health() -> &'static str {
     "ok"
 }
 
+/// 200 when the store and the KMS answer, else 503; the body says which one failed.
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    let readiness = app.readiness.check().await;
+    let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+    let status = if readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "store": word(readiness.store),
+            "kms": word(readiness.kms),
+        })),
+    )
+        .into_response()
+}
+
+async fn scrape(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(OPENMETRICS_TYPE),
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
 async fn not_found() -> Rejection {
     Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
@@ -837,5 +1137,30 @@ mod tests {
         for bad in ["hooks", "/a//b", "/a/../b", "/a?x", "/a b", "/a/./b"] {
             assert!(normalize_base_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_fetch_answer_fills_one_buffer_of_exactly_its_size() {
+        // Escapes grow the JSON well past the shares' own length (a quote doubles, a control
+        // character becomes six bytes): a guessed capacity would reallocate and leave a copy.
+        let shares = [
+            "\"".repeat(300),
+            "\u{1}\n\\".repeat(100),
+            "plain-share".to_owned(),
+            "é😀\u{2028}".repeat(50),
+        ];
+        let answer = FetchResponse {
+            backup_shares: shares.iter().map(String::as_str).collect(),
+        };
+        let out = encode_exact(&answer).unwrap();
+        assert_eq!(out.len(), out.capacity());
+        let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        for (i, share) in shares.iter().enumerate() {
+            assert_eq!(back["backupShares"][i], share.as_str());
+        }
+        // The writer refuses to grow a buffer rather than reallocate it.
+        let mut small = Vec::with_capacity(8);
+        assert!(serde_json::to_writer(NoGrow(&mut small), &answer).is_err());
+        assert_eq!(small.capacity(), 8);
     }
 }

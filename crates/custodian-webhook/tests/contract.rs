@@ -273,9 +273,11 @@ async fn every_rejection_has_its_status_and_touches_nothing() {
 }
 
 #[tokio::test]
-async fn health_needs_no_secret_and_ignores_the_allowlist() {
+async fn health_needs_no_secret_and_no_allowed_forwarded_address() {
+    // Behind a trusted proxy the allowlist is per request, and the probes pass without it.
     let server = builder(Arc::new(MemoryStore::new()))
         .with_allowlist(Allowlist::parse(["192.0.2.0/24"]).unwrap())
+        .with_trust_forwarded_for(true)
         .build()
         .unwrap();
     let running = start(server).await;
@@ -283,6 +285,8 @@ async fn health_needs_no_secret_and_ignores_the_allowlist() {
     let resp = http.get(running.url("/healthz")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.text().await.unwrap(), "ok");
+    let resp = http.get(running.url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
     running.stop().await;
 }
 
@@ -291,7 +295,8 @@ async fn allowlist_and_forwarded_for() {
     let http = http();
     let good = json!({"backupMethod": "GDRIVE", "clientId": "cl_1", "share": "s"});
 
-    // Loopback is not in the list: 403, before the secret is even looked at.
+    // Loopback is not in the list: the connection is closed at accept, before a byte of the
+    // request is read.
     let store = Arc::new(CountingStore::new());
     let server = builder(Arc::clone(&store))
         .with_allowlist(Allowlist::portal())
@@ -299,18 +304,23 @@ async fn allowlist_and_forwarded_for() {
         .unwrap();
     let running = start(server).await;
     let url = running.url("/backup");
-    assert_eq!(post(&http, &url, Some(SECRET), &good).await.0, 403);
-    assert_eq!(post(&http, &url, None, &good).await.0, 403);
+    for secret in [Some(SECRET), None] {
+        let mut req = http.post(&url).json(&good);
+        if let Some(secret) = secret {
+            req = req.header("X-Webhook-Secret", secret);
+        }
+        let err = req.send().await.unwrap_err();
+        assert!(!err.is_status() && err.status().is_none(), "{err}");
+    }
     // Without trust, a forwarded-for header changes nothing.
-    let resp = http
+    let sent = http
         .post(&url)
         .header("X-Webhook-Secret", SECRET)
         .header("X-Forwarded-For", "35.203.150.117")
         .json(&good)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 403);
+        .await;
+    assert!(sent.is_err());
     assert_eq!(store.calls(), 0);
     running.stop().await;
 
@@ -569,6 +579,7 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
 
 #[tokio::test]
 async fn secrets_from_a_file_and_the_environment() {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("secret");
     std::fs::write(
@@ -576,6 +587,17 @@ async fn secrets_from_a_file_and_the_environment() {
         "# current and next\nfile-secret-one\nfile-secret-two\n",
     )
     .unwrap();
+    // A file that its group or others can read is refused, like the KEK file.
+    for mode in [0o644, 0o640, 0o604, 0o620] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = custodian_webhook::WebhookSecrets::from_file(&path).unwrap_err();
+        assert!(
+            matches!(err, Error::SecretFilePermissions { mode: m, .. } if m == mode),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let secrets = custodian_webhook::WebhookSecrets::from_file(&path).unwrap();
     assert_eq!(secrets.len(), 2);
     assert!(secrets.verify(b"file-secret-two"));

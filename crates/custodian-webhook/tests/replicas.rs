@@ -109,7 +109,9 @@ async fn late_write_loses(backend: &Backend) {
             .build()
             .unwrap()
     };
-    let slow = support::start(server(Arc::clone(&held) as Arc<dyn BackupStore>)).await;
+    let slow_server = server(Arc::clone(&held) as Arc<dyn BackupStore>);
+    let slow_metrics = slow_server.metrics().clone();
+    let slow = support::start(slow_server).await;
     let fast = support::start(server(backend.client().await)).await;
     let http = support::http();
     let run = test_services::random_hex();
@@ -153,6 +155,24 @@ async fn late_write_loses(backend: &Backend) {
             );
         }
     }
+    // Each lost write is counted as superseded, not as a store error.
+    let text = slow_metrics.encode();
+    assert_eq!(
+        support::sample(&text, "custodian_webhook_writes_superseded_total", &[]),
+        Some(2.0),
+        "{}",
+        backend.name()
+    );
+    assert_eq!(
+        support::sample(
+            &text,
+            "custodian_webhook_store_errors_total",
+            &[("operation", "put")]
+        ),
+        None,
+        "{}",
+        backend.name()
+    );
     slow.stop().await;
     fast.stop().await;
 }

@@ -25,7 +25,8 @@ use custodian_webhook::envelope::{
     local::LocalKek,
 };
 use custodian_webhook::storage::{
-    BackupKey, BackupStore, Capabilities, PutOptions, StorageError, memory::MemoryStore,
+    BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, StorageError,
+    memory::MemoryStore,
 };
 use custodian_webhook::{WebhookSecrets, WebhookServer, WebhookServerBuilder};
 use serde_json::{Value, json};
@@ -297,4 +298,225 @@ pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
     }
     let line = String::from_utf8_lossy(&buf[..len]);
     line[9..12].parse().unwrap()
+}
+
+/// A store over a [`MemoryStore`] that fails every call (as unavailable) while `failing` is
+/// set.
+#[derive(Debug, Default)]
+pub struct FlakyStore {
+    pub inner: MemoryStore,
+    pub failing: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyStore {
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StorageError::Unavailable {
+                backend: "flaky",
+                source: "the test switched the store off".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
+impl BackupStore for FlakyStore {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn put(
+        &self,
+        key: &BackupKey,
+        body: Bytes,
+        options: PutOptions,
+    ) -> Result<(), StorageError> {
+        self.check()?;
+        self.inner.put(key, body, options).await
+    }
+    async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+    async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        self.check()?;
+        self.inner.get_versioned(key).await
+    }
+    async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
+        self.check()?;
+        self.inner.list(client_id).await
+    }
+    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+        self.check()?;
+        self.inner.list_clients().await
+    }
+}
+
+/// A local KEK that counts its calls and fails them (as unavailable) while `failing` is set.
+#[derive(Debug)]
+pub struct FlakyKek {
+    pub inner: LocalKek,
+    pub calls: AtomicUsize,
+    pub failing: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyKek {
+    pub fn new() -> Self {
+        Self {
+            inner: LocalKek::generate().unwrap(),
+            calls: AtomicUsize::new(0),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> Result<(), KmsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            Err(KmsError::Unavailable {
+                source: "the test switched the KMS off".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
+impl KeyEncryptionKey for FlakyKek {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
+        self.inner.can_unwrap(key_ref)
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        self.check()?;
+        self.inner.current_key_ref().await
+    }
+    async fn generate_data_key(
+        &self,
+        context: &EncryptionContext,
+    ) -> Result<(DataKey, WrappedKey), KmsError> {
+        self.check()?;
+        self.inner.generate_data_key(context).await
+    }
+    async fn wrap(
+        &self,
+        key: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey, KmsError> {
+        self.check()?;
+        self.inner.wrap(key, context).await
+    }
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        self.check()?;
+        self.inner.unwrap(wrapped, context).await
+    }
+}
+
+/// Starts `server` and its metrics listener on loopback; the metrics listener's address.
+pub async fn start_with_metrics(server: WebhookServer) -> (Running, SocketAddr) {
+    let server = Arc::new(server);
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics_listener.local_addr().unwrap();
+    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let main = server.serve(listener, async {
+            let _ = stopped.await;
+            let _ = stop_metrics.send(());
+        });
+        let metrics = server.serve_metrics(metrics_listener, async {
+            let _ = metrics_stopped.await;
+        });
+        let (main, metrics) = tokio::join!(main, metrics);
+        main.unwrap();
+        metrics.unwrap();
+    });
+    (
+        Running {
+            addr,
+            stop: Some(stop),
+            task,
+        },
+        metrics_addr,
+    )
+}
+
+/// The value of one sample in Prometheus text: `name` with exactly `labels` (in any order).
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    want.sort();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, mut got) = match series.split_once('{') {
+                None => (series, Vec::new()),
+                Some((n, rest)) => {
+                    let inner = rest.strip_suffix('}')?;
+                    let pairs = inner
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            let (k, v) = p.split_once('=').unwrap();
+                            (k.to_owned(), v.trim_matches('"').to_owned())
+                        })
+                        .collect::<Vec<_>>();
+                    (n, pairs)
+                }
+            };
+            got.sort();
+            (series_name == name && got == want).then(|| value.parse().unwrap())
+        })
+}
+
+/// `GET http://{addr}/metrics`: the text, after checking the content type.
+pub async fn scrape(addr: SocketAddr) -> String {
+    let resp = http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    resp.text().await.unwrap()
 }

@@ -13,6 +13,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::indexing_slicing,
     reason = "test fixtures: a panic is a test failure"
 )]
 
@@ -20,7 +21,7 @@
 mod driver;
 mod support;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +29,7 @@ use custodian_webhook::storage::memory::MemoryStore;
 use custodian_webhook::storage::{
     BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, StorageError,
 };
-use driver::Backend;
+use driver::{Backend, KillAndRestart, Plan, Replica, Urls};
 use tokio::sync::{Mutex, oneshot};
 
 /// A store that can hold its next put back until told to go on: a slow write.
@@ -197,4 +198,76 @@ fn a_late_write_never_replaces_a_newer_share_on_s3() {
         return;
     };
     driver::block_on(late_write_loses(&backend));
+}
+
+/// Three replicas over `backend`: pairs round-robin with three-way races mixed in, replica 1
+/// killed a third of the way through and started again 300 ms later. Every request gets its
+/// answer after at most one retry, nothing acknowledged is lost, every (client, method) holds
+/// one share, and every replica gives the same answer.
+fn three_replicas(backend: &Backend) {
+    const PAIRS: usize = 240;
+    const RACES: usize = 30;
+    let keyring = support::keyring();
+    let started: Vec<Option<Replica>> = (0..3)
+        .map(|_| Some(Replica::start(&keyring, backend)))
+        .collect();
+    let urls: Urls = Arc::new(RwLock::new(
+        started.iter().flatten().map(Replica::base).collect(),
+    ));
+    let replicas = Arc::new(std::sync::Mutex::new(started));
+    let kill: KillAndRestart = {
+        let (replicas, keyring, backend) = (Arc::clone(&replicas), keyring, backend.clone());
+        Box::new(move |down| {
+            let victim = replicas.lock().unwrap()[1].take().unwrap();
+            victim.kill();
+            std::thread::sleep(down);
+            let restarted = Replica::start(&keyring, &backend);
+            let base = restarted.base();
+            replicas.lock().unwrap()[1] = Some(restarted);
+            (1, base)
+        })
+    };
+    let plan = Plan {
+        run_id: format!("rep{}", &test_services::random_hex()[..12]),
+        pairs: PAIRS,
+        races: RACES,
+        concurrency: 12,
+        kill_after: Some((PAIRS + RACES) / 3),
+        down: Duration::from_millis(300),
+    };
+    let mut report = driver::block_on(driver::run(Arc::clone(&urls), plan, Some(kill)));
+    eprintln!("{}: {}", backend.name(), report.summary());
+    for replica in replicas.lock().unwrap().drain(..).flatten() {
+        replica.stop();
+    }
+    assert!(report.kill.is_some(), "the kill happened");
+    assert_eq!(report.pairs, PAIRS, "{}", backend.name());
+    assert_eq!(
+        (report.errors, report.lost, report.inconsistent),
+        (0, 0, 0),
+        "{}: errors after one retry, shares lost, inconsistent answers: {:?}",
+        backend.name(),
+        report.first_errors
+    );
+    assert!(
+        report.race_losers > 0,
+        "{}: three-way races must have losers (answered 503)",
+        backend.name()
+    );
+}
+
+#[test]
+fn three_replicas_over_one_postgres_store() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    three_replicas(&backend);
+}
+
+#[test]
+fn three_replicas_over_one_s3_store() {
+    let Some(backend) = Backend::s3() else {
+        return;
+    };
+    three_replicas(&backend);
 }

@@ -337,8 +337,8 @@ enum Answer {
     None(String),
 }
 
-async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Answer {
-    match http
+async fn post(http: &reqwest::Client, tally: &Tally, url: &str, body: &Value) -> Answer {
+    let answer = match http
         .post(url)
         .header("X-Webhook-Secret", SECRET)
         .json(body)
@@ -353,12 +353,31 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Answer {
             }
         }
         Err(e) => Answer::None(format!("{url}: {e}")),
+    };
+    if matches!(answer, Answer::None(_)) {
+        mark_down(tally, url);
     }
+    answer
 }
 
-fn url(urls: &Urls, replica: usize, path: &str) -> String {
+/// The base URL of `replica`, or of the next one up: like a load balancer with passive
+/// health checks, the driver stops sending to a replica that gave no answer (a restarted
+/// replica has a new URL, which is up).
+fn url(urls: &Urls, tally: &Tally, replica: usize, path: &str) -> String {
     let urls = urls.read().unwrap();
-    format!("{}{path}", urls[replica % urls.len()])
+    let down = tally.down.lock().unwrap();
+    let base = (0..urls.len())
+        .map(|step| &urls[(replica + step) % urls.len()])
+        .find(|base| !down.contains(*base))
+        .unwrap_or(&urls[replica % urls.len()]);
+    format!("{base}{path}")
+}
+
+/// Marks the replica of `url` down after it gave no answer.
+fn mark_down(tally: &Tally, url: &str) {
+    if let Some(base) = url.rsplit_once("/backup").map(|(base, _)| base) {
+        tally.down.lock().unwrap().insert(base.to_owned());
+    }
 }
 
 /// A race's client, the shares acknowledged, and the one that must be stored.
@@ -376,6 +395,8 @@ struct Tally {
     completed_at: Mutex<Vec<Duration>>,
     /// (client, method, share) of each acknowledged pair.
     acknowledged: Mutex<Vec<(String, &'static str, String)>>,
+    /// Base URLs that gave no answer.
+    down: Mutex<std::collections::BTreeSet<String>>,
     /// Per race: the client, the shares acknowledged, and the one that must be stored (the
     /// last retry's, when there were retries: they went one after the other).
     raced: Mutex<Vec<Raced>>,
@@ -404,7 +425,13 @@ async fn backup(
 ) -> bool {
     let body = json!({"backupMethod": method, "clientId": client, "share": share});
     for attempt in 0..2 {
-        let answer = post(http, &url(urls, replica + attempt, "/backup"), &body).await;
+        let answer = post(
+            http,
+            tally,
+            &url(urls, tally, replica + attempt, "/backup"),
+            &body,
+        )
+        .await;
         let what = match answer {
             Answer::Status(200, _) => return true,
             Answer::Status(503, text) => format!("backup 503: {text}"),
@@ -438,7 +465,14 @@ async fn fetch(
 ) -> Option<Vec<String>> {
     let body = json!({"clientId": client});
     for attempt in 0..2 {
-        match post(http, &url(urls, replica + attempt, "/backup/fetch"), &body).await {
+        match post(
+            http,
+            tally,
+            &url(urls, tally, replica + attempt, "/backup/fetch"),
+            &body,
+        )
+        .await
+        {
             Answer::Status(200, text) => {
                 let v: Value = serde_json::from_str(&text).unwrap();
                 return Some(
@@ -497,13 +531,11 @@ async fn race(http: &reqwest::Client, urls: &Urls, tally: &Tally, run: &str, j: 
     let method = METHODS[j % 2];
     let shares: Vec<String> = (0..3).map(|_| share(&client)).collect();
     let body = |s: &str| json!({"backupMethod": method, "clientId": client, "share": s});
-    let first = futures_util::future::join_all(
-        shares
-            .iter()
-            .enumerate()
-            .map(|(r, s)| async move { post(http, &url(urls, r, "/backup"), &body(s)).await }),
-    )
-    .await;
+    let first =
+        futures_util::future::join_all(shares.iter().enumerate().map(|(r, s)| async move {
+            post(http, tally, &url(urls, tally, r, "/backup"), &body(s)).await
+        }))
+        .await;
     let mut acknowledged = Vec::new();
     let mut losers = Vec::new();
     for (r, answer) in first.into_iter().enumerate() {
@@ -523,7 +555,14 @@ async fn race(http: &reqwest::Client, urls: &Urls, tally: &Tally, run: &str, j: 
     let mut last = None;
     for r in losers {
         tally.retried.fetch_add(1, Ordering::SeqCst);
-        match post(http, &url(urls, r + 1, "/backup"), &body(&shares[r])).await {
+        match post(
+            http,
+            tally,
+            &url(urls, tally, r + 1, "/backup"),
+            &body(&shares[r]),
+        )
+        .await
+        {
             Answer::Status(200, _) => {
                 acknowledged.push(shares[r].clone());
                 last = Some(shares[r].clone());
@@ -641,14 +680,17 @@ pub async fn run(urls: Urls, plan: Plan, kill: Option<KillAndRestart>) -> Report
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let pair_latency = std::mem::take(&mut *tally.latency.lock().unwrap());
+    let completed_at = std::mem::take(&mut *tally.completed_at.lock().unwrap());
+    let kill = *kill_window.lock().unwrap();
     let mut report = Report {
         replicas,
-        pairs: tally.latency.lock().unwrap().len(),
+        pairs: pair_latency.len(),
         races: plan.races,
         elapsed,
-        pair_latency: std::mem::take(&mut *tally.latency.lock().unwrap()),
-        kill: *kill_window.lock().unwrap(),
-        completed_at: std::mem::take(&mut *tally.completed_at.lock().unwrap()),
+        pair_latency,
+        kill,
+        completed_at,
         ..Report::default()
     };
     verify(&http, &urls, &tally, &mut report).await;

@@ -32,6 +32,10 @@ pub struct BackupOutcome {
     pub resumed_after: Option<&'static str>,
     /// Whether an earlier run had already confirmed this backup (nothing was done).
     pub already_confirmed: bool,
+    /// Whether that was learnt from Portal and the store rather than from the journal (a
+    /// fresh state directory): the client's newest completed backup of every curve is stored
+    /// and opens as itself, so no new `/v1/backup` was asked for.
+    pub found_at_portal: bool,
     /// How many times `/v1/backup` was called for this backup in all runs.
     pub backup_requests: u32,
 }
@@ -82,6 +86,13 @@ impl Flow {
                 shares: Vec::new(),
             },
         };
+        if record.backup_requests == 0
+            && !self.force_new_backup
+            && let Some(found) = self.backed_up_at_portal(&me, generate, &backup_id).await?
+        {
+            tracing::info!(client = %me.id, "already backed up: Portal and the store agree");
+            return Ok(found);
+        }
         let resumed_after = (record.backup_requests > 0).then_some(record.step.as_str());
         let already_confirmed = record.step == Step::Confirmed;
         tracing::info!(client = %me.id, backup = %backup_id, step = record.step.as_str(), "backup");
@@ -149,8 +160,79 @@ impl Flow {
                 resumed_after
             },
             already_confirmed,
+            found_at_portal: false,
             backup_requests: record.backup_requests,
         })
+    }
+
+    /// What the systems of record say when the journal knows nothing of this backup (a
+    /// fresh state directory): if, for every curve of `generate`, the client's newest
+    /// completed backup pair has a ciphertext in the store that opens as that share (and,
+    /// with a custodian store, a custodian share is there), the backup is done already.
+    /// `None` when anything is missing: then a new backup is the way to make it whole.
+    async fn backed_up_at_portal(
+        &self,
+        me: &portal_api::client_api::ClientDetails,
+        generate: &GenerateResponse,
+        backup_id: &str,
+    ) -> Result<Option<BackupOutcome>> {
+        let opener = Opener::new(&self.keyring);
+        let mut pairs = std::collections::BTreeMap::new();
+        for (curve, _) in generate.iter() {
+            let Some(pair) = me
+                .wallets
+                .iter()
+                .filter(|w| w.curve == curve)
+                .find_map(|w| w.latest_completed_backup_pair())
+            else {
+                return Ok(None);
+            };
+            let id = ShareId {
+                client_id: &me.id,
+                pair_id: &pair.id,
+                curve: &curve,
+                signing: false,
+            };
+            let key = id.key()?;
+            let stored = match self.store.get_opt(&key).await {
+                Ok(Some(stored)) => stored,
+                Ok(None) => return Ok(None),
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(Error::store("get", &key)(e)),
+            };
+            match open_text(&opener, &id, &key, &stored).await {
+                Ok(_) => {}
+                Err(Error::WrongIdentity { .. }) => return Ok(None),
+                Err(other) => return Err(other),
+            }
+            pairs.insert(curve.as_str().to_owned(), pair.id.clone());
+        }
+        if let Some(custodian) = &self.custodian_store {
+            let held = custodian
+                .list(&me.id)
+                .await
+                .map_err(|source| Error::Store {
+                    operation: "list",
+                    key: me.id.clone(),
+                    source: Box::new(source),
+                })?
+                .iter()
+                .any(|k| k.kind() == storage::ShareKind::CustodianBackup);
+            if !held {
+                return Ok(None);
+            }
+        }
+        Ok(Some(BackupOutcome {
+            client_id: me.id.clone(),
+            backup_id: backup_id.to_owned(),
+            backup_share_pair_ids: pairs,
+            store: self.store.name(),
+            status: Step::Confirmed.as_str(),
+            resumed_after: None,
+            already_confirmed: true,
+            found_at_portal: true,
+            backup_requests: 0,
+        }))
     }
 
     /// Stores each sealed share, create-only where the store can: a ciphertext already there

@@ -31,6 +31,11 @@ pub struct Flow {
     pub(crate) target: CiphertextStore,
     pub(crate) store: Arc<dyn BackupStore>,
     pub(crate) signing_store: Option<Arc<dyn BackupStore>>,
+    /// Where the custodian webhook keeps the custodian backup shares (Self-Managed Backups):
+    /// a backup found at Portal counts as done only if a custodian share is there too.
+    pub(crate) custodian_store: Option<Arc<dyn BackupStore>>,
+    /// Ask Portal for a new backup even when its newest completed one is stored and opens.
+    pub(crate) force_new_backup: bool,
     pub(crate) journal: Journal,
 }
 
@@ -59,6 +64,8 @@ impl Flow {
             target,
             store,
             signing_store: None,
+            custodian_store: None,
+            force_new_backup: false,
             journal: Journal::open(state_dir)?,
         })
     }
@@ -68,6 +75,24 @@ impl Flow {
     #[must_use]
     pub fn with_signing_store(mut self, store: Arc<dyn BackupStore>) -> Self {
         self.signing_store = Some(store);
+        self
+    }
+
+    /// With Self-Managed Backups, the store of the custodian webhook: [`backup`](Self::backup)
+    /// then counts a backup it finds at Portal as done only if that store holds a custodian
+    /// share of the client too.
+    #[must_use]
+    pub fn with_custodian_store(mut self, store: Arc<dyn BackupStore>) -> Self {
+        self.custodian_store = Some(store);
+        self
+    }
+
+    /// Makes [`backup`](Self::backup) ask Portal for a new backup even when the client's
+    /// newest completed backup is stored and opens (the journal still resumes an unfinished
+    /// one rather than start another).
+    #[must_use]
+    pub fn forcing_new_backups(mut self, force: bool) -> Self {
+        self.force_new_backup = force;
         self
     }
 

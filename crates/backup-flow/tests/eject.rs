@@ -241,6 +241,7 @@ async fn pair_choice_with_two_backup_methods() {
         CiphertextStore::Portal,
         state2.path(),
     )
+    .forcing_new_backups(true)
     .backup(&generate)
     .await
     .unwrap();

@@ -133,6 +133,8 @@ pub(crate) enum Command {
         /// The client's /v1/generate response (JSON), or `-` for stdin
         #[arg(long, value_name = "FILE|-")]
         generate_response: PathBuf,
+        #[command(flatten)]
+        already: AlreadyBackedUp,
     },
     /// Recover the client's wallet from its newest backup: new signing shares from
     /// /v1/recover, confirmed to Portal
@@ -277,6 +279,22 @@ pub(crate) struct BulkBackup {
     /// replaced; in Kubernetes, /dev/termination-log puts it in the pod's status
     #[arg(long, value_name = "FILE")]
     pub(crate) summary: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) already: AlreadyBackedUp,
+}
+
+/// How `backup` and `bulk backup` tell a client already backed up, beyond the journal: from
+/// Portal (its newest completed backup of each curve) and the store (a ciphertext that opens
+/// as it).
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct AlreadyBackedUp {
+    /// Ask Portal for a new backup even when its newest completed one is stored and opens
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Self-Managed Backups: the custodian webhook's store; a backup found at Portal then
+    /// counts as done only if a custodian share of the client is there too
+    #[arg(long, value_name = "URI")]
+    pub(crate) webhook_store: Option<String>,
 }
 
 /// `--rate-limit`: a number of requests a minute, or `off`.

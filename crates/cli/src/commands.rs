@@ -17,7 +17,8 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::args::{
-    BulkBackup, BulkCommand, Command, EjectArgs, EjectCommand, Global, RateLimitArg,
+    AlreadyBackedUp, BulkBackup, BulkCommand, Command, EjectArgs, EjectCommand, Global,
+    RateLimitArg,
 };
 use crate::failure::{
     EXIT_FAILED, EXIT_RETRYABLE, EXIT_ROTATE_INCOMPLETE, EXIT_USAGE, EXIT_VERIFY_FAILED, Failure,
@@ -157,7 +158,10 @@ impl Settings {
 pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Keygen { out } => keygen(&out),
-        Command::Backup { generate_response } => backup(&settings, &generate_response).await,
+        Command::Backup {
+            generate_response,
+            already,
+        } => backup(&settings, &generate_response, &already).await,
         Command::Recover { out, backup_method } => {
             recover(&settings, out.as_deref(), backup_method.as_deref()).await
         }
@@ -219,17 +223,37 @@ pub(crate) fn parse_generate_response(text: &str) -> Result<GenerateResponse, Fa
     }
 }
 
-async fn backup(settings: &Settings, generate_response: &Path) -> Result<ExitCode, Failure> {
+async fn backup(
+    settings: &Settings,
+    generate_response: &Path,
+    already: &AlreadyBackedUp,
+) -> Result<ExitCode, Failure> {
     let text = output::read_secret_input(generate_response, "the generate response")?;
     let generate = parse_generate_response(&text)?;
     drop(text);
-    let flow = settings.flow(Acting::Client, None).await?;
+    let flow = with_already(settings.flow(Acting::Client, None).await?, already).await?;
     let outcome = flow
         .backup(&generate)
         .await
         .map_err(|e| Failure::flow("backup failed", e))?;
     output::print_json(&outcome)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the flow tells a client already backed up (see [`AlreadyBackedUp`]).
+async fn with_already(flow: Flow, already: &AlreadyBackedUp) -> Result<Flow, Failure> {
+    let flow = flow.forcing_new_backups(already.force);
+    match &already.webhook_store {
+        None => Ok(flow),
+        Some(uri) => {
+            let store = crate::store::open_own(
+                &crate::store::parse(uri)?,
+                "--webhook-store (Portal keeps no custodian shares in Self-Managed mode)",
+            )
+            .await?;
+            Ok(flow.with_custodian_store(store))
+        }
+    }
 }
 
 fn ids_by_curve(shares: &portal_api::mpc::CurveShares) -> BTreeMap<String, String> {
@@ -742,7 +766,11 @@ async fn bulk_run(
     args: &BulkBackup,
     shard: Option<Shard>,
 ) -> Result<BulkReport, Failure> {
-    let flow = settings.flow(Acting::Nobody, args.rate_limit).await?;
+    let flow = with_already(
+        settings.flow(Acting::Nobody, args.rate_limit).await?,
+        &args.already,
+    )
+    .await?;
     let stdin = args.input == Path::new("-");
     let input: Box<dyn BufRead + Send> = if stdin {
         Box::new(BufReader::new(std::io::stdin()))

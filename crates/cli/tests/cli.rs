@@ -254,6 +254,39 @@ async fn portal_managed_backup_verify_recover() {
     assert_eq!(again["alreadyConfirmed"], true);
     assert_eq!(again["backupRequests"], 1);
 
+    // A fresh state directory (another machine): Portal and the store say it is done.
+    let elsewhere = json_out(&run(
+        work.cmd(Some(&sim))
+            .env("PORTAL_BACKUP_STATE_DIR", work.path("state-elsewhere"))
+            .args(["--api-key", api_key, "backup", "--generate-response"])
+            .arg(&generate_file),
+        None,
+    ));
+    assert_eq!(elsewhere["alreadyConfirmed"], true);
+    assert_eq!(elsewhere["foundAtPortal"], true);
+    assert_eq!(elsewhere["backupRequests"], 0);
+    assert_eq!(
+        elsewhere["backupSharePairIds"],
+        outcome["backupSharePairIds"]
+    );
+    // --force makes a new one.
+    let forced = json_out(&run(
+        work.cmd(Some(&sim))
+            .env("PORTAL_BACKUP_STATE_DIR", work.path("state-forced"))
+            .args([
+                "--api-key",
+                api_key,
+                "backup",
+                "--force",
+                "--generate-response",
+            ])
+            .arg(&generate_file),
+        None,
+    ));
+    assert_eq!(forced["foundAtPortal"], false);
+    assert_eq!(forced["backupRequests"], 1);
+    assert_ne!(forced["backupSharePairIds"], outcome["backupSharePairIds"]);
+
     let out = run(
         work.cmd(Some(&sim))
             .env("PORTAL_CLIENT_API_KEY", api_key)

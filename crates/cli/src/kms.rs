@@ -1,6 +1,12 @@
-//! `--kms` URIs: `local:<key file>`, `aws-kms:<key id>`, `gcp-kms:<crypto key name>`,
-//! `pkcs11:<token label>/<key label>`. The cloud and HSM schemes exist only when the matching
-//! cargo feature is compiled in; otherwise they fail with an error naming the feature.
+//! `--kms` URIs: `local:<key file>`, `aws-kms:<key id>[?also-open=<key ARN>[&also-open=…]]`,
+//! `gcp-kms:<crypto key name>`, `pkcs11:<token label>/<key label>`. The cloud and HSM schemes
+//! exist only when the matching cargo feature is compiled in; otherwise they fail with an error
+//! naming the feature.
+//!
+//! `also-open` lists key ARNs an AWS KEK may open besides its own: an alias opens only key
+//! ARNs of its own account and region, so a key rotated out of it (or any key of another
+//! account or region) opens only when listed. It is repeated, not comma-separated, because
+//! `PORTAL_BACKUP_KMS` separates URIs with commas.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -54,10 +60,36 @@ pub(crate) async fn load(uri: &str) -> Result<Arc<dyn KeyEncryptionKey>, Failure
     }
 }
 
+/// `<key id>` then an optional query: `?also-open=<key ARN>`, repeated with `&`.
+#[cfg_attr(not(feature = "aws-kms"), allow(dead_code))]
+fn aws_spec(spec: &str) -> Result<(&str, Vec<&str>), Failure> {
+    let (key_id, query) = spec.split_once('?').unwrap_or((spec, ""));
+    if key_id.is_empty() {
+        return Err(Failure::new(format!("KMS URI aws-kms:{spec} names no key")));
+    }
+    let mut also_open = Vec::new();
+    for param in query.split('&').filter(|p| !p.is_empty()) {
+        match param.split_once('=') {
+            Some(("also-open", arn)) if !arn.is_empty() => also_open.push(arn),
+            _ => {
+                return Err(Failure::new(format!(
+                    "unknown or empty parameter {param:?} in KMS URI aws-kms:{spec}"
+                ))
+                .hint(
+                    "the only parameter is also-open=<key ARN>, repeated with & for several keys",
+                ));
+            }
+        }
+    }
+    Ok((key_id, also_open))
+}
+
 #[cfg(feature = "aws-kms")]
-async fn aws(key_id: &str) -> Result<Arc<dyn KeyEncryptionKey>, Failure> {
+async fn aws(spec: &str) -> Result<Arc<dyn KeyEncryptionKey>, Failure> {
+    let (key_id, also_open) = aws_spec(spec)?;
     envelope::aws::AwsKmsBuilder::from_env()
         .with_key_id(key_id)
+        .with_also_open(also_open)
         .build()
         .await
         .map(|kek| Arc::new(kek) as Arc<dyn KeyEncryptionKey>)
@@ -139,6 +171,38 @@ pub(crate) fn keygen(out: &Path) -> Result<LocalKek, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aws_uris_list_keys_to_open_as_well() {
+        let old1 = "arn:aws:kms:eu-west-1:111122223333:key/old-1";
+        let old2 = "arn:aws:kms:us-east-1:111122223333:key/old-2";
+        assert_eq!(aws_spec("alias/backup").unwrap(), ("alias/backup", vec![]));
+        assert_eq!(
+            aws_spec(&format!("alias/backup?also-open={old1}&also-open={old2}")).unwrap(),
+            ("alias/backup", vec![old1, old2])
+        );
+        for bad in [
+            "?also-open=x",
+            "alias/backup?also-open=",
+            "alias/backup?also_open=x",
+            "alias/backup?also-open",
+        ] {
+            let text = aws_spec(bad).unwrap_err().render();
+            assert!(text.contains("aws-kms:"), "{bad}: {text}");
+        }
+    }
+
+    #[cfg(feature = "aws-kms")]
+    #[tokio::test]
+    async fn an_aws_uri_refuses_a_listed_key_that_is_not_a_key_arn() {
+        // Refused while checking the configuration, before any client or request.
+        let text = aws("alias/backup?also-open=alias/old")
+            .await
+            .err()
+            .unwrap()
+            .render();
+        assert!(text.contains("not a key ARN"), "{text}");
+    }
 
     #[tokio::test]
     async fn uris() {

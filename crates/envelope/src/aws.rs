@@ -11,6 +11,16 @@
 //!   entry, so it appears in CloudTrail and in key-policy conditions (`kms:EncryptionContext:…`).
 //! * **Key reference:** the key ARN that KMS returned (an alias is resolved by KMS, and the
 //!   envelope records the key it actually used).
+//! * **Current key:** [`current_key_ref`](KeyEncryptionKey::current_key_ref) of a key ARN is
+//!   that ARN (no call); of an alias (name or ARN) or a bare key id, the `KeyMetadata.Arn` of
+//!   one `DescribeKey`, asked on every call because an alias can be repointed (`UpdateAlias`).
+//! * **Which keys an alias opens:** only key ARNs of the account and region the alias belongs
+//!   to (an alias ARN names them; an alias name learns them from its first `DescribeKey`, then
+//!   keeps them), plus the key ARNs listed with [`AwsKmsBuilder::with_also_open`] (keys rotated
+//!   out of the alias, whatever their account or region). A wrapped key naming any other key is
+//!   refused with [`KmsError::KeyNotAllowed`] **before** any `Decrypt` call: the key ARN comes
+//!   from the unauthenticated envelope header, and an attacker who can write to the store
+//!   could otherwise name a key of *their* account whose key policy lets you decrypt.
 //! * **Rewrap inside AWS:** [`AwsKms::re_encrypt`] moves a wrapped key to another AWS key with
 //!   `ReEncrypt`, without the data key leaving KMS.
 //!
@@ -20,6 +30,29 @@
 //!
 //! The SDK's own buffers (the request and response bodies that carry the data key) are not
 //! zeroized; the data key is copied out of the response at once.
+//!
+//! # IAM: grant each identity only the keys it needs
+//!
+//! This KEK refuses foreign key ARNs itself, but IAM is the wall that holds when code does not:
+//! never grant `kms:Decrypt` on `"Resource": "*"` (that lets a forged envelope name a key of
+//! another account whose key policy trusts you). Name the keys:
+//!
+//! | who | actions | resource |
+//! |---|---|---|
+//! | backup (seals) | `kms:GenerateDataKey`, `kms:Encrypt` | the current key ARN (or `kms:RequestAlias` on the alias) |
+//! | verify, recover, webhook (open) | `kms:Decrypt` | the current key ARN and each key listed with `also-open`, by ARN |
+//! | rotate | the above, and `kms:DescribeKey` | the target key (an alias is resolved with `DescribeKey`) |
+//!
+//! ```json
+//! { "Effect": "Allow", "Action": "kms:Decrypt",
+//!   "Resource": [ "arn:aws:kms:eu-west-1:111122223333:key/NEW-KEY-ID",
+//!                 "arn:aws:kms:eu-west-1:111122223333:key/OLD-KEY-ID" ],
+//!   "Condition": { "StringEquals": { "kms:EncryptionContext:purpose": "client-backup" } } }
+//! ```
+//!
+//! With an alias, say which keys rotated out of it may still be opened:
+//! `AwsKmsBuilder::new().with_key_id("alias/backup").with_also_open(["arn:…:key/OLD-KEY-ID"])`,
+//! or on the command line `--kms 'aws-kms:alias/backup?also-open=arn:…:key/OLD-KEY-ID'`.
 //!
 //! ```no_run
 //! # #[cfg(feature = "aws-kms")]
@@ -37,6 +70,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kms::Client;
@@ -68,6 +102,11 @@ pub enum ConfigError {
     /// The SDK configuration has no region (set `AWS_REGION` or use `with_region`).
     #[error("no AWS region configured (set AWS_REGION, a profile region, or `with_region`)")]
     MissingRegion,
+    /// A key listed with [`AwsKmsBuilder::with_also_open`] is not a full key ARN.
+    #[error(
+        "{0:?} is not a key ARN (arn:<partition>:kms:<region>:<account>:key/<key id>); only key ARNs can be listed to open as well"
+    )]
+    InvalidAlsoOpen(String),
 }
 
 /// Builds an [`AwsKms`].
@@ -78,6 +117,7 @@ pub struct AwsKmsBuilder {
     client: Option<Client>,
     region: Option<String>,
     endpoint_url: Option<String>,
+    also_open: Vec<String>,
 }
 
 impl fmt::Debug for AwsKmsBuilder {
@@ -87,6 +127,7 @@ impl fmt::Debug for AwsKmsBuilder {
             .field("client", &self.client.as_ref().map(|_| "<provided>"))
             .field("region", &self.region)
             .field("endpoint_url", &self.endpoint_url)
+            .field("also_open", &self.also_open)
             .finish()
     }
 }
@@ -109,6 +150,19 @@ impl AwsKmsBuilder {
     /// The key: a key ARN (recommended), a key id, an alias name (`alias/…`) or an alias ARN.
     pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
         self.key_id = Some(key_id.into());
+        self
+    }
+
+    /// Key ARNs this KEK may open besides the keys of its own account and region (for an
+    /// alias) or its own key (for a key ARN or id): the keys rotated out of an alias, or an old
+    /// key of another region or account. Each must be a full key ARN; wraps never use them.
+    /// Calling it again adds to the list.
+    pub fn with_also_open<I, S>(mut self, key_arns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.also_open.extend(key_arns.into_iter().map(Into::into));
         self
     }
 
@@ -142,11 +196,19 @@ impl AwsKmsBuilder {
     /// no KMS call.
     ///
     /// # Errors
-    /// [`ConfigError`] for a missing or invalid key id, or no region.
+    /// [`ConfigError`] for a missing or invalid key id, a listed key that is not a key ARN, or
+    /// no region.
     pub async fn build(self) -> Result<AwsKms, ConfigError> {
         let key_id = self.key_id.ok_or(ConfigError::MissingKeyId)?;
         if KeyRef::new(PROVIDER, &key_id).is_err() || key_id.len() > MAX_KEY_ID_LEN {
             return Err(ConfigError::InvalidKeyId(key_id));
+        }
+        if let Some(bad) = self
+            .also_open
+            .iter()
+            .find(|arn| key_arn_scope(arn).is_none() || arn.len() > MAX_KEY_ID_LEN)
+        {
+            return Err(ConfigError::InvalidAlsoOpen(bad.clone()));
         }
         let client = match self.client {
             Some(client) => client,
@@ -169,10 +231,18 @@ impl AwsKmsBuilder {
             return Err(ConfigError::MissingRegion);
         }
         let matcher = KeyMatcher::parse(&key_id);
+        let scope = OnceLock::new();
+        if let KeyMatcher::AliasArn { prefix } = &matcher {
+            // An alias ARN names its account and region; KMS does not resolve aliases across
+            // accounts.
+            let _ = scope.set(prefix.clone());
+        }
         Ok(AwsKms {
             client,
             key_id,
             matcher,
+            also_open: self.also_open,
+            scope,
         })
     }
 }
@@ -184,10 +254,11 @@ enum KeyMatcher {
     KeyArn,
     /// A bare key id (`1234abcd-…` or `mrk-…`): any key ARN ending in `:key/<id>`.
     KeyId(String),
-    /// An alias ARN: any key ARN of the same partition, region and account (the alias may have
-    /// pointed at an older key when the envelope was sealed; KMS checks the policy on Decrypt).
+    /// An alias ARN: claims any key ARN (the alias may have pointed at an older key when the
+    /// envelope was sealed); [`AwsKms::admit`] then allows only the alias's own account and
+    /// region (`prefix`) and the listed keys, before any KMS call.
     AliasArn { prefix: String },
-    /// An alias name: any key ARN.
+    /// An alias name: as an alias ARN, with the account and region learnt from `DescribeKey`.
     AliasName,
 }
 
@@ -220,27 +291,62 @@ impl KeyMatcher {
         if recorded == configured {
             return true;
         }
-        let is_key_arn = recorded.starts_with("arn:") && recorded.contains(":key/");
+        let is_key_arn = key_arn_scope(recorded).is_some();
         match self {
             Self::KeyArn => false,
             Self::KeyId(id) => is_key_arn && recorded.ends_with(&format!(":key/{id}")),
-            Self::AliasArn { prefix } => is_key_arn && recorded.starts_with(prefix.as_str()),
-            Self::AliasName => is_key_arn,
+            Self::AliasArn { .. } | Self::AliasName => is_key_arn,
         }
     }
+
+    fn is_alias(&self) -> bool {
+        matches!(self, Self::AliasArn { .. } | Self::AliasName)
+    }
+}
+
+/// The account-and-region prefix (`arn:<partition>:kms:<region>:<account>:key/`) of a key
+/// ARN; `None` for anything else (an alias, a key id, a malformed ARN).
+fn key_arn_scope(arn: &str) -> Option<&str> {
+    let rest = arn.strip_prefix("arn:")?;
+    let mut parts = rest.splitn(5, ':');
+    let (partition, service, region, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let id = resource.strip_prefix("key/")?;
+    let valid = !partition.is_empty()
+        && service == "kms"
+        && !region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && !id.is_empty()
+        && !id.contains(['/', ':']);
+    let prefix_len = arn.len().checked_sub(id.len())?;
+    valid.then(|| arn.get(..prefix_len)).flatten()
 }
 
 /// A key-encryption key in AWS KMS.
 ///
 /// Build it with [`AwsKmsBuilder`]. [`can_unwrap`](KeyEncryptionKey::can_unwrap) accepts key
 /// references by the configured key: a key ARN matches itself only; a key id matches ARNs of
-/// that key; an alias ARN matches key ARNs of its account and region, and an alias name any key
-/// ARN (an alias may point at a new key after an envelope was sealed, so the ARN recorded then
-/// is what `Decrypt` is pinned to, and the key policy decides).
+/// that key; an alias (name or ARN) claims key ARNs, since an alias may point at a new key
+/// after an envelope was sealed and the ARN recorded then is what `Decrypt` is pinned to. Keys
+/// listed with [`AwsKmsBuilder::with_also_open`] are accepted as well.
+///
+/// Before any `Decrypt` (or `ReEncrypt`), an alias KEK admits only key ARNs of the account and
+/// region it belongs to and the listed keys; anything else is
+/// [`KmsError::KeyNotAllowed`], with no call to KMS.
 pub struct AwsKms {
     client: Client,
     key_id: String,
     matcher: KeyMatcher,
+    /// Key ARNs opened besides the configured key (keys rotated out of an alias).
+    also_open: Vec<String>,
+    /// For an alias: the key-ARN prefix of its account and region, once known.
+    scope: OnceLock<String>,
 }
 
 impl fmt::Debug for AwsKms {
@@ -283,6 +389,7 @@ impl AwsKms {
             return Err(KmsError::UnwrapFailed);
         }
         let source_arn = wrapped.key_ref().key_id();
+        self.admit(source_arn).await?;
         let out = self
             .client
             .re_encrypt()
@@ -300,7 +407,8 @@ impl AwsKms {
         destination.wrapped(out.key_id(), out.ciphertext_blob())
     }
 
-    /// The key ARN the configured key id or alias stands for now: one `DescribeKey`.
+    /// The key ARN the configured key id or alias stands for now: one `DescribeKey`. For an
+    /// alias, the first answer also fixes the account and region it may open.
     async fn describe(&self) -> Result<String, KmsError> {
         let out = self
             .client
@@ -309,10 +417,64 @@ impl AwsKms {
             .send()
             .await
             .map_err(|e| classify(e, &self.key_id, false))?;
-        out.key_metadata()
+        let arn = out
+            .key_metadata()
             .and_then(|m| m.arn())
             .map(str::to_owned)
-            .ok_or_else(|| backend("DescribeKey response has no KeyMetadata.Arn"))
+            .ok_or_else(|| backend("DescribeKey response has no KeyMetadata.Arn"))?;
+        self.learn_scope(&arn)?;
+        Ok(arn)
+    }
+
+    /// Fixes an alias's account and region from a key ARN KMS resolved it to (the first one
+    /// wins; an alias never changes account or region). Refuses an ARN outside a known scope.
+    fn learn_scope(&self, arn: &str) -> Result<(), KmsError> {
+        if !self.matcher.is_alias() {
+            return Ok(());
+        }
+        let prefix = key_arn_scope(arn).ok_or_else(|| {
+            backend(format!(
+                "KMS resolved {:?} to {arn:?}, not a key ARN",
+                self.key_id
+            ))
+        })?;
+        let _ = self.scope.set(prefix.to_owned());
+        match self.scope.get() {
+            Some(scope) if scope == prefix => Ok(()),
+            _ => Err(backend(format!(
+                "KMS resolved {:?} to {arn:?}, outside the alias's account and region",
+                self.key_id
+            ))),
+        }
+    }
+
+    /// Refuses, before any KMS call that would use it, a recorded key this KEK must not open:
+    /// for an alias, a key ARN of another account or region that is not listed with
+    /// [`AwsKmsBuilder::with_also_open`]. An alias name learns its account with one
+    /// `DescribeKey` the first time (unless a wrap or [`current_key_ref`] already did).
+    ///
+    /// [`current_key_ref`]: KeyEncryptionKey::current_key_ref
+    async fn admit(&self, arn: &str) -> Result<(), KmsError> {
+        if !self.matcher.is_alias() || self.also_open.iter().any(|listed| listed == arn) {
+            return Ok(());
+        }
+        if self.scope.get().is_none() {
+            self.describe().await?;
+        }
+        let scope = self.scope.get().map_or("", String::as_str);
+        if !scope.is_empty() && arn.starts_with(scope) {
+            return Ok(());
+        }
+        Err(KmsError::KeyNotAllowed {
+            key: arn.to_owned(),
+            allowed: format!(
+                "{:?} opens key ARNs {scope}* and the {} key ARN(s) listed with also-open; \
+                 list a key rotated out of the alias there (with_also_open, or \
+                 `?also-open=<key ARN>` in a KMS URI)",
+                self.key_id,
+                self.also_open.len()
+            ),
+        })
     }
 
     /// The wrapped key for a response's key ARN and blob, refusing a key this KEK does not
@@ -325,6 +487,7 @@ impl AwsKms {
                 self.key_id
             )));
         }
+        self.learn_scope(arn)?;
         let blob = blob.ok_or_else(|| backend("KMS response has no CiphertextBlob"))?;
         let key_ref = KeyRef::new(PROVIDER, arn).map_err(backend)?;
         WrappedKey::new(key_ref, blob.as_ref().to_vec()).map_err(backend)
@@ -411,7 +574,9 @@ impl KeyEncryptionKey for AwsKms {
     }
 
     fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        key_ref.provider() == PROVIDER && self.matcher.accepts(&self.key_id, key_ref.key_id())
+        key_ref.provider() == PROVIDER
+            && (self.matcher.accepts(&self.key_id, key_ref.key_id())
+                || self.also_open.iter().any(|arn| arn == key_ref.key_id()))
     }
 
     /// The key ARN a wrap records now: a configured key ARN itself (no call); otherwise the
@@ -480,6 +645,7 @@ impl KeyEncryptionKey for AwsKms {
             return Err(KmsError::UnwrapFailed);
         }
         let arn = wrapped.key_ref().key_id();
+        self.admit(arn).await?;
         let out = self
             .client
             .decrypt()
@@ -520,15 +686,45 @@ mod tests {
         assert!(m.accepts(id, arn) && m.accepts(id, elsewhere));
         assert!(!m.accepts(id, other));
 
+        // An alias claims key ARNs; which account and region it admits is `admit`'s.
         let alias_arn = "arn:aws:kms:us-east-1:111122223333:alias/backups";
         let m = KeyMatcher::parse(alias_arn);
-        assert!(m.accepts(alias_arn, arn) && m.accepts(alias_arn, other));
-        assert!(!m.accepts(alias_arn, elsewhere));
+        assert_eq!(
+            m,
+            KeyMatcher::AliasArn {
+                prefix: "arn:aws:kms:us-east-1:111122223333:key/".into()
+            }
+        );
+        assert!(m.accepts(alias_arn, arn) && m.accepts(alias_arn, elsewhere));
         assert!(!m.accepts(alias_arn, "arn:aws:kms:us-east-1:111122223333:alias/other"));
 
         let m = KeyMatcher::parse("alias/backups");
         assert!(m.accepts("alias/backups", elsewhere));
         assert!(!m.accepts("alias/backups", "not-an-arn"));
+    }
+
+    #[test]
+    fn key_arn_scopes() {
+        assert_eq!(
+            key_arn_scope("arn:aws:kms:us-east-1:111122223333:key/1234abcd"),
+            Some("arn:aws:kms:us-east-1:111122223333:key/")
+        );
+        assert_eq!(
+            key_arn_scope("arn:aws-cn:kms:cn-north-1:111122223333:key/mrk-1"),
+            Some("arn:aws-cn:kms:cn-north-1:111122223333:key/")
+        );
+        for not_a_key_arn in [
+            "alias/backups",
+            "1234abcd",
+            "arn:aws:kms:us-east-1:111122223333:alias/backups",
+            "arn:aws:kms:us-east-1:1111:key/1234abcd",
+            "arn:aws:s3:us-east-1:111122223333:key/1234abcd",
+            "arn:aws:kms::111122223333:key/1234abcd",
+            "arn:aws:kms:us-east-1:111122223333:key/",
+            "arn:aws:kms:us-east-1:111122223333:key/a/b",
+        ] {
+            assert_eq!(key_arn_scope(not_a_key_arn), None, "{not_a_key_arn}");
+        }
     }
 
     #[test]
@@ -539,5 +735,18 @@ mod tests {
         let err = rt.block_on(AwsKmsBuilder::new().build()).unwrap_err();
         assert!(matches!(err, ConfigError::MissingKeyId));
         assert!(err.to_string().contains(ENV_KEY_ID));
+        let err = rt
+            .block_on(
+                AwsKmsBuilder::new()
+                    .with_key_id("alias/backups")
+                    .with_region("us-east-1")
+                    .with_also_open(["alias/old"])
+                    .build(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidAlsoOpen(bad) if bad == "alias/old"),
+            "{err:?}"
+        );
     }
 }

@@ -31,6 +31,18 @@ pub enum Error {
         /// The key references recorded in the envelope.
         wrapped: Vec<crate::KeyRef>,
     },
+    /// An [`Opener`](crate::Opener) that [requires the primary
+    /// KEK](crate::Opener::require_primary) met an envelope with no wrapped key for it: sealed
+    /// before a rotation to the primary, or by someone holding only another KEK of the keyring.
+    #[error(
+        "the envelope is not wrapped by the primary key-encryption key {primary} (it has {wrapped:?}); it was sealed before a rotation, or forged"
+    )]
+    NotWrappedByPrimary {
+        /// The primary KEK, as `provider:key id`.
+        primary: String,
+        /// The key references recorded in the envelope.
+        wrapped: Vec<crate::KeyRef>,
+    },
     /// An encryption context, key reference or argument breaks a documented rule.
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -111,6 +123,16 @@ pub enum KmsError {
         /// The backend's error.
         #[source]
         source: BoxError,
+    },
+    /// The envelope names a key this KEK is configured never to use (for example, for an AWS
+    /// alias, a key of another account or region that was not listed to open as well). Refused
+    /// before any call to the KMS: the key reference comes from the unauthenticated header.
+    #[error("KMS key {key:?} is not one this key-encryption key may open: {allowed}")]
+    KeyNotAllowed {
+        /// The key the envelope names.
+        key: String,
+        /// What the KEK may open instead.
+        allowed: String,
     },
     /// The wrapped key did not unwrap: wrong key, wrong context or tampered bytes. Opaque on
     /// purpose.

@@ -348,13 +348,6 @@ impl Keyring {
         }
         Ok(refs)
     }
-
-    pub(crate) fn candidates<'a>(
-        &'a self,
-        key_ref: &'a KeyRef,
-    ) -> impl Iterator<Item = &'a Arc<dyn KeyEncryptionKey>> + 'a {
-        self.keks.iter().filter(move |k| k.can_unwrap(key_ref))
-    }
 }
 
 impl FromIterator<Arc<dyn KeyEncryptionKey>> for Keyring {

@@ -7,7 +7,7 @@ use crate::context::EncryptionContext;
 use crate::crypto::{GCM_TAG_LEN, KeySchedule};
 use crate::error::{Error, KmsError, Result};
 use crate::format::{self, MAX_WRAPPED_KEYS, Parsed};
-use crate::kek::{Keyring, WrappedKey};
+use crate::kek::{KeyEncryptionKey, Keyring, WrappedKey};
 use crate::secret::{DataKey, Plaintext};
 
 /// Opens an envelope sealed under `context` with any KEK of `keyring`.
@@ -30,7 +30,7 @@ pub async fn open(
     if !context.matches(parsed.context) {
         return Err(Error::Decrypt);
     }
-    let (_, (_, keys)) = unwrap_verified(keyring, &parsed).await?;
+    let (_, (_, keys)) = unwrap_verified(keyring.keks(), &parsed).await?;
     open_payload(&keys, &parsed)
 }
 
@@ -40,6 +40,13 @@ pub async fn open(
 ///
 /// A remembered key is used only for an envelope that carries the very same wrapped key under
 /// the very same KEK context, and only after the envelope's header tag verifies under it.
+///
+/// # Who sealed it?
+/// The header tag commits an envelope to its data key; it does not say *who* sealed it.
+/// Whoever can wrap a data key under **any** KEK of the keyring (hold a local key file, be
+/// allowed `kms:Encrypt` on one of the keys) and write to the store can seal a whole envelope
+/// of their choosing, and it opens. [`require_primary`](Self::require_primary) narrows that
+/// to the keyring's first KEK: see `docs/threat-model.md`.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -61,6 +68,7 @@ pub async fn open(
 pub struct Opener<'k> {
     keyring: &'k Keyring,
     remembered: Mutex<Vec<Remembered>>,
+    primary_only: bool,
 }
 
 /// How many unwrapped data keys an [`Opener`] keeps.
@@ -88,6 +96,51 @@ impl<'k> Opener<'k> {
         Self {
             keyring,
             remembered: Mutex::new(Vec::new()),
+            primary_only: false,
+        }
+    }
+
+    /// Opens only envelopes whose data key unwraps, and verifies against the header tag, under
+    /// the keyring's **primary** KEK: its first, the one that draws each data key when sealing.
+    /// The other KEKs of the keyring are never used to open; an envelope with no wrapped key
+    /// for the primary is refused with [`Error::NotWrappedByPrimary`], one whose entry for the
+    /// primary does not unwrap with [`Error::Decrypt`].
+    ///
+    /// This narrows forgery: with it, sealing an envelope that opens takes the primary KEK
+    /// itself, not any KEK of the keyring (for example a break-glass key file kept with the
+    /// keyring only for recovery, or a key other teams may encrypt under). Envelopes that are
+    /// not (yet) wrapped by the primary, such as those sealed before a rotation to it, are
+    /// refused too: use it once a rotation has finished, and a plain [`Opener`] (or
+    /// [`open`]) for break-glass recovery.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use envelope::{EncryptionContext, Error, Keyring, Opener, local::LocalKek};
+    ///
+    /// let (primary, break_glass) = (Arc::new(LocalKek::generate()?), Arc::new(LocalKek::generate()?));
+    /// let keyring = Keyring::new().with(primary).with(break_glass.clone());
+    /// let ctx = EncryptionContext::new().with("client-id", "cl_1")?;
+    /// // Someone with only the break-glass key and write access to the store:
+    /// let forged = envelope::seal(&Keyring::new().with(break_glass), &ctx, b"theirs").await?;
+    /// assert!(Opener::new(&keyring).open(&ctx, &forged).await.is_ok());
+    /// let strict = Opener::new(&keyring).require_primary();
+    /// assert!(matches!(strict.open(&ctx, &forged).await, Err(Error::NotWrappedByPrimary { .. })));
+    /// # Ok::<_, envelope::Error>(()) }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn require_primary(mut self) -> Self {
+        self.primary_only = true;
+        self
+    }
+
+    /// The KEKs this opener may open with.
+    fn openers(&self) -> &'k [Arc<dyn KeyEncryptionKey>] {
+        let keks = self.keyring.keks();
+        if self.primary_only {
+            keks.get(..1).unwrap_or_default()
+        } else {
+            keks
         }
     }
 
@@ -103,7 +156,17 @@ impl<'k> Opener<'k> {
         if let Some(keys) = self.recall(&parsed) {
             return open_payload(&keys, &parsed);
         }
-        let (index, keys) = unwrap_verified(self.keyring, &parsed).await?;
+        let (index, keys) = match unwrap_verified(self.openers(), &parsed).await {
+            Err(Error::NoMatchingKek { wrapped }) if self.primary_only => {
+                let primary = self
+                    .openers()
+                    .first()
+                    .map(|k| format!("{}:{}", k.provider(), k.key_id()))
+                    .unwrap_or_default();
+                return Err(Error::NotWrappedByPrimary { primary, wrapped });
+            }
+            other => other?,
+        };
         let keys = Arc::new(keys.1);
         let mut remembered = self
             .remembered
@@ -184,7 +247,7 @@ pub async fn rewrap(
         ));
     }
     let parsed = format::parse(envelope)?;
-    let (_, (key, keys)) = unwrap_verified(from, &parsed).await?;
+    let (_, (key, keys)) = unwrap_verified(from.keks(), &parsed).await?;
     drop(open_payload(&keys, &parsed)?);
 
     let kek_context = parsed.kek_context.to_context();
@@ -226,11 +289,11 @@ pub async fn rewrap(
     Ok(out)
 }
 
-/// Finds a wrapped key that a KEK of the keyring unwraps to a data key matching the header
-/// tag, and returns its index with the key. Tries every matching pair in order, so one bad or
+/// Finds a wrapped key that one of `keks` unwraps to a data key matching the header tag, and
+/// returns its index with the key. Tries every matching pair in order, so one bad or
 /// unreachable entry does not stop another from opening the envelope.
 async fn unwrap_verified(
-    keyring: &Keyring,
+    keks: &[Arc<dyn KeyEncryptionKey>],
     parsed: &Parsed<'_>,
 ) -> Result<(usize, (DataKey, KeySchedule))> {
     let mut matched = false;
@@ -238,7 +301,7 @@ async fn unwrap_verified(
     let kek_context = parsed.kek_context.to_context();
     for (index, wrapped) in parsed.wrapped.iter().enumerate() {
         let wrapped = wrapped.to_wrapped_key();
-        for kek in keyring.candidates(wrapped.key_ref()) {
+        for kek in keks.iter().filter(|k| k.can_unwrap(wrapped.key_ref())) {
             matched = true;
             match kek.unwrap(&wrapped, &kek_context).await {
                 Ok(key) => {

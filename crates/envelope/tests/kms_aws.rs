@@ -248,6 +248,233 @@ async fn current_key_ref_of_an_alias_follows_update_alias() {
     );
 }
 
+async fn create_alias(client: &aws_sdk_kms::Client, target: &str) -> String {
+    let alias = format!("alias/envelope-{}", test_services::free_port());
+    client
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(target)
+        .send()
+        .await
+        .unwrap();
+    alias
+}
+
+async fn aws_kek(client: &aws_sdk_kms::Client, key_id: &str) -> Arc<dyn KeyEncryptionKey> {
+    Arc::new(
+        AwsKmsBuilder::new()
+            .with_key_id(key_id)
+            .with_client(client.clone())
+            .build()
+            .await
+            .unwrap(),
+    )
+}
+
+fn wrapped_ids(sealed: &[u8]) -> Vec<String> {
+    envelope::inspect(sealed)
+        .unwrap()
+        .wrapped_keys
+        .iter()
+        .map(|r| r.key_id().to_owned())
+        .collect()
+}
+
+/// Issue 11, finding 1: rotating to an alias was a no-op, because the alias "can open" the old
+/// key's wrapped keys. Sealed under K1 through the alias, alias moved to K2: the alias's current
+/// key is K2, a rewrap moves the envelope to K2 alone, and K1 opens nothing afterwards.
+#[tokio::test]
+async fn rewrap_to_an_alias_moves_envelopes_to_the_key_it_points_at_now() {
+    let (_, counter, k1) = moto_kek_or_return!();
+    let client = moto::client(&moto::shared().unwrap().endpoint, &counter);
+    let k2 = moto::create_key(&client).await;
+    let alias = create_alias(&client, &k1).await;
+    let by_alias = aws_kek(&client, &alias).await;
+    let ring = Keyring::from(Arc::clone(&by_alias));
+    let sealed = envelope::seal(&ring, &ctx(), b"share").await.unwrap();
+    assert_eq!(wrapped_ids(&sealed), std::slice::from_ref(&k1));
+
+    client
+        .update_alias()
+        .alias_name(&alias)
+        .target_key_id(&k2)
+        .send()
+        .await
+        .unwrap();
+    let current = ring.current_key_refs().await.unwrap();
+    assert_eq!(current, [KeyRef::new("aws-kms", k2.as_str()).unwrap()]);
+    // What rotation used to ask ("can the target open it?") says yes: the trap.
+    assert!(by_alias.can_unwrap(&KeyRef::new("aws-kms", k1.as_str()).unwrap()));
+    assert!(!envelope::wrapped_only_by(&sealed, &current).unwrap());
+
+    let added = envelope::rewrap(&ring, &sealed, &ring, RewrapMode::Add)
+        .await
+        .unwrap();
+    assert_eq!(wrapped_ids(&added), [k1.clone(), k2.clone()]);
+    let rotated = envelope::rewrap(&ring, &sealed, &ring, RewrapMode::Replace)
+        .await
+        .unwrap();
+    assert_eq!(wrapped_ids(&rotated), std::slice::from_ref(&k2));
+    assert!(envelope::wrapped_only_by(&rotated, &current).unwrap());
+
+    let only_k2 = Keyring::from(aws_kek(&client, &k2).await);
+    let only_k1 = Keyring::from(aws_kek(&client, &k1).await);
+    let opened = envelope::open(&only_k2, &ctx(), &rotated).await.unwrap();
+    assert_eq!(opened.expose_secret(), b"share");
+    assert!(matches!(
+        envelope::open(&only_k1, &ctx(), &rotated).await,
+        Err(Error::NoMatchingKek { .. })
+    ));
+}
+
+/// Issue 11, finding 2: an alias KEK decrypted with a key ARN of any account, read from the
+/// unauthenticated header. An attacker's account (moto account 222222222222) seals a whole
+/// envelope for the victim's context; the victim's alias KEK (name or ARN) refuses it with
+/// `KeyNotAllowed` and makes no KMS call for it.
+#[tokio::test]
+async fn an_alias_refuses_a_key_of_another_account_before_any_kms_call() {
+    let Some(server) = moto::shared() else { return };
+    let attacker_client =
+        moto::client_in_account(&server.endpoint, &RequestCounter::default(), "222222222222");
+    let foreign = moto::create_key(&attacker_client).await;
+    assert!(foreign.contains(":222222222222:key/"), "{foreign}");
+    let forged = envelope::seal(
+        &Keyring::from(aws_kek(&attacker_client, &foreign).await),
+        &ctx(),
+        b"the attacker's share",
+    )
+    .await
+    .unwrap();
+
+    let counter = RequestCounter::default();
+    let client = moto::client(&server.endpoint, &counter);
+    let own = moto::create_key(&client).await;
+    assert!(own.contains(&format!(":{}:key/", moto::DEFAULT_ACCOUNT)));
+    let alias = create_alias(&client, &own).await;
+    let alias_arn = format!("{}{alias}", own.split("key/").next().unwrap());
+    // A key ARN of the victim's own account in another region is outside the alias too.
+    let other_region = own.replace(":us-east-1:", ":eu-west-1:");
+    let elsewhere = WrappedKey::new(
+        KeyRef::new("aws-kms", other_region.as_str()).unwrap(),
+        vec![7; 64],
+    )
+    .unwrap();
+
+    // An alias ARN names its account and region: no call at all, even on a fresh KEK.
+    // An alias name learns them from one DescribeKey of its own alias, then keeps them.
+    for (configured, learn_first) in [(alias_arn.as_str(), false), (alias.as_str(), true)] {
+        let kek = aws_kek(&client, configured).await;
+        if learn_first {
+            kek.current_key_ref().await.unwrap();
+        }
+        counter.take();
+        let err = envelope::open(&Keyring::from(Arc::clone(&kek)), &ctx(), &forged)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Kms(KmsError::KeyNotAllowed { key, .. }) if key == &foreign),
+            "{configured}: {err:?}"
+        );
+        assert!(!err.is_retryable());
+        let text = envelope::Report(&err).to_string();
+        assert!(
+            text.contains(&foreign) && text.contains("also-open"),
+            "{text}"
+        );
+        assert!(matches!(
+            kek.unwrap(&elsewhere, &ctx()).await,
+            Err(KmsError::KeyNotAllowed { .. })
+        ));
+        assert_eq!(counter.take(), (0, 0, 0, 0, 0), "{configured}: no KMS call");
+        // Its own key still opens.
+        let sealed = envelope::seal(&Keyring::from(Arc::clone(&kek)), &ctx(), b"own")
+            .await
+            .unwrap();
+        envelope::open(&Keyring::from(kek), &ctx(), &sealed)
+            .await
+            .unwrap();
+    }
+
+    // A fresh alias-name KEK asks KMS about its own alias (one DescribeKey), never Decrypt.
+    let fresh = aws_kek(&client, &alias).await;
+    counter.take();
+    assert!(matches!(
+        fresh.unwrap(&elsewhere, &ctx()).await,
+        Err(KmsError::KeyNotAllowed { .. })
+    ));
+    assert_eq!(
+        counter.take(),
+        (0, 0, 0, 0, 1),
+        "one DescribeKey, no Decrypt"
+    );
+}
+
+/// Keys rotated out of an alias (here: in another region) open only when listed with
+/// `with_also_open`; the in-process fake serves DescribeKey and aliases.
+#[tokio::test]
+async fn an_alias_opens_the_keys_listed_to_open_as_well() {
+    let fake = AwsFake::start().await;
+    let current = fake.create_key();
+    let rotated_out =
+        fake.create_key_with_arn("arn:aws:kms:eu-west-1:111122223333:key/rotated-out");
+    fake.set_alias("alias/backup", &current);
+    let client = moto::client(&fake.endpoint, &RequestCounter::default());
+    let old = envelope::seal(
+        &Keyring::from(aws_kek(&client, &rotated_out).await),
+        &ctx(),
+        b"old share",
+    )
+    .await
+    .unwrap();
+
+    let strict = aws_kek(&client, "alias/backup").await;
+    let before = fake.operations().len();
+    assert!(matches!(
+        envelope::open(&Keyring::from(strict), &ctx(), &old).await,
+        Err(Error::Kms(KmsError::KeyNotAllowed { .. }))
+    ));
+    assert_eq!(fake.operations()[before..], ["DescribeKey"], "no Decrypt");
+
+    let listing = AwsKmsBuilder::new()
+        .with_key_id("alias/backup")
+        .with_also_open([rotated_out.as_str()])
+        .with_client(client.clone())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        listing.current_key_ref().await.unwrap().key_id(),
+        current,
+        "listed keys are opened, never wrapped with"
+    );
+    let opened = envelope::open(
+        &Keyring::from(Arc::new(listing) as Arc<dyn KeyEncryptionKey>),
+        &ctx(),
+        &old,
+    )
+    .await
+    .unwrap();
+    assert_eq!(opened.expose_secret(), b"old share");
+
+    for bad in [
+        "alias/old",
+        "not-an-arn",
+        "arn:aws:kms:eu-west-1:111122223333:alias/old",
+    ] {
+        let err = AwsKmsBuilder::new()
+            .with_key_id("alias/backup")
+            .with_also_open([bad])
+            .with_client(client.clone())
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, envelope::aws::ConfigError::InvalidAlsoOpen(_)),
+            "{bad}"
+        );
+    }
+}
+
 /// Round trips per seal and per open, counted at the client (every HTTP attempt), and the
 /// latency a KMS round trip adds to a seal, against moto on loopback.
 #[tokio::test]

@@ -204,6 +204,112 @@ fn wrapped_only_by_reads_the_header_against_the_current_keys() {
     });
 }
 
+/// Records the primary KEK's key reference with bytes of its own: a forger's way to make an
+/// envelope *look* wrapped by the primary.
+#[derive(Debug)]
+struct Impostor {
+    posing_as: envelope::KeyRef,
+}
+
+#[async_trait::async_trait]
+impl envelope::KeyEncryptionKey for Impostor {
+    fn provider(&self) -> &str {
+        self.posing_as.provider()
+    }
+    fn key_id(&self) -> &str {
+        self.posing_as.key_id()
+    }
+    async fn current_key_ref(&self) -> Result<envelope::KeyRef, envelope::KmsError> {
+        Ok(self.posing_as.clone())
+    }
+    async fn wrap(
+        &self,
+        _: &envelope::DataKey,
+        _: &envelope::EncryptionContext,
+    ) -> Result<envelope::WrappedKey, envelope::KmsError> {
+        Ok(envelope::WrappedKey::new(self.posing_as.clone(), vec![0x5A; 60]).unwrap())
+    }
+    async fn unwrap(
+        &self,
+        _: &envelope::WrappedKey,
+        _: &envelope::EncryptionContext,
+    ) -> Result<envelope::DataKey, envelope::KmsError> {
+        Err(envelope::KmsError::UnwrapFailed)
+    }
+}
+
+/// The threat model's limit, shown: the header tag commits an envelope to its data key, not to
+/// who sealed it. Whoever can wrap under *any* KEK of the opener's keyring (here: a break-glass
+/// key file kept next to the primary) and write to the store forges a whole envelope that
+/// opens. `Opener::require_primary` narrows that to whoever can wrap under the primary.
+#[test]
+fn anyone_who_can_wrap_under_any_kek_can_forge_and_require_primary_narrows_it() {
+    block_on(async {
+        let (primary, break_glass) = (kek(), kek());
+        let keyring = ring(&[&primary, &break_glass]);
+        let ctx = share_context("c1", "p1", "SECP256K1");
+        let genuine = envelope::seal(&keyring, &ctx, b"the genuine share")
+            .await
+            .unwrap();
+
+        // (a) The limit: sealed with the break-glass key alone, for the victim's context.
+        let forged = envelope::seal(&ring(&[&break_glass]), &ctx, b"the attacker's share")
+            .await
+            .unwrap();
+        let opened = envelope::open(&keyring, &ctx, &forged).await.unwrap();
+        assert_eq!(opened.expose_secret(), b"the attacker's share");
+        let opener = envelope::Opener::new(&keyring);
+        assert!(opener.open(&ctx, &forged).await.is_ok());
+        // Posing as the primary (its key reference, junk bytes) next to a real break-glass
+        // wrap opens too: the header is not authenticated until a KEK unwraps it.
+        let impostor: std::sync::Arc<dyn envelope::KeyEncryptionKey> =
+            std::sync::Arc::new(Impostor {
+                posing_as: primary.current_key_ref().await.unwrap(),
+            });
+        let posing = envelope::seal(
+            &ring(&[&break_glass, &impostor]),
+            &ctx,
+            b"the attacker's share",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            envelope::inspect(&posing).unwrap().wrapped_keys,
+            envelope::inspect(&genuine)
+                .unwrap()
+                .wrapped_keys
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+        );
+        assert!(envelope::open(&keyring, &ctx, &posing).await.is_ok());
+
+        // (b) The policy: only the primary opens.
+        let strict = envelope::Opener::new(&keyring).require_primary();
+        let opened = strict.open(&ctx, &genuine).await.unwrap();
+        assert_eq!(opened.expose_secret(), b"the genuine share");
+        let err = strict.open(&ctx, &forged).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::NotWrappedByPrimary { primary: p, wrapped }
+                if p.as_str() == format!("local:{}", primary.key_id()) && wrapped.len() == 1),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("forged"), "{err}");
+        assert!(matches!(
+            strict.open(&ctx, &posing).await,
+            Err(Error::Decrypt)
+        ));
+        // And what it remembered from the genuine envelope does not open the forgeries.
+        assert!(strict.open(&ctx, &forged).await.is_err());
+
+        // What remains: whoever can wrap under the primary itself can still forge.
+        let with_primary = envelope::seal(&ring(&[&primary]), &ctx, b"the attacker's share")
+            .await
+            .unwrap();
+        assert!(strict.open(&ctx, &with_primary).await.is_ok());
+    });
+}
+
 #[test]
 fn a_smuggled_wrapped_key_cannot_swap_the_data_key() {
     // An attacker who holds a KEK of the keyring re-wraps a key of their own into the header:

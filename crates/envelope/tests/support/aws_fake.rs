@@ -83,6 +83,24 @@ impl AwsFake {
         arn
     }
 
+    /// A new enabled key with this ARN (any account or region).
+    pub fn create_key_with_arn(&self, arn: &str) -> String {
+        self.state.lock().unwrap().keys.insert(
+            arn.to_owned(),
+            FakeKey {
+                kek: Arc::new(LocalKek::generate().unwrap()),
+                enabled: true,
+            },
+        );
+        arn.to_owned()
+    }
+
+    /// The operations the fake received, in order.
+    pub fn operations(&self) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state.seen.iter().map(|(op, _, _)| op.clone()).collect()
+    }
+
     /// Points alias `name` (`alias/…`) at `arn` (`CreateAlias` or `UpdateAlias`).
     pub fn set_alias(&self, name: &str, arn: &str) {
         self.state

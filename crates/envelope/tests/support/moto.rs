@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aws_sdk_kms::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_kms::config::interceptors::{
+    BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+};
 use aws_sdk_kms::config::{
     BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
 };
@@ -77,6 +79,46 @@ pub fn client(endpoint: &str, counter: &RequestCounter) -> aws_sdk_kms::Client {
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
         .interceptor(counter.clone())
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
+/// moto's default account, where [`client`]'s keys live.
+pub const DEFAULT_ACCOUNT: &str = "123456789012";
+
+/// Puts every request of a client in another moto account (moto's `x-moto-account-id`).
+#[derive(Debug, Clone)]
+struct InAccount(&'static str);
+
+impl Intercept for InAccount {
+    fn name(&self) -> &'static str {
+        "InAccount"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_kms::error::BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-moto-account-id", self.0);
+        Ok(())
+    }
+}
+
+/// A KMS client like [`client`], in moto account `account` (12 digits).
+pub fn client_in_account(
+    endpoint: &str,
+    counter: &RequestCounter,
+    account: &'static str,
+) -> aws_sdk_kms::Client {
+    let config = client(endpoint, counter)
+        .config()
+        .to_builder()
+        .interceptor(InAccount(account))
         .build();
     aws_sdk_kms::Client::from_conf(config)
 }

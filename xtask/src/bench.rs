@@ -3,7 +3,7 @@
 //!
 //! Sections ([`SECTIONS`]): `envelope` and `bulk` (criterion results), `rate` (a bulk run
 //! under rate limits, checked from the simulator's side), `rss`, `stores` and `build` (see
-//! [`measure`]). Without arguments every section but the slow `build` runs; `all` runs every
+//! [`measure`]), and `replicas` (the custodian webhook's replicas example). Without arguments every section but the slow `build` runs; `all` runs every
 //! one. The figures of sections not run are kept from the JSON, with the date and machine of
 //! the run that measured them.
 //!
@@ -54,13 +54,17 @@ pub(crate) const SECTIONS: &[(&str, &str)] = &[
         "put/get latency and throughput of every store, the file-system store as baseline",
     ),
     (
+        "replicas",
+        "custodian webhook: 1 and 3 replicas over one PostgreSQL and one S3 store, one replica killed",
+    ),
+    (
         "build",
         "clean build time and dependency count, minimal versus all features (slow)",
     ),
 ];
 
 /// What `cargo xtask bench` runs without arguments: every section but `build`.
-const DEFAULT_SECTIONS: &[&str] = &["envelope", "bulk", "rate", "rss", "stores"];
+const DEFAULT_SECTIONS: &[&str] = &["envelope", "bulk", "rate", "rss", "stores", "replicas"];
 
 /// The id prefix that marks a group's reference benchmark (see the module docs).
 const BASELINE_PREFIX: &str = "baseline";
@@ -134,6 +138,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
             }
             "rss" => doc.rss = Some(measure::rss(root, &target_dir)?),
             "stores" => doc.stores = Some(measure::stores(root, &target_dir)?),
+            "replicas" => doc.replicas = Some(replicas(root, &target_dir)?),
             "build" => doc.build = Some(measure::build(root, &target_dir)?),
             other => return Err(Error::msg(format!("unknown bench section `{other}`"))),
         }
@@ -374,6 +379,7 @@ struct Doc {
     rate: Option<Value>,
     rss: Option<Value>,
     stores: Option<Value>,
+    replicas: Option<Value>,
     build: Option<Value>,
 }
 
@@ -433,6 +439,7 @@ impl Doc {
             rate: value.get("rate_limit").cloned(),
             rss: value.get("rss").cloned(),
             stores: value.get("stores").cloned(),
+            replicas: value.get("replicas").cloned(),
             build: value.get("build").cloned(),
         }
     }
@@ -496,6 +503,7 @@ impl Doc {
             ("rate_limit", &self.rate),
             ("rss", &self.rss),
             ("stores", &self.stores),
+            ("replicas", &self.replicas),
             ("build", &self.build),
         ] {
             if let Some(value) = value {
@@ -573,6 +581,9 @@ impl Doc {
         if let Some(stores) = &self.stores {
             measure::stores_markdown(stores, &mut md);
         }
+        if let Some(replicas) = &self.replicas {
+            replicas_markdown(replicas, &mut md);
+        }
         if let Some(build) = &self.build {
             measure::build_markdown(build, &mut md);
         }
@@ -600,6 +611,76 @@ impl Doc {
         }
         md
     }
+}
+
+// ---- webhook replicas ---------------------------------------------------------------------
+
+/// Runs `crates/custodian-webhook/examples/replicas.rs` (release) on a throwaway PostgreSQL
+/// and moto, and keeps its JSON line and table; fails when the example does (an error after
+/// one retry, a lost share, replicas that disagree).
+fn replicas(root: &Path, target_dir: &Path) -> Result<Value> {
+    let tools = target_dir.join("tools");
+    let moto = match std::env::var_os(test_services::moto::PYTHONPATH_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => crate::tools::python_library(root, &tools, crate::tools::MOTO)?,
+    };
+    crate::postgres::install(root)?;
+    cmd::cargo(root)
+        .args(["build", "--release", "--locked", "-p", "custodian-webhook"])
+        .args(["--example", "replicas"])
+        .run()?;
+    let example = target_dir.join("release").join("examples").join("replicas");
+    let out = cmd::Cmd::new(example, root)
+        .env(test_services::XTASK_ENV, "1")
+        .env(test_services::moto::PYTHONPATH_ENV, &moto)
+        .read()?;
+    print!("{out}");
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| Error::msg(format!("the replicas example printed no result: {out:?}")))?;
+    let mut result = json::parse(line)?;
+    let table: String = out
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if let Value::Object(members) = &mut result {
+        members.push(("table".into(), Value::String(table)));
+    }
+    Ok(result)
+}
+
+fn replicas_markdown(value: &Value, md: &mut String) {
+    let n = |k: &str| value.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let _ = writeln!(
+        md,
+        "## Webhook replicas over one store\n\n\
+         `crates/custodian-webhook/examples/replicas.rs` (release; its driver is the one of \
+         `tests/replicas.rs`, which runs a smaller version in `cargo xtask ci`): the real \
+         webhook server as 1 or 3 replicas, each on a Tokio runtime of its own with its own \
+         store client, over one PostgreSQL database (a throwaway server on loopback, `fsync` \
+         on) or one S3 bucket (moto on loopback, a Python development server: that row \
+         measures the client plus an emulator, not S3). {} backup+fetch pairs go round-robin \
+         from {} connections, with {} three-way races on one (client, method) mixed in; a \
+         request without an answer or answered 503 is retried once on the next replica that \
+         answers, and race losers (503: another backup of that client and method landed \
+         first; the compare-and-swap at work) resend after the race. With 3 replicas, replica \
+         1 is killed a third of the way through (its runtime shut down without grace: every \
+         connection and store call of it ends at once) and started again {} ms later. \
+         Afterwards every client is fetched from every replica: *lost* counts acknowledged \
+         shares missing, *inconsistent* answers with other than one share per method or \
+         replicas that disagree. On {} cores, with the driver, the replicas and the store on \
+         one machine, this measures the cost of replicas, not their scaling.\n",
+        n("pairs"),
+        n("concurrency"),
+        n("races"),
+        n("downMs"),
+        n("cores"),
+    );
+    md.push_str(value.get("table").and_then(Value::as_str).unwrap_or(""));
+    md.push('\n');
 }
 
 #[cfg(test)]

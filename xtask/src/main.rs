@@ -38,7 +38,9 @@ Commands:
                 docs/benchmarks.json (ratios to each group's `baseline*` bench), keeping the
                 last figures of sections not run. Sections: envelope, bulk, rate (rate limit
                 held), rss (peak RSS at 1k/10k/100k clients), stores (latency and
-                throughput of every store, fs as baseline), build (clean build time and
+                throughput of every store, fs as baseline), replicas (the custodian
+                webhook as 1 and 3 replicas over one PostgreSQL and one S3 store, one
+                killed mid-run), build (clean build time and
                 dependency count by feature set; slow). No section: all but build; `all`:
                 every one.
   services      Lists the services the tests need, and how the test step provides them.

@@ -418,3 +418,44 @@ async fn a_refused_address_is_closed_before_the_server_reads_a_byte() {
     assert_eq!(exchange(&mut stream, HEALTH).await.0, 200);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn past_the_global_cap_a_connection_is_closed_at_once_and_slots_come_back() {
+    let server = builder(Arc::new(MemoryStore::new()))
+        .with_max_connections(2)
+        .build()
+        .unwrap();
+    let metrics = server.metrics().clone();
+    let running = start(server).await;
+    let addr = running.addr;
+    let open = |metrics: &custodian_webhook::WebhookMetrics| {
+        sample(&metrics.encode(), "custodian_webhook_open_connections", &[]).unwrap()
+    };
+    let mut first = connect_from("127.0.0.2", addr).await.unwrap();
+    let mut second = connect_from("127.0.0.3", addr).await.unwrap();
+    assert_eq!(exchange(&mut first, HEALTH).await.0, 200);
+    assert_eq!(exchange(&mut second, HEALTH).await.0, 200);
+    assert_eq!(open(&metrics), 2.0);
+    // A third is closed without an answer, instead of waiting in the listen backlog.
+    let mut third = connect_from("127.0.0.4", addr).await.unwrap();
+    assert!(closed_within(&mut third, Duration::from_secs(1)).await);
+    assert_eq!(
+        sample(
+            &metrics.encode(),
+            "custodian_webhook_connections_refused_total",
+            &[("reason", "global_limit")]
+        ),
+        Some(1.0)
+    );
+    // When one closes, its slot comes back.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open(&metrics) > 1.0 {
+        assert!(Instant::now() < deadline, "the slot never came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut fourth = connect_from("127.0.0.4", addr).await.unwrap();
+    assert_eq!(exchange(&mut fourth, HEALTH).await.0, 200);
+    drop((second, fourth));
+    running.stop().await;
+}

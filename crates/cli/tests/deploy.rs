@@ -14,7 +14,9 @@
 //!   answers its liveness and readiness probes and serves metrics on the ports and paths the
 //!   manifest names, and the Job's pod takes the shard of its `JOB_COMPLETION_INDEX` and
 //!   writes its summary where the pod's termination message is read;
-//! * `docs/deploy.md` shows each manifest as it is in `deploy/`.
+//! * `docs/deploy.md` shows each manifest as it is in `deploy/`;
+//! * a Secret file as Kubernetes mounts it for a non-root pod is refused by `--secret-file`,
+//!   which is why the webhook's secret is a variable.
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -949,4 +951,30 @@ fn the_bulk_job_container_runs_its_shard() {
         state.ends_with(&format!("shard-{last}")) && Path::new(state).is_dir(),
         "the journal of shard {last} in its own directory: {state}"
     );
+}
+
+/// Why the Deployment passes the webhook secret as a variable: a Secret file as Kubernetes
+/// mounts it for a non-root pod (`0400` plus the group read `fsGroup` adds) is refused by
+/// `--secret-file`. If this ever passes, the manifest can mount the secret as a file instead.
+#[test]
+#[cfg(unix)]
+fn a_secret_file_as_kubernetes_mounts_it_for_a_non_root_pod_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "deploy-test-webhook-secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400 | 0o440)).unwrap();
+    let out = Command::new(BIN)
+        .env_clear()
+        .env(
+            "PORTAL_BACKUP_STORE",
+            format!("file:{}", dir.path().join("store").display()),
+        )
+        .args(["serve-webhook", "--listen", "127.0.0.1:0", "--secret-file"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("mode 440"), "{stderr}");
 }

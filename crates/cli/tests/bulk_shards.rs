@@ -430,3 +430,43 @@ async fn an_environment_that_names_no_shard_is_a_usage_error() {
     }
     assert_eq!(fleet.completed(1), [0, 0], "no client was backed up");
 }
+
+/// A run that cannot start still leaves its summary (outcome `stopped`, the error, the shard),
+/// and a summary that cannot be written fails the run rather than leaving a controller to
+/// guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_cannot_start_or_report_says_so() {
+    let fleet = fleet(&[Some(())]).await;
+    let job = [
+        ("JOB_COMPLETION_INDEX", "0"),
+        ("PORTAL_BACKUP_SHARD_COUNT", "1"),
+    ];
+    let missing_key = format!("local:{}", fleet.path("no-such-key").display());
+    let stopped = fleet.bulk("no-kek", &job, &["--kms", &missing_key]);
+    assert_eq!(stopped.out.status.code(), Some(1), "{}", text(&stopped.out));
+    let summary = stopped.summary();
+    assert_eq!(summary["outcome"], "stopped");
+    assert_eq!(summary["shard"]["from"], "JOB_COMPLETION_INDEX");
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot load the local key-encryption key"),
+        "{summary}"
+    );
+    assert!(summary.get("selected").is_none(), "no counts: nothing ran");
+    assert_eq!(fleet.completed(1), [0, 0]);
+
+    let unwritable = fleet.path("no-such-dir").join("summary");
+    let out = run(fleet
+        .cmd()
+        .envs(job)
+        .args(["bulk", "backup", "--rate-limit", "off", "--input"])
+        .arg(&fleet.input)
+        .arg("--summary")
+        .arg(&unwritable));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("cannot write the summary"), "{all}");
+    assert_eq!(fleet.completed(1), [1, 1], "the backup itself was done");
+}

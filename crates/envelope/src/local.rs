@@ -55,6 +55,19 @@ pub enum LocalKeyError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The key file is owned by another user than the one running the process: that user
+    /// could replace the key (root is not exempt).
+    #[error(
+        "key file {path} is owned by uid {owner}, not by the user running this process (uid {user}); chown it to that user"
+    )]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner's user id.
+        owner: u32,
+        /// The effective user id of this process.
+        user: u32,
+    },
     /// The key is not in the `portal-backup-local-kek-v1:<base64 of 32 bytes>` form.
     #[error("{origin} does not hold a local key-encryption key in the expected form")]
     Malformed {
@@ -152,10 +165,11 @@ impl LocalKek {
     }
 
     /// Loads the key from a file written by [`generate_file`](Self::generate_file). Refuses a
-    /// file that its group or others can read.
+    /// file that its group or others can read, and (on Unix) one not owned by the user running
+    /// the process: root is not exempt, since whoever owns the file can replace the key.
     ///
     /// # Errors
-    /// [`LocalKeyError`] for an unreadable, too open or malformed file.
+    /// [`LocalKeyError`] for an unreadable, too open, foreign-owned or malformed file.
     pub fn from_file(path: &Path) -> Result<Self, LocalKeyError> {
         let io = |source| LocalKeyError::Io {
             path: path.to_owned(),
@@ -163,16 +177,11 @@ impl LocalKek {
         };
         let file = std::fs::File::open(path).map_err(io)?;
         #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(LocalKeyError::Permissions {
-                    path: path.to_owned(),
-                    mode,
-                });
-            }
-        }
+        check_private(
+            path,
+            &file.metadata().map_err(io)?,
+            rustix::process::geteuid().as_raw(),
+        )?;
         let mut text = Zeroizing::new(String::new());
         std::io::Read::read_to_string(&mut std::io::BufReader::new(file), &mut text).map_err(io)?;
         Self::parse(&text, &path.display().to_string())
@@ -281,6 +290,29 @@ impl KeyEncryptionKey for LocalKek {
     }
 }
 
+/// A key file must be readable by its owner only, and owned by the user running the process
+/// (`user`, the effective uid). Root gets no exception: a file another user owns is a file that
+/// user can replace, choosing the key every new backup is sealed under.
+#[cfg(unix)]
+fn check_private(path: &Path, meta: &std::fs::Metadata, user: u32) -> Result<(), LocalKeyError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(LocalKeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    if meta.uid() != user {
+        return Err(LocalKeyError::Owner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            user,
+        });
+    }
+    Ok(())
+}
+
 fn rng_error(e: crate::Error) -> KmsError {
     KmsError::Backend {
         backend: PROVIDER,
@@ -375,6 +407,39 @@ mod tests {
             LocalKeyError::Permissions { mode: 0o640, .. }
         ));
         assert!(err.to_string().contains("chmod 600"));
+    }
+
+    /// As root (the tests' usual user here) the file is chowned to `nobody` and refused: root
+    /// is not exempt. As another user, chown to someone else is not permitted, so the same
+    /// rule is checked on the file's real metadata against a different user id.
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_owned_by_another_user_is_refused() {
+        use std::os::unix::fs::MetadataExt as _;
+        const NOBODY: u32 = 65534;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kek");
+        LocalKek::generate_file(&path).unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), me);
+        LocalKek::from_file(&path).unwrap();
+
+        let err = if me == 0 {
+            std::os::unix::fs::chown(&path, Some(NOBODY), None).unwrap();
+            LocalKek::from_file(&path).unwrap_err()
+        } else {
+            let meta = std::fs::metadata(&path).unwrap();
+            check_private(&path, &meta, me.wrapping_add(1)).unwrap_err()
+        };
+        assert!(
+            matches!(err, LocalKeyError::Owner { owner, .. } if owner == if me == 0 { NOBODY } else { me }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("chown"), "{err}");
+        if me == 0 {
+            std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+            LocalKek::from_file(&path).unwrap();
+        }
     }
 
     #[test]

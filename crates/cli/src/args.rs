@@ -13,8 +13,9 @@ KMS URIs (--kms, --to-kms; PORTAL_BACKUP_KMS takes a comma-separated list):
   local:<key file>                  a key file made by `portal-backup keygen` (mode 0600)
   aws-kms:<key id, ARN or alias>    AWS KMS (cargo feature `aws-kms`; region and credentials
                                     from the AWS SDK's environment). An alias opens only keys
-                                    of its own account and region; list keys rotated out of it
-                                    with ?also-open=<key ARN>, repeated with & (quote the URI)
+                                    of its own account and region; list keys elsewhere that it
+                                    may open with ?also-open=<key ARN>, repeated with & (quote
+                                    the URI)
   gcp-kms:<crypto key name>         Google Cloud KMS, projects/…/cryptoKeys/… (feature `gcp-kms`;
                                     Application Default Credentials)
   pkcs11:<token label>/<key label>  a PKCS#11 HSM (feature `pkcs11`; module and PIN from

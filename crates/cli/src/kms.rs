@@ -4,8 +4,8 @@
 //! naming the feature.
 //!
 //! `also-open` lists key ARNs an AWS KEK may open besides its own: an alias opens only key
-//! ARNs of its own account and region, so a key rotated out of it (or any key of another
-//! account or region) opens only when listed. It is repeated, not comma-separated, because
+//! ARNs of its own account and region (where every key it ever pointed at lives), so a key of
+//! another account or region (the one you migrated from) opens only when listed. It is repeated, not comma-separated, because
 //! `PORTAL_BACKUP_KMS` separates URIs with commas.
 
 use std::path::Path;

@@ -15,12 +15,14 @@
 //!   that ARN (no call); of an alias (name or ARN) or a bare key id, the `KeyMetadata.Arn` of
 //!   one `DescribeKey`, asked on every call because an alias can be repointed (`UpdateAlias`).
 //! * **Which keys an alias opens:** only key ARNs of the account and region the alias belongs
-//!   to (an alias ARN names them; an alias name learns them from its first `DescribeKey`, then
-//!   keeps them), plus the key ARNs listed with [`AwsKmsBuilder::with_also_open`] (keys rotated
-//!   out of the alias, whatever their account or region). A wrapped key naming any other key is
-//!   refused with [`KmsError::KeyNotAllowed`] **before** any `Decrypt` call: the key ARN comes
-//!   from the unauthenticated envelope header, and an attacker who can write to the store
-//!   could otherwise name a key of *their* account whose key policy lets you decrypt.
+//!   to (an alias ARN names them; an alias name learns them from its first `DescribeKey` or
+//!   wrap, then keeps them), plus the key ARNs listed with [`AwsKmsBuilder::with_also_open`].
+//!   An alias only ever points at keys of its own account and region, so the keys rotated out
+//!   of it stay openable without a list; the list is for keys elsewhere (a key of the account
+//!   or region you migrated from). A wrapped key naming any other key is refused with
+//!   [`KmsError::KeyNotAllowed`] **before** any `Decrypt` call: the key ARN comes from the
+//!   unauthenticated envelope header, and an attacker who can write to the store could
+//!   otherwise name a key of *their* account whose key policy lets you decrypt.
 //! * **Rewrap inside AWS:** [`AwsKms::re_encrypt`] moves a wrapped key to another AWS key with
 //!   `ReEncrypt`, without the data key leaving KMS.
 //!
@@ -50,9 +52,11 @@
 //!   "Condition": { "StringEquals": { "kms:EncryptionContext:purpose": "client-backup" } } }
 //! ```
 //!
-//! With an alias, say which keys rotated out of it may still be opened:
+//! To let an alias open a key of another account or region (the one you migrated from):
 //! `AwsKmsBuilder::new().with_key_id("alias/backup").with_also_open(["arn:…:key/OLD-KEY-ID"])`,
-//! or on the command line `--kms 'aws-kms:alias/backup?also-open=arn:…:key/OLD-KEY-ID'`.
+//! or on the command line `--kms 'aws-kms:alias/backup?also-open=arn:…:key/OLD-KEY-ID'`. To stop
+//! opening a retired key of the alias's own account, rotate away from it and take
+//! `kms:Decrypt` on it away (or schedule its deletion).
 //!
 //! ```no_run
 //! # #[cfg(feature = "aws-kms")]
@@ -154,9 +158,9 @@ impl AwsKmsBuilder {
     }
 
     /// Key ARNs this KEK may open besides the keys of its own account and region (for an
-    /// alias) or its own key (for a key ARN or id): the keys rotated out of an alias, or an old
-    /// key of another region or account. Each must be a full key ARN; wraps never use them.
-    /// Calling it again adds to the list.
+    /// alias) or its own key (for a key ARN or id): an old key of another region or account
+    /// (the one you migrated from) or, for a key ARN, the key it replaced. Each must be a full
+    /// key ARN; wraps never use them. Calling it again adds to the list.
     pub fn with_also_open<I, S>(mut self, key_arns: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -343,7 +347,7 @@ pub struct AwsKms {
     client: Client,
     key_id: String,
     matcher: KeyMatcher,
-    /// Key ARNs opened besides the configured key (keys rotated out of an alias).
+    /// Key ARNs opened besides the configured key and (for an alias) its account and region.
     also_open: Vec<String>,
     /// For an alias: the key-ARN prefix of its account and region, once known.
     scope: OnceLock<String>,
@@ -354,6 +358,7 @@ impl fmt::Debug for AwsKms {
         f.debug_struct("AwsKms")
             .field("key_id", &self.key_id)
             .field("region", &self.client.config().region())
+            .field("also_open", &self.also_open)
             .finish_non_exhaustive()
     }
 }
@@ -469,8 +474,8 @@ impl AwsKms {
             key: arn.to_owned(),
             allowed: format!(
                 "{:?} opens key ARNs {scope}* and the {} key ARN(s) listed with also-open; \
-                 list a key rotated out of the alias there (with_also_open, or \
-                 `?also-open=<key ARN>` in a KMS URI)",
+                 list a key of another account or region there only if it is yours \
+                 (with_also_open, or `?also-open=<key ARN>` in a KMS URI)",
                 self.key_id,
                 self.also_open.len()
             ),

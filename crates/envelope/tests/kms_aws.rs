@@ -409,8 +409,8 @@ async fn an_alias_refuses_a_key_of_another_account_before_any_kms_call() {
     );
 }
 
-/// Keys rotated out of an alias (here: in another region) open only when listed with
-/// `with_also_open`; the in-process fake serves DescribeKey and aliases.
+/// A key of another region (say, the one migrated from) opens through an alias only when listed
+/// with `with_also_open`; the in-process fake serves DescribeKey and aliases.
 #[tokio::test]
 async fn an_alias_opens_the_keys_listed_to_open_as_well() {
     let fake = AwsFake::start().await;

@@ -24,7 +24,10 @@ pub use flow::{CiphertextStore, Flow};
 pub use journal::{Journal, Step};
 pub use recover::Recovered;
 pub use rotate::{DEFAULT_ROTATE_CONCURRENCY, RotateFailure, RotateReport};
-pub use verify::{Finding, ShareCheck, VerifyReport};
+pub use verify::{
+    DEFAULT_VERIFY_CONCURRENCY, Finding, ShareCheck, StoredClientCheck, StoredShareCheck,
+    VerifyReport,
+};
 
 pub use envelope;
 pub use portal_api;

@@ -1,9 +1,10 @@
 //! Verification: the restore drill on its own, for every completed backup of a client.
 
 use envelope::Opener;
+use futures_util::stream::{self, Stream, StreamExt as _};
 use portal_api::common::SharePairStatus;
 use serde::Serialize;
-use storage::BackupStoreExt as _;
+use storage::{BackupKey, BackupStoreExt as _};
 
 use crate::backup::open_text;
 use crate::error::{Error, Result};
@@ -40,6 +41,32 @@ pub struct ShareCheck {
     pub key: String,
     /// What the drill found.
     pub finding: Finding,
+}
+
+/// How many clients a store-wide drill works on at once unless told otherwise: enough to
+/// keep a KMS with a few milliseconds of latency busy, few enough for its default quotas.
+pub const DEFAULT_VERIFY_CONCURRENCY: usize = 16;
+
+/// One client of a store-wide drill ([`Flow::verify_store_wide`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct StoredClientCheck {
+    /// The Portal client id.
+    pub client_id: String,
+    /// Each client backup share the store holds for the client, in the store's listing
+    /// order; or why the client's objects could not be listed.
+    pub shares: Result<Vec<StoredShareCheck>>,
+}
+
+/// One stored share of a store-wide drill.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct StoredShareCheck {
+    /// The store key's path form.
+    pub key: String,
+    /// What the drill found, or why the share could not be checked (the store or the KMS
+    /// failed; a share that does not open as its identity is a [`Finding`], not an error).
+    pub result: Result<ShareCheck>,
 }
 
 /// The result of [`Flow::verify`].
@@ -98,23 +125,81 @@ impl Flow {
     /// # Errors
     /// A store that cannot list (Portal's), and store failures.
     pub async fn verify_stored(&self, client_id: &str) -> Result<VerifyReport> {
-        let keys = self.list_client(client_id).await?;
+        let client = self.drill_client(client_id).await;
+        let checked = client
+            .shares?
+            .into_iter()
+            .map(|share| share.result)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(VerifyReport {
+            client_id: client.client_id,
+            checked,
+        })
+    }
+
+    /// The restore drill of [`verify_stored`](Self::verify_stored) over many clients, up to
+    /// `concurrency` clients at once, as a stream of one result per client in the order they
+    /// finish. Nothing is held beyond the clients in flight, and a client or share that cannot
+    /// be checked (a store or KMS failure) is reported in its [`StoredClientCheck`] while the
+    /// others go on.
+    ///
+    /// A client is the unit of work: its shares are opened one after the other through one
+    /// [`Opener`], so the shares of a backup sealed under one data key cost one KMS call, and
+    /// at most `concurrency` KMS calls are in flight ([`DEFAULT_VERIFY_CONCURRENCY`] keeps a
+    /// KMS with a few milliseconds of latency busy; `0` counts as 1).
+    pub fn verify_store_wide<'a>(
+        &'a self,
+        client_ids: &'a [String],
+        concurrency: usize,
+    ) -> impl Stream<Item = StoredClientCheck> + Send + 'a {
+        stream::iter(client_ids)
+            .map(move |client_id| self.drill_client(client_id))
+            .buffer_unordered(concurrency.max(1))
+    }
+
+    /// Lists one client's objects and drills each client backup share among them.
+    async fn drill_client(&self, client_id: &str) -> StoredClientCheck {
+        let keys = match self.list_client(client_id).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                return StoredClientCheck {
+                    client_id: client_id.to_owned(),
+                    shares: Err(e),
+                };
+            }
+        };
         let opener = Opener::new(&self.keyring);
-        let mut checked = Vec::new();
+        let mut shares = Vec::new();
         for key in keys {
             if key.kind() != storage::ShareKind::ClientBackup {
                 continue;
             }
-            let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
-                continue;
-            };
-            let curve = portal_api::common::Curve::from_wire(curve);
-            checked.push(self.check(&opener, client_id, &curve, pair_id).await?);
+            let result = self.check_key(&opener, client_id, &key).await;
+            shares.push(StoredShareCheck {
+                key: key.to_string(),
+                result,
+            });
         }
-        Ok(VerifyReport {
+        StoredClientCheck {
             client_id: client_id.to_owned(),
-            checked,
-        })
+            shares: Ok(shares),
+        }
+    }
+
+    /// Drills the share stored under `key`, which names its pair and curve.
+    async fn check_key(
+        &self,
+        opener: &Opener<'_>,
+        client_id: &str,
+        key: &BackupKey,
+    ) -> Result<ShareCheck> {
+        let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
+            return Err(Error::Invalid(format!(
+                "{key}: the key names no pair or curve"
+            )));
+        };
+        let curve = portal_api::common::Curve::from_wire(curve);
+        self.check(opener, client_id, &curve, pair_id).await
     }
 
     async fn check(

@@ -156,12 +156,16 @@ pub(crate) enum Command {
     Verify {
         /// Check everything the store holds instead of the pairs Portal lists for the client
         /// of --api-key: every client of a file store (or those of --client-id), each object
-        /// opened as the share its name says. Needs no API key; cannot see what is missing
+        /// opened as the share its name says, one JSON line per share as it is checked and a
+        /// summary line. Needs no API key; cannot see what is missing
         #[arg(long)]
         store_wide: bool,
         /// With --store-wide: only these clients (repeatable)
         #[arg(long = "client-id", value_name = "ID", requires = "store_wide")]
         client_id: Vec<String>,
+        /// With --store-wide: clients drilled at once (at most this many KMS calls in flight)
+        #[arg(long, default_value_t = 16, value_name = "N", requires = "store_wide", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        concurrency: u16,
     },
     /// As the custodian, eject a client's wallets: each wallet's private key, rebuilt from its
     /// two backup shares and verified against its public key, goes to a new file (mode 0600).

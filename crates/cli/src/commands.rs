@@ -10,6 +10,7 @@ use backup_flow::bulk::{
 };
 use backup_flow::{CiphertextStore, EjectOptions, Flow};
 use envelope::{KeyEncryptionKey as _, Keyring};
+use futures_util::StreamExt as _;
 use portal_api::client::RateLimit;
 use portal_api::mpc::GenerateResponse;
 use portal_api::{ApiKey, BackupMethod, Client, JsonError, SecretShare};
@@ -24,7 +25,7 @@ use crate::failure::{
     EXIT_FAILED, EXIT_RETRYABLE, EXIT_ROTATE_INCOMPLETE, EXIT_USAGE, EXIT_VERIFY_FAILED, Failure,
 };
 use crate::store::StoreUri;
-use crate::{demo, kms, output, progress};
+use crate::{demo, kms, output, progress, store_wide};
 
 /// The global options, with the credentials moved into secret types at once.
 pub(crate) struct Settings {
@@ -171,7 +172,8 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
         Command::Verify {
             store_wide: true,
             client_id,
-        } => verify_store_wide(&settings, client_id).await,
+            concurrency,
+        } => verify_store_wide(&settings, client_id, concurrency.into()).await,
         Command::Eject(args) => eject(&settings, args).await,
         Command::Rotate {
             to_kms,
@@ -375,6 +377,7 @@ async fn verify(settings: &Settings) -> Result<ExitCode, Failure> {
 async fn verify_store_wide(
     settings: &Settings,
     client_ids: Vec<String>,
+    concurrency: usize,
 ) -> Result<ExitCode, Failure> {
     let (uri, store) = settings.store().await?;
     let client_ids = match (&store, client_ids.is_empty()) {
@@ -389,40 +392,13 @@ async fn verify_store_wide(
     };
     let keyring = kms::keyring(&settings.kms, "--kms").await?;
     let flow = settings.flow_with(settings.portal(Acting::Nobody, None)?, keyring, store)?;
-    let mut reports = Vec::with_capacity(client_ids.len());
-    for client_id in &client_ids {
-        reports.push(
-            flow.verify_stored(client_id)
-                .await
-                .map_err(|e| Failure::flow(format!("verify of client {client_id} failed"), e))?,
-        );
+    let mut tally = store_wide::Tally::default();
+    let mut lines = std::pin::pin!(flow.verify_store_wide(&client_ids, concurrency));
+    while let Some(client) = lines.next().await {
+        tally.print_client(&client)?;
     }
-    output::print_json(&reports)?;
-    let checked: usize = reports.iter().map(|r| r.checked.len()).sum();
-    let bad: Vec<String> = reports
-        .iter()
-        .flat_map(|r| r.checked.iter())
-        .filter(|c| c.finding != backup_flow::Finding::Ok)
-        .map(|c| c.key.clone())
-        .collect();
-    if checked > 0 && bad.is_empty() {
-        eprintln!(
-            "verified {checked} stored shares of {} clients: every one opens as the share its name says",
-            client_ids.len()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let failure = if checked == 0 {
-        Failure::new("verification failed: the store holds no client backup share to check")
-    } else {
-        Failure::new(format!(
-            "verification failed: {} of {checked} stored shares do not open as the share their name says:\n    {}",
-            bad.len(),
-            bad.join("\n    ")
-        ))
-        .hint("do not recover from these ciphertexts; restore them from a copy, or back the clients up again")
-    };
-    Err(failure.with_code(EXIT_VERIFY_FAILED))
+    tally.print_summary(client_ids.len(), concurrency)?;
+    tally.outcome(client_ids.len())
 }
 
 async fn eject(settings: &Settings, args: EjectArgs) -> Result<ExitCode, Failure> {

@@ -52,6 +52,7 @@ mod kms;
 mod output;
 mod progress;
 mod store;
+mod store_wide;
 mod webhook;
 
 use std::io::IsTerminal as _;

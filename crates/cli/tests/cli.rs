@@ -142,6 +142,17 @@ fn json_out(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The lines of `verify --store-wide` (JSON Lines): the shares checked, and the summary.
+fn store_wide_lines(out: &Output) -> (Vec<Value>, Value) {
+    let mut lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let summary = lines.pop().unwrap();
+    assert_eq!(summary["kind"], "summary", "{}", text(out));
+    (lines, summary)
+}
+
 /// Every share string found in a JSON document (generate, recover or eject output).
 fn shares_in(value: &Value, found: &mut Vec<String>) {
     match value {
@@ -445,9 +456,17 @@ async fn file_store_backup_and_swapped_ciphertexts_fail_verify_and_recover_befor
     };
     let out = run(&mut store_wide(), None);
     assert!(out.status.success(), "{}", text(&out));
-    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(reports[0]["clientId"], keys.client_id.as_str());
-    assert_eq!(reports[0]["checked"].as_array().unwrap().len(), 2);
+    let (shares, summary) = store_wide_lines(&out);
+    assert_eq!(shares.len(), 2, "{}", text(&out));
+    assert!(
+        shares
+            .iter()
+            .all(|s| s["clientId"] == keys.client_id.as_str())
+    );
+    assert_eq!(
+        (summary["checked"].as_u64(), summary["ok"].as_u64()),
+        (Some(2), Some(2))
+    );
 
     // Swap the two ciphertexts of the client.
     let (a, b) = (
@@ -855,10 +874,14 @@ async fn postgres_store_backup_verify_store_wide_rotate_recover() {
         None,
     );
     assert!(out.status.success(), "{}", text(&out));
-    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(reports.as_array().unwrap().len(), 1);
-    assert_eq!(reports[0]["clientId"], keys.client_id.as_str());
-    assert_eq!(reports[0]["checked"].as_array().unwrap().len(), 2);
+    let (shares, summary) = store_wide_lines(&out);
+    assert_eq!(summary["clients"], 1);
+    assert_eq!(shares.len(), 2, "{}", text(&out));
+    assert!(
+        shares
+            .iter()
+            .all(|s| s["clientId"] == keys.client_id.as_str())
+    );
 
     // Rotate every client the database lists to a new key; only the new key opens afterwards.
     let new_kek = work.path("kek2");

@@ -1,0 +1,281 @@
+//! Store-wide verify (`Flow::verify_store_wide`) of [`BACKUPS`] backups (one client each, two
+//! shares sealed under one data key) on the file store, behind a local KEK with
+//! [`LATENCY_MS`] ms added to every call (a latency-injecting wrapper, as a KMS round trip),
+//! at concurrency 1 and 64, against the ideal
+//!
+//! ideal backups/s = min(concurrency / latency, the store's own read rate),
+//!
+//! where the store's read rate is measured alone in the same run (list each client and read
+//! its two objects, at the same concurrency, no KMS call). KMS calls per backup are counted
+//! (1: both shares open with one unwrap).
+//!
+//! Not a criterion bench (one timed run per level says more than criterion's sampling of
+//! it): like `bulk_throughput`, it writes its results in criterion's file layout under
+//! `CRITERION_HOME` when set, group `verify_store_wide_5ms`, so that `baseline_ideal/cNNN`
+//! (the ideal time per backup) stands next to `verify/cNNN` (the achieved one).
+//!
+//! Run: `cargo bench -p backup-flow --bench store_wide_verify` (prints the table);
+//! `cargo test --benches` runs a smoke-sized pass.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::cast_precision_loss
+)] // a benchmark program: a broken fixture should panic; counts are small
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use backup_flow::envelope::local::LocalKek;
+use backup_flow::envelope::{
+    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
+};
+use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURVE, PURPOSE};
+use backup_flow::portal_api::Client;
+use backup_flow::storage::fs::FsStore;
+use backup_flow::storage::{BackupKey, BackupStore, PutOptions};
+use backup_flow::{CiphertextStore, Finding, Flow};
+use futures_util::StreamExt as _;
+use futures_util::stream;
+use serde_json::json;
+
+const LATENCY_MS: u64 = 5;
+const BACKUPS: usize = 2_000;
+const LEVELS: [usize; 2] = [1, 64];
+const GROUP: &str = "verify_store_wide_5ms";
+const CURVES: [&str; 2] = ["SECP256K1", "ED25519"];
+
+/// A KEK with `latency` added to every call, counting the calls.
+#[derive(Debug)]
+struct Latency {
+    inner: LocalKek,
+    latency: Duration,
+    calls: AtomicUsize,
+}
+
+impl Latency {
+    async fn call<T>(&self, work: impl Future<Output = T>) -> T {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(self.latency).await;
+        work.await
+    }
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl KeyEncryptionKey for Latency {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
+        self.inner.can_unwrap(key_ref)
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        self.call(self.inner.current_key_ref()).await
+    }
+    async fn wrap(
+        &self,
+        key: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey, KmsError> {
+        self.call(self.inner.wrap(key, context)).await
+    }
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        self.call(self.inner.unwrap(wrapped, context)).await
+    }
+    async fn generate_data_key(
+        &self,
+        context: &EncryptionContext,
+    ) -> Result<(DataKey, WrappedKey), KmsError> {
+        self.call(self.inner.generate_data_key(context)).await
+    }
+}
+
+/// `backups` clients, each one backup of two shares sealed under one data key, as a backup
+/// stores them. Sealed with the KEK's latency set aside (seeding is not the benchmark).
+async fn seed(store: &dyn BackupStore, keyring: &Keyring, backups: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..backups).map(|i| format!("client-{i:06}")).collect();
+    stream::iter(&ids)
+        .for_each_concurrent(64, |client_id| async move {
+            let kek_context = EncryptionContext::new()
+                .with(CLIENT_ID, client_id.as_str())
+                .and_then(|c| c.with(PURPOSE, CLIENT_BACKUP))
+                .unwrap();
+            let sealer = Sealer::new(keyring, kek_context.clone()).await.unwrap();
+            for curve in CURVES {
+                let pair = format!("{client_id}-{curve}");
+                let context = kek_context
+                    .clone()
+                    .with(BACKUP_SHARE_PAIR_ID, pair.as_str())
+                    .and_then(|c| c.with(CURVE, curve))
+                    .unwrap();
+                let sealed = sealer.seal(&context, &[7; 64]).unwrap();
+                let key = BackupKey::client_backup(client_id, &pair, curve).unwrap();
+                let text = envelope::to_text(&sealed);
+                store
+                    .put(&key, text.into_bytes().into(), PutOptions::create())
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    ids
+}
+
+/// The store alone: list each client and read its objects, `concurrency` clients at once.
+/// Backups per second.
+async fn store_read_rate(store: &dyn BackupStore, clients: &[String], concurrency: usize) -> f64 {
+    let started = Instant::now();
+    stream::iter(clients)
+        .for_each_concurrent(concurrency, |client_id| async move {
+            for key in store.list(client_id).await.unwrap() {
+                store.get(&key).await.unwrap();
+            }
+        })
+        .await;
+    clients.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Level {
+    concurrency: usize,
+    achieved: f64,
+    kms_bound: f64,
+    store_rate: f64,
+    kms_calls_per_backup: f64,
+}
+
+impl Level {
+    fn ideal(&self) -> f64 {
+        self.kms_bound.min(self.store_rate)
+    }
+}
+
+async fn level(
+    flow: &Flow,
+    store: &dyn BackupStore,
+    kek: &Latency,
+    clients: &[String],
+    concurrency: usize,
+) -> Level {
+    let store_rate = store_read_rate(store, clients, concurrency).await;
+    kek.calls.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut shares = 0usize;
+    let mut drill = std::pin::pin!(flow.verify_store_wide(clients, concurrency));
+    while let Some(client) = drill.next().await {
+        for share in client.shares.unwrap() {
+            assert_eq!(share.result.unwrap().finding, Finding::Ok);
+            shares += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(shares, clients.len() * CURVES.len());
+    Level {
+        concurrency,
+        achieved: clients.len() as f64 / elapsed.as_secs_f64(),
+        kms_bound: concurrency as f64 * 1000.0 / LATENCY_MS as f64,
+        store_rate,
+        kms_calls_per_backup: kek.calls.load(Ordering::Relaxed) as f64 / clients.len() as f64,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: a smoke pass.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let backups = if smoke { 16 } else { BACKUPS };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let home = std::env::var_os("CRITERION_HOME").map(std::path::PathBuf::from);
+    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let store: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
+    let kek = Arc::new(Latency {
+        inner: LocalKek::generate().unwrap(),
+        latency: Duration::ZERO,
+        calls: AtomicUsize::new(0),
+    });
+    let seeding = Keyring::new().with(Arc::clone(&kek) as Arc<dyn KeyEncryptionKey>);
+    let clients = runtime.block_on(seed(store.as_ref(), &seeding, backups));
+    let kek = Arc::new(Latency {
+        latency: Duration::from_millis(LATENCY_MS),
+        ..Arc::into_inner(kek).unwrap()
+    });
+    drop(seeding);
+    let flow = flow(Arc::clone(&store), Arc::clone(&kek), state.path());
+
+    println!(
+        "store-wide verify, file store, {backups} backups (2 shares each), local KEK + {LATENCY_MS} ms per call; \
+         ideal = min(concurrency / latency, store read rate alone)"
+    );
+    println!(
+        "concurrency  KMS calls/backup  store alone/s  KMS bound/s  achieved/s  ideal/s  achieved/ideal"
+    );
+    for concurrency in LEVELS {
+        let result = runtime.block_on(level(&flow, store.as_ref(), &kek, &clients, concurrency));
+        println!(
+            "{:>11}  {:>16.2}  {:>13.0}  {:>11.0}  {:>10.1}  {:>7.1}  {:>14.3}",
+            result.concurrency,
+            result.kms_calls_per_backup,
+            result.store_rate,
+            result.kms_bound,
+            result.achieved,
+            result.ideal(),
+            result.achieved / result.ideal()
+        );
+        if let (Some(home), false) = (home.as_deref(), smoke) {
+            let parameter = format!("c{concurrency:03}");
+            write_result(home, "baseline_ideal", &parameter, 1e9 / result.ideal());
+            write_result(home, "verify", &parameter, 1e9 / result.achieved);
+        }
+    }
+}
+
+fn flow(store: Arc<dyn BackupStore>, kek: Arc<Latency>, state: &Path) -> Flow {
+    // The store-wide drill never calls Portal.
+    let portal = Client::builder()
+        .with_api_base_url("http://127.0.0.1:9")
+        .with_mpc_base_url("http://127.0.0.1:9")
+        .without_rate_limits()
+        .build()
+        .unwrap();
+    let keyring = Keyring::new().with(kek as Arc<dyn KeyEncryptionKey>);
+    Flow::new(portal, keyring, CiphertextStore::Own(store), state).unwrap()
+}
+
+/// One result in criterion's layout: `<home>/<group>/<function>/<parameter>/new/`.
+fn write_result(home: &Path, function: &str, parameter: &str, median_ns: f64) {
+    let id = format!("{GROUP}/{function}/{parameter}");
+    let dir = home.join(GROUP).join(function).join(parameter).join("new");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("benchmark.json"),
+        json!({
+            "group_id": GROUP,
+            "function_id": function,
+            "value_str": parameter,
+            "throughput": {"Elements": 1},
+            "full_id": id,
+            "directory_name": id,
+            "title": id,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("estimates.json"),
+        json!({"median": {"point_estimate": median_ns}, "mean": {"point_estimate": median_ns}})
+            .to_string(),
+    )
+    .unwrap();
+}

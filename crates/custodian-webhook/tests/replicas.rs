@@ -185,6 +185,13 @@ fn a_late_write_never_replaces_a_newer_share_in_memory() {
 }
 
 #[test]
+fn a_late_write_never_replaces_a_newer_share_on_the_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::Fs(dir.path().join("store"));
+    driver::block_on(late_write_loses(&backend));
+}
+
+#[test]
 fn a_late_write_never_replaces_a_newer_share_on_postgres() {
     let Some(backend) = Backend::postgres() else {
         return;

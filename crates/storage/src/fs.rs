@@ -15,10 +15,20 @@
 //!    to create one key, exactly one wins — and then the temporary name is removed.
 //! 3. The directory is `fsync`ed, so the new name survives a machine crash.
 //!
-//! Compare and swap ([`PutMode::Update`]) is not offered: comparing the file and renaming
-//! over it are two steps another process can come between, so the store reports
-//! [`Capabilities::compare_and_swap`] false and refuses it with
-//! [`StorageError::NotSupported`].
+//! # Compare and swap
+//! A key's version ([`BackupStore::get_versioned`]) is the SHA-256 of its body, so an object
+//! replaced by the very same bytes counts as unchanged (harmless for ciphertexts, which
+//! never repeat). A [`PutMode::Update`] writes its temporary file first, then takes an
+//! exclusive `flock` on the key's directory, hashes the file under the key's name, and
+//! renames the temporary file over it only if the hash is the version given; otherwise it
+//! fails with [`StorageError::Conflict`] and removes the temporary file. Overwrites and
+//! deletes take the same lock, so nothing replaces or removes the file between the
+//! comparison and the rename; a create-only put needs no lock (it cannot succeed while the
+//! file exists). The lock holds between processes and threads alike, needs no file of its
+//! own, and dies with its holder. After taking it, a writer checks that the directory is
+//! still the one under that name (a delete may prune it and a put create it again). All keys
+//! of one directory (the backup methods of one share pair, or a client's custodian shares)
+//! share the lock; it is held for a read, a hash and a rename.
 //!
 //! A crash at any point leaves the old complete file or the new complete file under the
 //! key's name, never a torn or empty one; at worst a stray temporary file remains. Key
@@ -38,7 +48,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -46,7 +56,7 @@ use bytes::Bytes;
 
 use crate::error::StorageError;
 use crate::key::BackupKey;
-use crate::store::{BackupStore, Capabilities, PutMode, PutOptions};
+use crate::store::{BackupStore, Capabilities, ObjectVersion, PutMode, PutOptions};
 
 /// The name prefix of temporary files. Key parts never start with `.`.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -266,6 +276,10 @@ fn put_blocking(
     let Some(dir) = target.parent() else {
         return Err(io_error(io::Error::other("no parent"), "bad key path"));
     };
+    // Nothing stored is never the version given: refuse before creating directories.
+    if matches!(mode, PutMode::Update(_)) && !target.exists() {
+        return Err(StorageError::Conflict { key: key.clone() });
+    }
     // A concurrent delete may prune the (empty) directories between creating them and
     // creating the temporary file: try again a few times.
     let mut attempts = 0u8;
@@ -291,12 +305,17 @@ fn put_blocking(
             }
             Err(e) => Err(io_error(e, "cannot link the new file into place")),
         },
-        PutMode::Overwrite => fs::rename(&temp, target)
-            .map_err(|e| io_error(e, "cannot rename the new file into place")),
-        PutMode::Update(_) => Err(StorageError::NotSupported {
-            operation: mode.operation(),
-            backend: NAME,
+        PutMode::Overwrite => KeyLock::acquire_for_write(target).and_then(|_lock| {
+            fs::rename(&temp, target)
+                .map_err(|e| io_error(e, "cannot rename the new file into place"))
         }),
+        PutMode::Update(expected) => {
+            KeyLock::acquire_for_write(target).and_then(|_lock| match read_version(target)? {
+                Some(current) if current == *expected => fs::rename(&temp, target)
+                    .map_err(|e| io_error(e, "cannot rename the new file into place")),
+                _ => Err(StorageError::Conflict { key: key.clone() }),
+            })
+        }
     };
     if mode == PutMode::Create || published.is_err() {
         // After a link, or a failed rename, the temporary name must go. Not fsynced: if it
@@ -307,6 +326,76 @@ fn put_blocking(
     sync_dir(dir).map_err(|e| io_error(e, "cannot fsync the key's directory"))?;
     remove_stale_temps(dir);
     Ok(())
+}
+
+/// An exclusive `flock` on a key's directory, released when dropped (or when the process
+/// dies). See the module docs.
+struct KeyLock {
+    _dir: File,
+}
+
+impl KeyLock {
+    /// Takes the lock of the directory of `target`, waiting while another writer holds it.
+    /// `None` when the directory does not exist (then nothing is stored under the key).
+    fn acquire(target: &Path) -> Result<Option<Self>, StorageError> {
+        let Some(path) = target.parent() else {
+            return Err(io_error(io::Error::other("no parent"), "bad key path"));
+        };
+        // A delete may prune the directory between opening and locking it; a put then
+        // creates it again: lock what is there now.
+        for _ in 0..100 {
+            let dir = match File::open(path) {
+                Ok(dir) => dir,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_error(e, "cannot open the key's directory")),
+            };
+            dir.lock()
+                .map_err(|e| io_error(e, "cannot lock the key's directory"))?;
+            let locked = dir
+                .metadata()
+                .map_err(|e| io_error(e, "cannot read the key's directory"))?;
+            match fs::metadata(path) {
+                Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => {
+                    return Ok(Some(Self { _dir: dir }));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(e, "cannot read the key's directory")),
+            }
+        }
+        Err(io_error(
+            io::Error::other("the directory kept being replaced"),
+            "cannot lock the key's directory",
+        ))
+    }
+
+    /// As [`acquire`](Self::acquire) for a writer whose temporary file is in the directory
+    /// (so it exists, and no delete can prune it).
+    fn acquire_for_write(target: &Path) -> Result<Self, StorageError> {
+        Self::acquire(target)?.ok_or_else(|| {
+            io_error(
+                io::Error::other("the directory is gone"),
+                "cannot lock the key's directory",
+            )
+        })
+    }
+}
+
+/// The version of a body: its SHA-256, in hex.
+fn version_of(body: &[u8]) -> ObjectVersion {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(body);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    ObjectVersion::new(Some(hex), None)
+}
+
+/// The version of what is stored at `target`, `None` when nothing is.
+fn read_version(target: &Path) -> Result<Option<ObjectVersion>, StorageError> {
+    match read_file(target) {
+        Ok(body) => Ok(Some(version_of(&body))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(e, "cannot read the key's file")),
+    }
 }
 
 /// Best effort: removes temporary files older than [`STALE_TEMP_AGE`] from `dir`.
@@ -321,38 +410,43 @@ fn remove_stale_temps(dir: &Path) {
     }
 }
 
-fn get_blocking(target: &Path, key: &BackupKey) -> Result<Bytes, StorageError> {
-    let mut file = match File::open(target) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(StorageError::NotFound { key: key.clone() });
-        }
-        Err(e) => return Err(io_error(e, "cannot open the key's file")),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| io_error(e, "cannot read the key's file"))?;
+/// The whole regular file at `target`.
+fn read_file(target: &Path) -> io::Result<Vec<u8>> {
+    let mut file = File::open(target)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(io_error(
-            io::Error::other("not a regular file"),
-            "the key's path is not a regular file",
-        ));
+        return Err(io::Error::other("the key's path is not a regular file"));
     }
     let mut body = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.read_to_end(&mut body)
-        .map_err(|e| io_error(e, "cannot read the key's file"))?;
-    Ok(Bytes::from(body))
+    file.read_to_end(&mut body)?;
+    Ok(body)
+}
+
+fn get_blocking(target: &Path, key: &BackupKey) -> Result<Bytes, StorageError> {
+    match read_file(target) {
+        Ok(body) => Ok(Bytes::from(body)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(StorageError::NotFound { key: key.clone() })
+        }
+        Err(e) => Err(io_error(e, "cannot read the key's file")),
+    }
 }
 
 fn delete_blocking(root: &Path, target: &Path) -> Result<(), StorageError> {
-    match fs::remove_file(target) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_error(e, "cannot remove the key's file")),
-    }
     let Some(dir) = target.parent() else {
         return Ok(());
     };
+    {
+        // Under the key's lock: a compare-and-swap put cannot bring the file back.
+        let Some(_lock) = KeyLock::acquire(target)? else {
+            return Ok(());
+        };
+        match fs::remove_file(target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(e, "cannot remove the key's file")),
+        }
+    }
     sync_dir(dir).map_err(|e| io_error(e, "cannot fsync the key's directory"))?;
     // Prune the directories left empty, up to (not including) the root. `remove_dir` fails
     // on a non-empty directory, which ends the walk.
@@ -445,9 +539,7 @@ impl BackupStore for FsStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut caps = Capabilities::all();
-        caps.compare_and_swap = false;
-        caps
+        Capabilities::all()
     }
 
     async fn put(
@@ -457,15 +549,7 @@ impl BackupStore for FsStore {
         options: PutOptions,
     ) -> Result<(), StorageError> {
         // Exhaustive inside this crate: a new mode must be handled here before it compiles.
-        let mode = match options.mode {
-            mode @ (PutMode::Create | PutMode::Overwrite) => mode,
-            mode @ PutMode::Update(_) => {
-                return Err(StorageError::NotSupported {
-                    operation: mode.operation(),
-                    backend: NAME,
-                });
-            }
-        };
+        let mode = options.mode;
         let (root, target, key) = (self.root.clone(), self.path_of(key), key.clone());
         blocking(move || put_blocking(&root, &target, &key, &body, mode)).await
     }
@@ -473,6 +557,16 @@ impl BackupStore for FsStore {
     async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
         let (target, key) = (self.path_of(key), key.clone());
         blocking(move || get_blocking(&target, &key)).await
+    }
+
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        let (target, key) = (self.path_of(key), key.clone());
+        blocking(move || {
+            let body = get_blocking(&target, &key)?;
+            let version = version_of(&body);
+            Ok((body, version))
+        })
+        .await
     }
 
     async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {

@@ -173,3 +173,53 @@ async fn list_clients_names_clients_with_objects_only() {
     store.delete(&a).await.unwrap();
     assert_eq!(store.list_clients().await.unwrap(), ["cl_a"]);
 }
+
+/// Another process's writer, played by the test: it holds the key directory's `flock`,
+/// replaces the file meanwhile, and only then lets go. A compare-and-swap put from the
+/// version read before must wait for the lock, then find the file changed and refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_waits_for_the_key_lock_and_compares_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsStore::new(dir.path()).unwrap());
+    let key = BackupKey::custodian_backup("cl_lock", "GDRIVE").unwrap();
+    store
+        .put_new(&key, Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    let (_, version) = store.get_versioned(&key).await.unwrap();
+    let path = store.path_of(&key);
+    let key_dir = std::fs::File::open(path.parent().unwrap()).unwrap();
+    key_dir.lock().unwrap();
+
+    let update = {
+        let (store, key) = (Arc::clone(&store), key.clone());
+        tokio::spawn(async move {
+            store
+                .put(
+                    &key,
+                    Bytes::from_static(b"late"),
+                    PutOptions::update(version),
+                )
+                .await
+        })
+    };
+    let overwrite = {
+        let (store, key) = (Arc::clone(&store), key.clone());
+        tokio::spawn(async move { store.put_overwrite(&key, Bytes::from_static(b"last")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !update.is_finished() && !overwrite.is_finished(),
+        "a compare-and-swap put or an overwrite went ahead while the key was locked"
+    );
+    // The other writer's change, made while it holds the lock.
+    let temp = path.with_file_name(format!("{TEMP_PREFIX}test"));
+    std::fs::write(&temp, b"two").unwrap();
+    std::fs::rename(&temp, &path).unwrap();
+    key_dir.unlock().unwrap();
+
+    let e = update.await.unwrap().unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+    overwrite.await.unwrap().unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), "last");
+}

@@ -27,6 +27,10 @@ const ROOT_ENV: &str = "STORAGE_FS_KILL_ROOT";
 const TAG_ENV: &str = "STORAGE_FS_KILL_TAG";
 const ROUND_ENV: &str = "STORAGE_FS_KILL_ROUND";
 const GO_ENV: &str = "STORAGE_FS_KILL_GO";
+/// With `GO_ENV`: increment a counter by compare-and-swap puts instead of creating keys.
+const CAS_ENV: &str = "STORAGE_FS_KILL_CAS";
+/// Increments each writer of the compare-and-swap race makes.
+const CAS_INCREMENTS: u64 = 100;
 
 /// Rounds of the kill test; each kills two writers.
 const ROUNDS: u64 = 40;
@@ -114,9 +118,29 @@ fn child_writer() {
         out.flush().unwrap();
         let started = Instant::now();
         if let Some(go) = go {
-            // Race mode: wait for the start signal, create every race key, exit.
+            // Race mode: wait for the start signal, then create every race key, or (CAS mode)
+            // add 1 to a counter key by compare and swap until this writer made
+            // `CAS_INCREMENTS` of them; exit.
             while !Path::new(&go).exists() {
                 std::thread::sleep(Duration::from_millis(1));
+            }
+            if std::env::var_os(CAS_ENV).is_some() {
+                let key = race_key(round, 0);
+                let (mut wins, mut conflicts) = (0u64, 0u64);
+                while wins < CAS_INCREMENTS {
+                    let (body, version) = store.get_versioned(&key).await.unwrap();
+                    let (_, n) = validate(&body).unwrap();
+                    match store
+                        .put(&key, frame(tag, n + 1, 64), PutOptions::update(version))
+                        .await
+                    {
+                        Ok(()) => wins += 1,
+                        Err(StorageError::Conflict { .. }) => conflicts += 1,
+                        Err(e) => panic!("update: {}", storage::Report(&e)),
+                    }
+                }
+                writeln!(out, "W {wins} {conflicts}").unwrap();
+                return;
             }
             for i in 0..RACE_KEYS {
                 let result = store
@@ -157,7 +181,9 @@ fn child_writer() {
 fn report(out: &mut impl Write, i: u64, result: Result<(), StorageError>) {
     match result {
         Ok(()) => writeln!(out, "C {i} won").unwrap(),
-        Err(StorageError::AlreadyExists { .. }) => writeln!(out, "C {i} lost").unwrap(),
+        Err(StorageError::AlreadyExists { .. } | StorageError::Conflict { .. }) => {
+            writeln!(out, "C {i} lost").unwrap();
+        }
         Err(e) => panic!("create {i}: {}", storage::Report(&e)),
     }
     out.flush().unwrap();
@@ -171,6 +197,10 @@ struct Writer {
 
 impl Writer {
     fn spawn(root: &Path, tag: u8, round: u64, go: Option<&Path>) -> Self {
+        Self::spawn_with(root, tag, round, go, false)
+    }
+
+    fn spawn_with(root: &Path, tag: u8, round: u64, go: Option<&Path>, cas: bool) -> Self {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args(["child_writer", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, "1")
@@ -182,6 +212,9 @@ impl Writer {
             .stderr(Stdio::null());
         if let Some(go) = go {
             cmd.env(GO_ENV, go);
+        }
+        if cas {
+            cmd.env(CAS_ENV, "1");
         }
         let mut child = cmd.spawn().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
@@ -394,4 +427,44 @@ async fn two_processes_racing_to_create_never_both_win() {
         .collect();
     assert_eq!(wins.iter().sum::<usize>() as u64, RACE_KEYS);
     println!("fs create race: {RACE_KEYS} keys, wins A/B = {wins:?}, never both");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_incrementing_by_compare_and_swap_lose_no_update() {
+    const WRITERS: [u8; 3] = [b'A', b'B', b'C'];
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = FsStore::new(&root).unwrap();
+    let go = dir.path().join("go");
+    let round = 2_000_000; // apart from the other tests' rounds
+    let key = race_key(round, 0);
+    store
+        .put(&key, frame(b'I', 0, 64), PutOptions::create())
+        .await
+        .unwrap();
+    let writers: Vec<Writer> = WRITERS
+        .into_iter()
+        .map(|tag| Writer::spawn_with(&root, tag, round, Some(&go), true))
+        .collect();
+    std::fs::write(&go, b"go").unwrap();
+    let mut conflicts = 0u64;
+    for mut writer in writers {
+        writer.child.wait().unwrap();
+        let mut rest = String::new();
+        let _ = writer.stdout.read_to_string(&mut rest);
+        let line = rest
+            .lines()
+            .find_map(|l| l.strip_prefix("W "))
+            .unwrap_or_else(|| panic!("a writer did not finish: {rest:?}"));
+        let (wins, lost) = line.split_once(' ').unwrap();
+        assert_eq!(wins.parse::<u64>().unwrap(), CAS_INCREMENTS);
+        conflicts += lost.parse::<u64>().unwrap();
+    }
+    // Every successful update was applied on top of the one before: none was lost.
+    let (_, counter) = validate(&store.get(&key).await.unwrap()).unwrap();
+    assert_eq!(counter, CAS_INCREMENTS * WRITERS.len() as u64);
+    println!(
+        "fs compare-and-swap counter: {counter} increments from {} processes, {conflicts} conflicts retried",
+        WRITERS.len()
+    );
 }

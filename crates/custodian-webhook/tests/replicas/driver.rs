@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use custodian_webhook::envelope::Keyring;
 use custodian_webhook::storage::BackupStore;
+use custodian_webhook::storage::fs::FsStore;
 use custodian_webhook::storage::memory::MemoryStore;
 use custodian_webhook::storage::object::ObjectStoreStore;
 use custodian_webhook::storage::postgres::PostgresStore;
@@ -44,6 +45,8 @@ pub const METHODS: [&str; 2] = ["PASSWORD-SECP256K1", "PASSWORD-ED25519"];
 pub enum Backend {
     /// One in-memory store shared by in-process replicas.
     Memory(Arc<MemoryStore>),
+    /// One directory (the file store), shared by replicas on one machine.
+    Fs(std::path::PathBuf),
     /// One PostgreSQL database (the URL holds the password).
     Postgres(String),
     /// One S3 bucket on moto.
@@ -76,6 +79,7 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Memory(_) => "memory",
+            Self::Fs(_) => "fs",
             Self::Postgres(_) => "postgres",
             Self::S3 { .. } => "s3",
         }
@@ -86,6 +90,7 @@ impl Backend {
     pub async fn client(&self) -> Arc<dyn BackupStore> {
         match self {
             Self::Memory(store) => Arc::clone(store) as Arc<dyn BackupStore>,
+            Self::Fs(root) => Arc::new(FsStore::new(root).unwrap()),
             Self::Postgres(url) => {
                 let store = PostgresStore::builder()
                     .max_connections(8)

@@ -46,6 +46,10 @@ pub(crate) const SECTIONS: &[(&str, &str)] = &[
         "a bulk run under client-side rate limits; the simulator counts every 1 s window",
     ),
     (
+        "verify",
+        "store-wide verify on the file store behind a KEK with 5 ms per call, concurrency 1 and 64",
+    ),
+    (
         "rss",
         "peak RSS of bulk runs of 1,000, 10,000 and 100,000 clients",
     ),
@@ -64,7 +68,9 @@ pub(crate) const SECTIONS: &[(&str, &str)] = &[
 ];
 
 /// What `cargo xtask bench` runs without arguments: every section but `build`.
-const DEFAULT_SECTIONS: &[&str] = &["envelope", "bulk", "rate", "rss", "stores", "replicas"];
+const DEFAULT_SECTIONS: &[&str] = &[
+    "envelope", "bulk", "rate", "verify", "rss", "stores", "replicas",
+];
 
 /// The id prefix that marks a group's reference benchmark (see the module docs).
 const BASELINE_PREFIX: &str = "baseline";
@@ -134,6 +140,17 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
                     ));
                 }
                 doc.rate = Some(measure::rate_limit(&file)?);
+                doc.replace_rows(section, rows);
+            }
+            "verify" => {
+                let rows = criterion(
+                    root,
+                    &criterion_dir,
+                    floor,
+                    "backup-flow",
+                    "store_wide_verify",
+                    &[],
+                )?;
                 doc.replace_rows(section, rows);
             }
             "rss" => doc.rss = Some(measure::rss(root, &target_dir)?),
@@ -544,6 +561,13 @@ impl Doc {
              achieved ÷ ideal throughput. `bulk_rate_limited` is the same for the run under rate \
              limits (see *Rate limit held*): `baseline_limit_bound` is the throughput the limits \
              allow.\n\n\
+             **Store-wide verify** (`verify_store_wide_5ms`, from \
+             `crates/backup-flow/benches/store_wide_verify.rs`, one timed `Flow::verify_store_wide` \
+             of 2,000 backups per concurrency `cNNN` on the file store, behind a local KEK with 5 ms \
+             added to every call; KMS calls per backup counted, 1): *median* is wall time per backup, \
+             and `baseline_ideal/cNNN` the ideal, min(concurrency / 5 ms, the store's own read rate \
+             measured alone in the same run at that concurrency); *speed vs baseline* is achieved ÷ \
+             ideal. The bench prints both bounds.\n\n\
              | group | benchmark | median | throughput | time ÷ baseline | speed vs baseline |\n\
              | --- | --- | ---: | ---: | ---: | ---: |\n",
         );

@@ -25,7 +25,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backup_flow::envelope::local::LocalKek;
@@ -51,14 +51,18 @@ const CURVES: [&str; 2] = ["SECP256K1", "ED25519"];
 #[derive(Debug)]
 struct Latency {
     inner: LocalKek,
-    latency: Duration,
+    /// Milliseconds added per call (0 while seeding).
+    latency_ms: AtomicU64,
     calls: AtomicUsize,
 }
 
 impl Latency {
     async fn call<T>(&self, work: impl Future<Output = T>) -> T {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(self.latency).await;
+        let latency = Duration::from_millis(self.latency_ms.load(Ordering::Relaxed));
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         work.await
     }
 }
@@ -202,17 +206,12 @@ fn main() {
     let store: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
     let kek = Arc::new(Latency {
         inner: LocalKek::generate().unwrap(),
-        latency: Duration::ZERO,
+        latency_ms: AtomicU64::new(0),
         calls: AtomicUsize::new(0),
     });
-    let seeding = Keyring::new().with(Arc::clone(&kek) as Arc<dyn KeyEncryptionKey>);
-    let clients = runtime.block_on(seed(store.as_ref(), &seeding, backups));
-    let kek = Arc::new(Latency {
-        latency: Duration::from_millis(LATENCY_MS),
-        ..Arc::into_inner(kek).unwrap()
-    });
-    drop(seeding);
     let flow = flow(Arc::clone(&store), Arc::clone(&kek), state.path());
+    let clients = runtime.block_on(seed(store.as_ref(), flow.keyring(), backups));
+    kek.latency_ms.store(LATENCY_MS, Ordering::Relaxed);
 
     println!(
         "store-wide verify, file store, {backups} backups (2 shares each), local KEK + {LATENCY_MS} ms per call; \

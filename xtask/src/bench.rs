@@ -695,13 +695,15 @@ fn replicas_markdown(value: &Value, md: &mut String) {
          connection and store call of it ends at once) and started again {} ms later. \
          Afterwards every client is fetched from every replica: *lost* counts acknowledged \
          shares missing, *inconsistent* answers with other than one share per method or \
-         replicas that disagree. On {} cores, with the driver, the replicas and the store on \
-         one machine, this measures the cost of replicas, not their scaling.\n",
+         replicas that disagree. On {} cores (load average {} when the run began, from other \
+         work on the machine), with the driver, the replicas and the store on one machine, \
+         this measures the cost of replicas, not their scaling.\n",
         n("pairs"),
         n("concurrency"),
         n("races"),
         n("downMs"),
         n("cores"),
+        n("loadAverage"),
     );
     md.push_str(value.get("table").and_then(Value::as_str).unwrap_or(""));
     md.push('\n');

@@ -81,6 +81,11 @@ fn main() {
     let concurrency: usize = arg(&args, "--concurrency").map_or(32, |v| v.parse().unwrap());
     let down = Duration::from_millis(arg(&args, "--down-ms").map_or(1_000, |v| v.parse().unwrap()));
     let stores = arg(&args, "--stores").unwrap_or_else(|| "postgres,s3".into());
+    // The machine is shared: say how busy it was when the run began.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "null".into());
 
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
@@ -153,7 +158,7 @@ fn main() {
         println!("{row}");
     }
     println!(
-        "{{\"pairs\":{pairs},\"races\":{races},\"concurrency\":{concurrency},\"downMs\":{},\"cores\":{},\"rows\":[{}]}}",
+        "{{\"pairs\":{pairs},\"races\":{races},\"concurrency\":{concurrency},\"downMs\":{},\"cores\":{},\"loadAverage\":{load},\"rows\":[{}]}}",
         down.as_millis(),
         std::thread::available_parallelism().map_or(0, usize::from),
         json_rows.join(",")

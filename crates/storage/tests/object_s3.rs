@@ -42,6 +42,31 @@ async fn moto_honours_create_only_puts() {
     assert_eq!(body, "first");
 }
 
+/// The same guard for compare-and-swap puts: moto older than 5.1.5 ignores `If-Match` and
+/// would let a stale update overwrite.
+#[tokio::test]
+async fn moto_honours_if_match() {
+    let Some(moto) = moto::shared() else { return };
+    let s3 = moto.s3(&moto.new_bucket()).build().unwrap();
+    let path = object_store::path::Path::from("guard");
+    let first = s3.put(&path, "first".into()).await.unwrap();
+    let stale = object_store::UpdateVersion {
+        e_tag: first.e_tag.clone(),
+        version: first.version.clone(),
+    };
+    s3.put(&path, "second".into()).await.unwrap();
+    let late = s3
+        .put_opts(&path, "late".into(), PutMode::Update(stale).into())
+        .await;
+    assert!(
+        matches!(late, Err(object_store::Error::Precondition { .. })),
+        "moto accepted a put with a stale If-Match ({late:?}): it is too old; \
+         install moto[server]>=5.1.5 (cargo xtask ci does)"
+    );
+    let body = s3.get(&path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(body, "second");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_directly_and_through_arc_dyn_leaves_nothing_behind() {
     let Some(moto) = moto::shared() else { return };

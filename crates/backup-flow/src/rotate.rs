@@ -10,7 +10,7 @@
 //! yesterday; skipping on that would leave every backup under the key being retired.
 
 use bytes::Bytes;
-use envelope::{KeyRef, Keyring, RewrapMode};
+use envelope::{KeyRef, Keyring, Rewrapper};
 use futures_util::stream::{self, StreamExt as _};
 use serde::Serialize;
 use storage::{BackupKey, PutOptions};
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::flow::Flow;
 use crate::identity::expected_context;
 
-/// How many objects a rotation works on at once, unless told otherwise: enough to keep a
+/// How many clients a rotation works on at once, unless told otherwise: enough to keep a
 /// KMS with a few milliseconds of latency busy, few enough for its default quotas.
 pub const DEFAULT_ROTATE_CONCURRENCY: usize = 16;
 
@@ -100,7 +100,9 @@ impl Flow {
             .await
     }
 
-    /// [`rotate`](Self::rotate) with up to `concurrency` objects in flight.
+    /// [`rotate`](Self::rotate) with up to `concurrency` clients in flight (each client's
+    /// objects in turn, so that the shares sealed under one data key are rewrapped with one
+    /// unwrap and one wrap, and keep one wrapped key).
     ///
     /// # Errors
     /// As [`rotate`](Self::rotate).
@@ -124,30 +126,29 @@ impl Flow {
             ..RotateReport::default()
         };
 
-        let mut outcomes = std::pin::pin!(
-            self.keys_of(client_ids)
-                .map(|key| async {
-                    let key = key?;
-                    let outcome = self.rotate_one(&key, to, &current).await;
-                    Ok::<_, Error>((key, outcome))
-                })
+        // One client at a time per task: its objects share data keys (the two shares of a
+        // backup were sealed under one), which the client's rewrapper unwraps and wraps once.
+        let mut clients = std::pin::pin!(
+            stream::iter(client_ids)
+                .map(|client_id| self.rotate_client(client_id, to, &current))
                 .buffer_unordered(concurrency)
         );
-        while let Some(next) = outcomes.next().await {
-            let (key, outcome) = next?;
-            match outcome {
-                Ok(Outcome::Rewrapped { conflicts }) => {
-                    report.rewrapped = report.rewrapped.saturating_add(1);
-                    report.conflicts_redone = add(report.conflicts_redone, conflicts);
+        while let Some(done) = clients.next().await {
+            for (key, outcome) in done? {
+                match outcome {
+                    Ok(Outcome::Rewrapped { conflicts }) => {
+                        report.rewrapped = report.rewrapped.saturating_add(1);
+                        report.conflicts_redone = add(report.conflicts_redone, conflicts);
+                    }
+                    Ok(Outcome::AlreadyCurrent { conflicts }) => {
+                        report.already_current = report.already_current.saturating_add(1);
+                        report.conflicts_redone = add(report.conflicts_redone, conflicts);
+                    }
+                    Err(e) => report.failed.push(RotateFailure {
+                        key: key.to_string(),
+                        reason: crate::error::cause_chain(&e),
+                    }),
                 }
-                Ok(Outcome::AlreadyCurrent { conflicts }) => {
-                    report.already_current = report.already_current.saturating_add(1);
-                    report.conflicts_redone = add(report.conflicts_redone, conflicts);
-                }
-                Err(e) => report.failed.push(RotateFailure {
-                    key: key.to_string(),
-                    reason: crate::error::cause_chain(&e),
-                }),
             }
         }
 
@@ -169,10 +170,26 @@ impl Flow {
             })
     }
 
+    /// Every object of one client, in turn, through one [`Rewrapper`].
+    async fn rotate_client(
+        &self,
+        client_id: &str,
+        to: &Keyring,
+        current: &[KeyRef],
+    ) -> Result<Vec<(BackupKey, Result<Outcome>)>> {
+        let rewrapper = Rewrapper::new(&self.keyring, to);
+        let mut done = Vec::new();
+        for key in self.list_client(client_id).await? {
+            let outcome = self.rotate_one(&key, &rewrapper, current).await;
+            done.push((key, outcome));
+        }
+        Ok(done)
+    }
+
     async fn rotate_one(
         &self,
         key: &BackupKey,
-        to: &Keyring,
+        rewrapper: &Rewrapper<'_>,
         current: &[KeyRef],
     ) -> Result<Outcome> {
         let context = expected_context(key)?;
@@ -192,7 +209,8 @@ impl Flow {
             if info.is_wrapped_only_by(current) {
                 return Ok(Outcome::AlreadyCurrent { conflicts });
             }
-            let rewrapped = envelope::rewrap(&self.keyring, &stored, to, RewrapMode::Replace)
+            let rewrapped = rewrapper
+                .rewrap(&stored)
                 .await
                 .map_err(Error::envelope("rewrapping a stored share"))?;
             let body = encode(&rewrapped, form);
@@ -245,6 +263,7 @@ impl Flow {
         report: &mut RotateReport,
     ) -> Result<()> {
         for mut record in self.journal.unfinished().await? {
+            let rewrapper = Rewrapper::new(&self.keyring, to);
             let mut changed = false;
             for share in &mut record.shares {
                 let sealed = match envelope::from_text(&share.ciphertext) {
@@ -276,9 +295,7 @@ impl Flow {
                         key: key.to_string(),
                         reason: "the stored object is not an envelope",
                     })?,
-                    None => match envelope::rewrap(&self.keyring, &sealed, to, RewrapMode::Replace)
-                        .await
-                    {
+                    None => match rewrapper.rewrap(&sealed).await {
                         Ok(rewrapped) => envelope::to_text(&rewrapped),
                         Err(e) => {
                             report.failed.push(journal_failure(&record.backup_id, &e));

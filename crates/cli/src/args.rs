@@ -185,7 +185,8 @@ pub(crate) enum Command {
         /// --api-key]
         #[arg(long = "client-id", value_name = "ID")]
         client_id: Vec<String>,
-        /// Objects rewrapped at once
+        /// Clients rotated at once (each client's objects in turn, so that the shares of a
+        /// backup keep one wrapped key)
         #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
         concurrency: u16,
     },

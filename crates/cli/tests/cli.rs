@@ -305,7 +305,8 @@ async fn portal_managed_backup_verify_recover() {
         None,
     );
     let report = json_out(&out);
-    assert_eq!(report["checked"].as_array().unwrap().len(), 2);
+    // Two completed backups of each curve now (the forced one too): each is checked.
+    assert_eq!(report["checked"].as_array().unwrap().len(), 4);
     assert!(
         report["checked"]
             .as_array()

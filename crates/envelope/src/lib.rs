@@ -13,6 +13,7 @@ mod inspect;
 mod kek;
 mod open;
 mod random;
+mod rewrap;
 mod seal;
 mod secret;
 mod wire;
@@ -47,5 +48,6 @@ pub use kek::{
     WrappedKey,
 };
 pub use open::{Opener, RewrapMode, open, rewrap};
+pub use rewrap::Rewrapper;
 pub use seal::{Sealer, seal};
 pub use secret::{DATA_KEY_LEN, DataKey, Plaintext};

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::context::EncryptionContext;
-use crate::crypto::{GCM_TAG_LEN, KeySchedule};
+use crate::crypto::KeySchedule;
 use crate::error::{Error, KmsError, Result};
 use crate::format::{self, MAX_WRAPPED_KEYS, Parsed};
 use crate::kek::{KeyEncryptionKey, Keyring, WrappedKey};
@@ -205,7 +205,7 @@ impl<'k> Opener<'k> {
     }
 }
 
-fn open_payload(keys: &KeySchedule, parsed: &Parsed<'_>) -> Result<Plaintext> {
+pub(crate) fn open_payload(keys: &KeySchedule, parsed: &Parsed<'_>) -> Result<Plaintext> {
     let plaintext = keys.open_payload(&parsed.nonce, parsed.fixed_header, parsed.payload)?;
     Ok(Plaintext::new(plaintext))
 }
@@ -279,20 +279,18 @@ pub async fn rewrap(
         )));
     }
 
-    let mut out = Vec::with_capacity(envelope.len().saturating_add(256));
-    out.extend_from_slice(parsed.fixed_header);
-    format::write_wrapped_keys(&mut out, &wrapped);
-    let tag = keys.header_tag(&out);
-    out.extend_from_slice(&tag);
-    format::write_payload_len(&mut out, parsed.payload.len().saturating_sub(GCM_TAG_LEN));
-    out.extend_from_slice(parsed.payload);
-    Ok(out)
+    Ok(crate::rewrap::assemble(
+        &parsed,
+        &keys,
+        &wrapped,
+        envelope.len(),
+    ))
 }
 
 /// Finds a wrapped key that one of `keks` unwraps to a data key matching the header tag, and
 /// returns its index with the key. Tries every matching pair in order, so one bad or
 /// unreachable entry does not stop another from opening the envelope.
-async fn unwrap_verified(
+pub(crate) async fn unwrap_verified(
     keks: &[Arc<dyn KeyEncryptionKey>],
     parsed: &Parsed<'_>,
 ) -> Result<(usize, (DataKey, KeySchedule))> {

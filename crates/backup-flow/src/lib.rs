@@ -12,6 +12,7 @@ mod error;
 mod flow;
 pub mod identity;
 mod journal;
+mod kms_rate;
 mod recover;
 mod rotate;
 mod verify;
@@ -22,6 +23,7 @@ pub use eject::{EjectOptions, EjectReport, EjectedWallet};
 pub use error::{Error, Result};
 pub use flow::{CiphertextStore, Flow};
 pub use journal::{Journal, Step};
+pub use kms_rate::KmsRateLimit;
 pub use recover::Recovered;
 pub use rotate::{DEFAULT_ROTATE_CONCURRENCY, RotateFailure, RotateReport};
 pub use verify::{

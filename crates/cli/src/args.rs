@@ -166,6 +166,10 @@ pub(crate) enum Command {
         /// With --store-wide: clients drilled at once (at most this many KMS calls in flight)
         #[arg(long, default_value_t = 16, value_name = "N", requires = "store_wide", value_parser = clap::value_parser!(u16).range(1..=1024))]
         concurrency: u16,
+        /// With --store-wide: at most this many KMS calls a second, shared by every key of
+        /// --kms (KMS quotas are per account and region) [default: no limit]
+        #[arg(long, value_name = "PER_SECOND", requires = "store_wide", value_parser = clap::value_parser!(u32).range(1..))]
+        kms_rate_limit: Option<u32>,
     },
     /// As the custodian, eject a client's wallets: each wallet's private key, rebuilt from its
     /// two backup shares and verified against its public key, goes to a new file (mode 0600).
@@ -189,6 +193,10 @@ pub(crate) enum Command {
         /// backup keep one wrapped key)
         #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
         concurrency: u16,
+        /// At most this many KMS calls a second, shared by every key of --kms and --to-kms
+        /// (KMS quotas are per account and region) [default: no limit]
+        #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
+        kms_rate_limit: Option<u32>,
     },
     /// Many clients at once
     #[command(subcommand)]

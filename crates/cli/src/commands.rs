@@ -173,13 +173,24 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
             store_wide: true,
             client_id,
             concurrency,
-        } => verify_store_wide(&settings, client_id, concurrency.into()).await,
+            kms_rate_limit,
+        } => verify_store_wide(&settings, client_id, concurrency.into(), kms_rate_limit).await,
         Command::Eject(args) => eject(&settings, args).await,
         Command::Rotate {
             to_kms,
             client_id,
             concurrency,
-        } => rotate(&settings, &to_kms, client_id, concurrency.into()).await,
+            kms_rate_limit,
+        } => {
+            rotate(
+                &settings,
+                &to_kms,
+                client_id,
+                concurrency.into(),
+                kms_rate_limit,
+            )
+            .await
+        }
         Command::Bulk(BulkCommand::Backup(args)) => bulk_backup(&settings, args).await,
         Command::Demo => demo::run().await,
         Command::ServeWebhook(args) => {
@@ -378,6 +389,7 @@ async fn verify_store_wide(
     settings: &Settings,
     client_ids: Vec<String>,
     concurrency: usize,
+    kms_rate_limit: Option<u32>,
 ) -> Result<ExitCode, Failure> {
     let (uri, store) = settings.store().await?;
     let client_ids = match (&store, client_ids.is_empty()) {
@@ -390,7 +402,10 @@ async fn verify_store_wide(
             .hint("pass --client-id <id>, or a store of your own with --store"));
         }
     };
-    let keyring = kms::keyring(&settings.kms, "--kms").await?;
+    let mut keyring = kms::keyring(&settings.kms, "--kms").await?;
+    if let Some(calls) = kms_rate_limit {
+        keyring = backup_flow::KmsRateLimit::per_second(calls).keyring(&keyring);
+    }
     let flow = settings.flow_with(settings.portal(Acting::Nobody, None)?, keyring, store)?;
     let mut tally = store_wide::Tally::default();
     let mut lines = std::pin::pin!(flow.verify_store_wide(&client_ids, concurrency));
@@ -608,6 +623,7 @@ async fn rotate(
     to_kms: &[String],
     client_ids: Vec<String>,
     concurrency: usize,
+    kms_rate_limit: Option<u32>,
 ) -> Result<ExitCode, Failure> {
     let (uri, store) = settings.store().await?;
     if matches!(uri, StoreUri::Portal) {
@@ -616,8 +632,12 @@ async fn rotate(
         )
         .hint("pass --store file:<dir> (or postgres://…, s3://…)"));
     }
-    let from = kms::keyring(&settings.kms, "--kms").await?;
-    let to = kms::keyring(to_kms, "--to-kms").await?;
+    let mut from = kms::keyring(&settings.kms, "--kms").await?;
+    let mut to = kms::keyring(to_kms, "--to-kms").await?;
+    if let Some(calls) = kms_rate_limit {
+        let limit = backup_flow::KmsRateLimit::per_second(calls);
+        (from, to) = (limit.keyring(&from), limit.keyring(&to));
+    }
     let listed = match (&store, client_ids.is_empty()) {
         (CiphertextStore::Own(own), true) if own.capabilities().list => {
             Some(crate::store::clients(own.as_ref(), &uri).await?)

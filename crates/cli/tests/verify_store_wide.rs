@@ -146,3 +146,50 @@ async fn store_wide_verify_streams_json_lines_and_reports_the_swapped_share_with
         "{stderr}"
     );
 }
+
+/// `--kms-rate-limit` spaces the KMS calls of the whole run: five backups (one unwrap each) at
+/// 10 calls a second take at least 400 ms, and every share still opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_rate_limit_spaces_the_kms_calls_of_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("kek");
+    let kek = LocalKek::generate_file(&key_file).unwrap();
+    let store_dir = dir.path().join("store");
+    let store = FsStore::new(&store_dir).unwrap();
+    seed(
+        &store,
+        &Keyring::new().with(Arc::new(kek) as Arc<dyn KeyEncryptionKey>),
+    )
+    .await;
+    let run = |limit: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["verify", "--store-wide", "--concurrency", "8"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PORTAL_BACKUP_KMS", format!("local:{}", key_file.display()))
+            .env(
+                "PORTAL_BACKUP_STORE",
+                format!("file:{}", store_dir.display()),
+            )
+            .env("PORTAL_BACKUP_STATE_DIR", dir.path().join("state"))
+            .stdin(Stdio::null());
+        if let Some(limit) = limit {
+            cmd.args(["--kms-rate-limit", limit]);
+        }
+        let started = std::time::Instant::now();
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let summary: Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
+                .unwrap();
+        assert_eq!(summary["ok"], CLIENTS * 2, "{}", text(&out));
+        started.elapsed()
+    };
+    let limited = run(Some("10"));
+    assert!(
+        limited >= std::time::Duration::from_millis(400),
+        "{limited:?}"
+    );
+    let unlimited = run(None);
+    assert!(unlimited < limited, "{unlimited:?} vs {limited:?}");
+}

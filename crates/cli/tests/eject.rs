@@ -468,7 +468,9 @@ async fn eject_and_recover_choose_among_backup_methods() {
             work.with_sim(sim.api_base_url())
                 .env("PORTAL_CLIENT_API_KEY", keys.client_api_key.expose_secret())
                 .env("PORTAL_BACKUP_STATE_DIR", work.path(state))
-                .args(["backup", "--generate-response", "-"]),
+                // The second is a backup of another method: Portal already lists a stored,
+                // completed one, so only --force asks for another.
+                .args(["backup", "--force", "--generate-response", "-"]),
             Some(&generate),
         ))
     };

@@ -567,7 +567,8 @@ impl Doc {
              added to every call; KMS calls per backup counted, 1): *median* is wall time per backup, \
              and `baseline_ideal/cNNN` the ideal, min(concurrency / 5 ms, the store's own read rate \
              measured alone in the same run at that concurrency); *speed vs baseline* is achieved ÷ \
-             ideal. The bench prints both bounds.\n\n\
+             ideal. The bench prints both bounds, and what a KEK call took, measured: on a loaded \
+             machine the 5 ms sleep overshoots, which then bounds the run.\n\n\
              | group | benchmark | median | throughput | time ÷ baseline | speed vs baseline |\n\
              | --- | --- | ---: | ---: | ---: | ---: |\n",
         );

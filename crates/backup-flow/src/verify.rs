@@ -152,15 +152,57 @@ impl Flow {
         client_ids: &'a [String],
         concurrency: usize,
     ) -> impl Stream<Item = StoredClientCheck> + Send + 'a {
+        // Two stages, each `concurrency` clients wide: the store reads of the next clients go
+        // on while the KMS calls of the previous ones are in flight, so a client's time is not
+        // its read plus its KMS call.
+        let concurrency = concurrency.max(1);
         stream::iter(client_ids)
-            .map(move |client_id| self.drill_client(client_id))
-            .buffer_unordered(concurrency.max(1))
+            .map(move |client_id| self.read_client(client_id))
+            .buffer_unordered(concurrency)
+            .map(move |read| self.open_client(read))
+            .buffer_unordered(concurrency)
     }
 
-    /// Lists one client's objects and drills each client backup share among them.
+    /// Drills one client: its objects read, then opened.
     async fn drill_client(&self, client_id: &str) -> StoredClientCheck {
+        self.open_client(self.read_client(client_id).await).await
+    }
+
+    /// Lists one client's objects and reads each client backup share among them.
+    async fn read_client<'c>(&self, client_id: &'c str) -> ReadClient<'c> {
         let keys = match self.list_client(client_id).await {
             Ok(keys) => keys,
+            Err(e) => {
+                return ReadClient {
+                    client_id,
+                    shares: Err(e),
+                };
+            }
+        };
+        let mut shares = Vec::new();
+        for key in keys {
+            if key.kind() != storage::ShareKind::ClientBackup {
+                continue;
+            }
+            let body = match self.store.get_opt(&key).await {
+                Ok(body) => Ok(body),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(Error::store("get", &key)(e)),
+            };
+            shares.push((key, body));
+        }
+        ReadClient {
+            client_id,
+            shares: Ok(shares),
+        }
+    }
+
+    /// Opens what [`read_client`](Self::read_client) read, through one [`Opener`] (the shares
+    /// of a backup sealed under one data key cost one KMS call).
+    async fn open_client(&self, read: ReadClient<'_>) -> StoredClientCheck {
+        let client_id = read.client_id;
+        let shares = match read.shares {
+            Ok(shares) => shares,
             Err(e) => {
                 return StoredClientCheck {
                     client_id: client_id.to_owned(),
@@ -169,29 +211,30 @@ impl Flow {
             }
         };
         let opener = Opener::new(&self.keyring);
-        let mut shares = Vec::new();
-        for key in keys {
-            if key.kind() != storage::ShareKind::ClientBackup {
-                continue;
-            }
-            let result = self.check_key(&opener, client_id, &key).await;
-            shares.push(StoredShareCheck {
+        let mut checked = Vec::with_capacity(shares.len());
+        for (key, body) in shares {
+            let result = match body {
+                Ok(body) => self.open_stored(&opener, client_id, &key, body).await,
+                Err(e) => Err(e),
+            };
+            checked.push(StoredShareCheck {
                 key: key.to_string(),
                 result,
             });
         }
         StoredClientCheck {
             client_id: client_id.to_owned(),
-            shares: Ok(shares),
+            shares: Ok(checked),
         }
     }
 
-    /// Drills the share stored under `key`, which names its pair and curve.
-    async fn check_key(
+    /// Drills the share read from `key` (which names its pair and curve).
+    async fn open_stored(
         &self,
         opener: &Opener<'_>,
         client_id: &str,
         key: &BackupKey,
+        body: Option<bytes::Bytes>,
     ) -> Result<ShareCheck> {
         let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
             return Err(Error::Invalid(format!(
@@ -199,7 +242,19 @@ impl Flow {
             )));
         };
         let curve = portal_api::common::Curve::from_wire(curve);
-        self.check(opener, client_id, &curve, pair_id).await
+        let id = ShareId {
+            client_id,
+            pair_id,
+            curve: &curve,
+            signing: false,
+        };
+        let finding = finding(opener, &id, key, body).await?;
+        Ok(ShareCheck {
+            curve: curve.as_str().to_owned(),
+            backup_share_pair_id: pair_id.to_owned(),
+            key: key.to_string(),
+            finding,
+        })
     }
 
     async fn check(
@@ -216,24 +271,46 @@ impl Flow {
             signing: false,
         };
         let key = id.key()?;
-        let finding = match self.store.get_opt(&key).await {
-            Ok(None) => Finding::Missing,
-            Ok(Some(stored)) => match open_text(opener, &id, &key, &stored).await {
-                Ok(_) => Finding::Ok,
-                Err(Error::WrongIdentity { source, .. }) => Finding::WrongIdentity {
-                    reason: source.to_string(),
-                },
-                Err(other) => return Err(other),
-            },
+        let body = match self.store.get_opt(&key).await {
+            Ok(body) => body,
             // Portal has no ciphertext for this pair (for example a pair of another method).
-            Err(e) if e.is_not_found() => Finding::Missing,
+            Err(e) if e.is_not_found() => None,
             Err(e) => return Err(Error::store("get", &key)(e)),
         };
+        let finding = finding(opener, &id, &key, body).await?;
         Ok(ShareCheck {
             curve: curve.as_str().to_owned(),
             backup_share_pair_id: pair_id.to_owned(),
             key: key.to_string(),
             finding,
         })
+    }
+}
+
+/// One client's stored shares, read and not yet opened.
+struct ReadClient<'c> {
+    client_id: &'c str,
+    shares: Result<Vec<(BackupKey, Result<Option<bytes::Bytes>>)>>,
+}
+
+/// What the drill finds in `body`, read from `key` for share `id` (`None`: nothing there).
+///
+/// # Errors
+/// A KMS that could not be reached (a share that does not open as `id` is a finding).
+async fn finding(
+    opener: &Opener<'_>,
+    id: &ShareId<'_>,
+    key: &BackupKey,
+    body: Option<bytes::Bytes>,
+) -> Result<Finding> {
+    let Some(stored) = body else {
+        return Ok(Finding::Missing);
+    };
+    match open_text(opener, id, key, &stored).await {
+        Ok(_) => Ok(Finding::Ok),
+        Err(Error::WrongIdentity { source, .. }) => Ok(Finding::WrongIdentity {
+            reason: source.to_string(),
+        }),
+        Err(other) => Err(other),
     }
 }

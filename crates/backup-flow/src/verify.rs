@@ -257,7 +257,7 @@ impl Flow {
         })
     }
 
-    async fn check(
+    pub(crate) async fn check(
         &self,
         opener: &Opener<'_>,
         client_id: &str,

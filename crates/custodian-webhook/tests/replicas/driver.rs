@@ -559,20 +559,12 @@ async fn race(http: &reqwest::Client, urls: &Urls, tally: &Tally, run: &str, j: 
     }
     let mut last = None;
     for r in losers {
+        // The loser's resend is a new request, as Portal's later retry would be: like any
+        // request it may meet a replica that has just been killed, and gets its one retry.
         tally.retried.fetch_add(1, Ordering::SeqCst);
-        match post(
-            http,
-            tally,
-            &url(urls, tally, r + 1, "/backup"),
-            &body(&shares[r]),
-        )
-        .await
-        {
-            Answer::Status(200, _) => {
-                acknowledged.push(shares[r].clone());
-                last = Some(shares[r].clone());
-            }
-            other => tally.error(format!("race retry: {other:?}")),
+        if backup(http, urls, tally, r + 1, &client, method, &shares[r]).await {
+            acknowledged.push(shares[r].clone());
+            last = Some(shares[r].clone());
         }
     }
     if !acknowledged.is_empty() {

@@ -13,6 +13,7 @@ mod flow;
 pub mod identity;
 mod journal;
 mod kms_rate;
+pub mod migrate;
 mod recover;
 mod rotate;
 mod verify;

@@ -42,7 +42,8 @@ Exit codes:
   3  failed for a reason that may pass (Portal, the KMS or the store unavailable or
      throttling): run the same command again to resume where it stopped (bulk backup:
      every failed line may pass)
-  4  verify: a share is missing or does not open as the share it is stored for
+  4  verify: a share is missing or does not open as the share it is stored for (migrate:
+     a source object does not open as its share, and was not copied)
 
 Results go to stdout as JSON, logs and progress to stderr (RUST_LOG=info for more).";
 
@@ -198,6 +199,10 @@ pub(crate) enum Command {
         #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
         kms_rate_limit: Option<u32>,
     },
+    /// Copy every client ciphertext from one store of your own to another (create-only on
+    /// --to, read back and opened there before it counts as moved; --from is only read).
+    /// Resumable: a rerun skips what is already moved. Custodian shares do not move
+    Migrate(crate::migrate::MigrateArgs),
     /// Many clients at once
     #[command(subcommand)]
     Bulk(BulkCommand),

@@ -191,6 +191,7 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
             )
             .await
         }
+        Command::Migrate(args) => crate::migrate::run(&settings.kms, args).await,
         Command::Bulk(BulkCommand::Backup(args)) => bulk_backup(&settings, args).await,
         Command::Demo => demo::run().await,
         Command::ServeWebhook(args) => {

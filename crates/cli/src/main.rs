@@ -16,6 +16,8 @@
 //!   eject combine --curve <c> --client-share <file> --custodian-share <file> --out <file>
 //!                                             one wallet's key from two share files
 //!   rotate --to-kms <uri>… [--client-id <id>]…  rewrap every stored ciphertext
+//!   migrate --from <uri> --to <uri> [--client-id <id>]…  copy every client ciphertext
+//!                                             between two stores of your own (resumable)
 //!   bulk backup --input <file.jsonl|->        many clients; [--concurrency N]
 //!               [--rate-limit <per minute>|off] [--shard i/n | --shard-count N]
 //!               [--output <file>] [--summary <file>]
@@ -49,6 +51,7 @@ mod commands;
 mod demo;
 mod failure;
 mod kms;
+mod migrate;
 mod output;
 mod progress;
 mod store;

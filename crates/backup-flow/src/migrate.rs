@@ -1,0 +1,299 @@
+//! Migration between two stores of one's own (files, PostgreSQL, S3/GCS/Azure, in any
+//! pair): every client ciphertext copied create-only, and counted as moved only after the
+//! restore drill on the target. A store-only operation: it takes a keyring and two stores,
+//! and no Portal client.
+//!
+//! What moves: the client's sealed shares (client backup shares, the `clientCipherText` of
+//! Portal's pairs, and client signing shares where a signing store keeps them). Custodian
+//! backup shares do not move: they stay where Portal's backup mode put them (with Portal,
+//! or in the Self-Managed Backups webhook's store), and are reported as skipped.
+//!
+//! Resumable without local state: the target is the record. A rerun finds what an earlier run
+//! copied (an identical object on the target), drills it again and reports it as already
+//! moved; a *different* object on the target is a conflict and is never replaced. The source
+//! is only read.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use envelope::{Keyring, Opener};
+use futures_util::stream::{Stream, StreamExt as _};
+use portal_api::common::Curve;
+use serde::Serialize;
+use storage::{BackupKey, BackupStore, PutOptions, ShareKind, StorageError};
+
+use crate::backup::open_text;
+use crate::error::{Error, Result};
+use crate::identity::ShareId;
+
+/// How many clients a migration works on at once unless told otherwise: enough to keep a
+/// store and a KMS with a few milliseconds of latency busy, few enough for their quotas.
+pub const DEFAULT_MIGRATE_CONCURRENCY: usize = 16;
+
+/// Why a custodian backup share is not moved.
+const CUSTODIAN_STAYS: &str =
+    "a custodian backup share: it stays where Portal's backup mode keeps it";
+
+/// A migration from one store of one's own to another, opened with one keyring.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use backup_flow::migrate::{Migration, Moved};
+/// use envelope::{Keyring, local::LocalKek};
+/// use futures_util::StreamExt as _;
+/// use storage::memory::MemoryStore;
+///
+/// let keyring = Keyring::new().with(Arc::new(LocalKek::generate()?));
+/// let (from, to) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+/// let migration = Migration::new(keyring, from, to)?;
+/// let clients = futures_util::stream::iter(vec![Ok("cl_1".to_owned())]);
+/// let done: Vec<_> = migration.run(clients, 4).collect().await;
+/// // `cl_1` has nothing stored: one client, no object.
+/// assert!(done[0].as_ref().unwrap().objects.as_ref().unwrap().is_empty());
+/// # Ok::<_, Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Migration {
+    keyring: Keyring,
+    from: Arc<dyn BackupStore>,
+    to: Arc<dyn BackupStore>,
+}
+
+/// One client of a migration ([`Migration::run`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct MigratedClient {
+    /// The Portal client id.
+    pub client_id: String,
+    /// What became of each object the source holds for the client, in the source's listing
+    /// order; or why the client's objects could not be listed.
+    pub objects: Result<Vec<MigratedObject>>,
+}
+
+/// One object of a migration.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct MigratedObject {
+    /// The store key's path form (the same on both stores).
+    pub key: String,
+    /// What became of it, or why it could not be moved (a store or the KMS failed, or the
+    /// copy on the target failed its drill); the other objects go on.
+    pub result: Result<Moved>,
+}
+
+/// What became of one object of the source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Moved {
+    /// Copied to the target in this run, read back and opened there as its share.
+    Moved,
+    /// The target already held these very bytes (an earlier run copied them), and they open
+    /// there as the share.
+    AlreadyMoved,
+    /// The target holds a different object under this key: left alone, and this object not
+    /// copied. Someone must decide which one is right.
+    Conflict,
+    /// The source object does not open as the share its key names (tampered, another share's
+    /// or client's, or sealed under keys this keyring lacks): not copied.
+    BadSource {
+        /// Why it did not open.
+        reason: String,
+    },
+    /// Not a client ciphertext, or gone from the source since it was listed: not copied.
+    Skipped {
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+impl Moved {
+    /// Whether the object is on the target and proven there (moved in this run or earlier).
+    #[must_use]
+    pub fn is_on_target(&self) -> bool {
+        matches!(self, Self::Moved | Self::AlreadyMoved)
+    }
+}
+
+impl Migration {
+    /// A migration from `from` to `to`, whose ciphertexts `keyring` opens.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an empty keyring, a source that cannot list or a target that
+    /// cannot create only (a migration never overwrites).
+    pub fn new(
+        keyring: Keyring,
+        from: Arc<dyn BackupStore>,
+        to: Arc<dyn BackupStore>,
+    ) -> Result<Self> {
+        if keyring.is_empty() {
+            return Err(Error::Invalid(
+                "at least one key-encryption key is needed to drill what is moved".into(),
+            ));
+        }
+        if !from.capabilities().list {
+            return Err(Error::Invalid(format!(
+                "the {} store cannot list its objects, so it cannot be migrated from",
+                from.name()
+            )));
+        }
+        if !to.capabilities().conditional_create {
+            return Err(Error::Invalid(format!(
+                "the {} store cannot create an object only if none is there, so it cannot be migrated to (a migration never overwrites)",
+                to.name()
+            )));
+        }
+        Ok(Self { keyring, from, to })
+    }
+
+    /// Migrates the objects of every client of `clients` (a listing, possibly streamed),
+    /// up to `concurrency` clients at once (`0` counts as 1), as a stream of one result per
+    /// client in the order they finish; an item is `Err` when the listing itself failed.
+    /// Nothing is held beyond the clients in flight.
+    ///
+    /// Per object: the source is read and opened as its share (the drill of the source; what
+    /// does not open is [`Moved::BadSource`] and not copied), put create-only on the target,
+    /// read back, compared byte for byte and opened again (the drill of the target). The
+    /// objects of a client go through one [`Opener`], so the shares of a backup sealed
+    /// under one data key cost one KMS call in all.
+    pub fn run<'a, S>(
+        &'a self,
+        clients: S,
+        concurrency: usize,
+    ) -> impl Stream<Item = Result<MigratedClient>> + Send + 'a
+    where
+        S: Stream<Item = Result<String, StorageError>> + Send + 'a,
+    {
+        clients
+            .map(move |listed| async move {
+                match listed {
+                    Ok(client_id) => Ok(self.client(client_id).await),
+                    Err(source) => Err(Error::Store {
+                        operation: "list clients",
+                        key: format!("the {} store", self.from.name()),
+                        source: Box::new(source),
+                    }),
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+    }
+
+    /// Every object of one client, in turn, through one [`Opener`].
+    async fn client(&self, client_id: String) -> MigratedClient {
+        let keys = match self.from.list(&client_id).await {
+            Ok(keys) => keys,
+            Err(source) => {
+                return MigratedClient {
+                    objects: Err(Error::Store {
+                        operation: "list",
+                        key: client_id.clone(),
+                        source: Box::new(source),
+                    }),
+                    client_id,
+                };
+            }
+        };
+        let opener = Opener::new(&self.keyring);
+        let mut objects = Vec::with_capacity(keys.len());
+        for key in keys {
+            let result = self.object(&opener, &key).await;
+            objects.push(MigratedObject {
+                key: key.to_string(),
+                result,
+            });
+        }
+        MigratedClient {
+            client_id,
+            objects: Ok(objects),
+        }
+    }
+
+    /// Moves one object, or says why not.
+    async fn object(&self, opener: &Opener<'_>, key: &BackupKey) -> Result<Moved> {
+        let signing = match key.kind() {
+            ShareKind::ClientBackup => false,
+            ShareKind::ClientSigning => true,
+            ShareKind::CustodianBackup => {
+                return Ok(Moved::Skipped {
+                    reason: CUSTODIAN_STAYS,
+                });
+            }
+            _ => {
+                return Ok(Moved::Skipped {
+                    reason: "a kind of object this version does not know",
+                });
+            }
+        };
+        let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
+            return Err(Error::Invalid(format!(
+                "{key}: the key names no pair or curve"
+            )));
+        };
+        let curve = Curve::from_wire(curve);
+        let id = ShareId {
+            client_id: key.client_id(),
+            pair_id,
+            curve: &curve,
+            signing,
+        };
+        let body = match self.from.get(key).await {
+            Ok(body) => body,
+            Err(e) if e.is_not_found() => {
+                return Ok(Moved::Skipped {
+                    reason: "deleted from the source since it was listed",
+                });
+            }
+            Err(e) => return Err(Error::store("get", key)(e)),
+        };
+        // The drill of the source: what does not open as its share is not worth a copy.
+        match open_text(opener, &id, key, &body).await {
+            Ok(_) => {}
+            Err(Error::WrongIdentity { source, .. }) => {
+                return Ok(Moved::BadSource {
+                    reason: crate::error::cause_chain(&source),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        let created = match self.to.put(key, body.clone(), PutOptions::create()).await {
+            Ok(()) => true,
+            Err(e) if e.is_already_exists() => false,
+            Err(e) => return Err(Error::store("put", key)(e)),
+        };
+        self.drill_target(opener, &id, key, &body, created).await
+    }
+
+    /// The drill of the target: it must give back `body` and open as the share.
+    async fn drill_target(
+        &self,
+        opener: &Opener<'_>,
+        id: &ShareId<'_>,
+        key: &BackupKey,
+        body: &Bytes,
+        created: bool,
+    ) -> Result<Moved> {
+        let stored = self.to.get(key).await.map_err(Error::store("get", key))?;
+        if stored != *body {
+            if created {
+                return Err(Error::Drill {
+                    key: key.to_string(),
+                    reason: "the target store gave back other bytes than were written to it",
+                });
+            }
+            return Ok(Moved::Conflict);
+        }
+        match open_text(opener, id, key, &stored).await {
+            Ok(_) => Ok(if created {
+                Moved::Moved
+            } else {
+                Moved::AlreadyMoved
+            }),
+            Err(Error::WrongIdentity { .. }) => Err(Error::Drill {
+                key: key.to_string(),
+                reason: "the copy on the target does not open as its share",
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! `Migration` between two stores of one's own: every client ciphertext copied create-only
+//! and drilled on the target, one KMS call per backup, a target that fails midway and a
+//! rerun that finishes with nothing lost or doubled, a different object on the target left
+//! alone, a corrupted source object reported while the rest moves, custodian shares left
+//! where they are, and the source untouched.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)] // tests: a panic is a failure
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use backup_flow::envelope::local::LocalKek;
+use backup_flow::envelope::{
+    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
+};
+use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURVE, PURPOSE};
+use backup_flow::migrate::{MigratedClient, Migration, Moved};
+use backup_flow::storage::memory::MemoryStore;
+use backup_flow::storage::{
+    BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, StorageError,
+};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+/// A local KEK that counts its unwraps (the KMS calls of a drill).
+#[derive(Debug)]
+struct Counting {
+    inner: LocalKek,
+    unwraps: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl KeyEncryptionKey for Counting {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
+        self.inner.can_unwrap(key_ref)
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        self.inner.current_key_ref().await
+    }
+    async fn wrap(
+        &self,
+        key: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey, KmsError> {
+        self.inner.wrap(key, context).await
+    }
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        self.unwraps.fetch_add(1, Ordering::SeqCst);
+        self.inner.unwrap(wrapped, context).await
+    }
+    async fn generate_data_key(
+        &self,
+        context: &EncryptionContext,
+    ) -> Result<(DataKey, WrappedKey), KmsError> {
+        self.inner.generate_data_key(context).await
+    }
+}
+
+/// A target whose puts fail (retryably, as a store going away) once `allowed` have passed:
+/// a run killed midway, as far as the target can tell.
+#[derive(Debug)]
+struct FailsAfter {
+    inner: Arc<MemoryStore>,
+    allowed: usize,
+    puts: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl BackupStore for FailsAfter {
+    fn name(&self) -> &'static str {
+        "fails-after"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn put(
+        &self,
+        key: &BackupKey,
+        body: Bytes,
+        options: PutOptions,
+    ) -> Result<(), StorageError> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) >= self.allowed {
+            return Err(StorageError::Unavailable {
+                backend: "fails-after",
+                source: "the run was cut off".into(),
+            });
+        }
+        self.inner.put(key, body, options).await
+    }
+    async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
+        self.inner.get(key).await
+    }
+    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
+        self.inner.get_versioned(key).await
+    }
+    async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
+        self.inner.list(client_id).await
+    }
+    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+        self.inner.list_clients().await
+    }
+}
+
+const CLIENTS: usize = 12;
+
+/// `CLIENTS` clients of one backup each (two shares under one data key), plus a custodian
+/// share of client 0 (which must not move).
+async fn seed(store: &dyn BackupStore, keyring: &Keyring) {
+    for i in 0..CLIENTS {
+        let client_id = format!("client-{i:03}");
+        let kek_context = EncryptionContext::new()
+            .with(CLIENT_ID, client_id.as_str())
+            .and_then(|c| c.with(PURPOSE, CLIENT_BACKUP))
+            .unwrap();
+        let sealer = Sealer::new(keyring, kek_context.clone()).await.unwrap();
+        for curve in ["SECP256K1", "ED25519"] {
+            let pair = format!("pair-{i}-{curve}");
+            let context = kek_context
+                .clone()
+                .with(BACKUP_SHARE_PAIR_ID, pair.as_str())
+                .and_then(|c| c.with(CURVE, curve))
+                .unwrap();
+            let sealed = sealer.seal(&context, b"a backup share").unwrap();
+            let key = BackupKey::client_backup(&client_id, &pair, curve).unwrap();
+            store
+                .put(
+                    &key,
+                    envelope::to_text(&sealed).into_bytes().into(),
+                    PutOptions::create(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let custodian = BackupKey::custodian_backup("client-000", "GDRIVE").unwrap();
+    store
+        .put(
+            &custodian,
+            Bytes::from_static(b"sealed elsewhere"),
+            PutOptions::create(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Every object of `store`, by path form.
+async fn contents(store: &dyn BackupStore) -> BTreeMap<String, Bytes> {
+    let mut all = BTreeMap::new();
+    for client in store.list_clients().await.unwrap() {
+        for key in store.list(&client).await.unwrap() {
+            all.insert(key.to_string(), store.get(&key).await.unwrap());
+        }
+    }
+    all
+}
+
+/// The client backup objects of `store`, by path form.
+async fn client_backups(store: &dyn BackupStore) -> BTreeMap<String, Bytes> {
+    contents(store)
+        .await
+        .into_iter()
+        .filter(|(key, _)| key.contains("/client-backup/"))
+        .collect()
+}
+
+async fn migrate(
+    migration: &Migration,
+    source: &dyn BackupStore,
+    concurrency: usize,
+) -> Vec<MigratedClient> {
+    let clients = source.list_clients().await.unwrap();
+    migration
+        .run(
+            futures_util::stream::iter(clients.into_iter().map(Ok)),
+            concurrency,
+        )
+        .map(Result::unwrap)
+        .collect()
+        .await
+}
+
+/// Counts per outcome (`error` for an object that could not be moved).
+fn tally(done: &[MigratedClient]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for client in done {
+        for object in client.objects.as_ref().unwrap() {
+            let what = match &object.result {
+                Ok(Moved::Moved) => "moved",
+                Ok(Moved::AlreadyMoved) => "already-moved",
+                Ok(Moved::Conflict) => "conflict",
+                Ok(Moved::BadSource { .. }) => "bad-source",
+                Ok(Moved::Skipped { .. }) => "skipped",
+                Ok(_) => "other",
+                Err(e) => {
+                    assert!(e.is_retryable(), "{e}");
+                    "error"
+                }
+            };
+            *counts.entry(what).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn counting() -> (Arc<Counting>, Keyring) {
+    let kek = Arc::new(Counting {
+        inner: LocalKek::generate().unwrap(),
+        unwraps: AtomicUsize::new(0),
+    });
+    let keyring = Keyring::new().with(Arc::clone(&kek) as Arc<dyn KeyEncryptionKey>);
+    (kek, keyring)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_cut_off_midway_and_a_rerun_move_everything_once_with_one_kms_call_per_backup() {
+    let (kek, keyring) = counting();
+    let source = Arc::new(MemoryStore::new());
+    seed(source.as_ref(), &keyring).await;
+    let before = contents(source.as_ref()).await;
+    let target = Arc::new(MemoryStore::new());
+    let cut = Arc::new(FailsAfter {
+        inner: Arc::clone(&target),
+        allowed: 9,
+        puts: AtomicUsize::new(0),
+    });
+
+    let first = Migration::new(keyring.clone(), Arc::clone(&source) as _, cut).unwrap();
+    let done = migrate(&first, source.as_ref(), 4).await;
+    let counts = tally(&done);
+    assert_eq!(counts["moved"], 9, "{counts:?}");
+    assert_eq!(counts["error"], CLIENTS * 2 - 9, "{counts:?}");
+    assert_eq!(counts["skipped"], 1, "the custodian share: {counts:?}");
+    assert_eq!(client_backups(target.as_ref()).await.len(), 9);
+
+    kek.unwraps.store(0, Ordering::SeqCst);
+    let rerun =
+        Migration::new(keyring, Arc::clone(&source) as _, Arc::clone(&target) as _).unwrap();
+    let done = migrate(&rerun, source.as_ref(), 4).await;
+    let counts = tally(&done);
+    assert_eq!(counts["already-moved"], 9, "{counts:?}");
+    assert_eq!(counts["moved"], CLIENTS * 2 - 9, "{counts:?}");
+    assert!(!counts.contains_key("error"), "{counts:?}");
+    // Source and target drills of one backup: one unwrap, the two shares share a data key.
+    assert_eq!(kek.unwraps.load(Ordering::SeqCst), CLIENTS);
+
+    // Nothing lost, nothing doubled, the custodian share not moved, the source unchanged.
+    let moved = contents(target.as_ref()).await;
+    assert_eq!(moved, client_backups(source.as_ref()).await);
+    assert_eq!(moved.len(), CLIENTS * 2);
+    assert_eq!(contents(source.as_ref()).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_object_on_the_target_is_a_conflict_and_is_left_alone() {
+    let (_, keyring) = counting();
+    let source = Arc::new(MemoryStore::new());
+    seed(source.as_ref(), &keyring).await;
+    let target = Arc::new(MemoryStore::new());
+    let taken = BackupKey::client_backup("client-003", "pair-3-ED25519", "ED25519").unwrap();
+    // Another share's valid ciphertext (client 4's), already on the target under client 3's key.
+    let other = source
+        .get(&BackupKey::client_backup("client-004", "pair-4-ED25519", "ED25519").unwrap())
+        .await
+        .unwrap();
+    target
+        .put(&taken, other.clone(), PutOptions::create())
+        .await
+        .unwrap();
+
+    let migration =
+        Migration::new(keyring, Arc::clone(&source) as _, Arc::clone(&target) as _).unwrap();
+    let done = migrate(&migration, source.as_ref(), 3).await;
+    let counts = tally(&done);
+    assert_eq!(counts["conflict"], 1, "{counts:?}");
+    assert_eq!(counts["moved"], CLIENTS * 2 - 1, "{counts:?}");
+    let conflict = done
+        .iter()
+        .flat_map(|c| c.objects.as_ref().unwrap())
+        .find(|o| matches!(o.result, Ok(Moved::Conflict)))
+        .unwrap();
+    assert_eq!(conflict.key, taken.to_string());
+    assert_eq!(
+        target.get(&taken).await.unwrap(),
+        other,
+        "never overwritten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_source_object_is_reported_not_copied_and_the_rest_moves() {
+    let (_, keyring) = counting();
+    let source = Arc::new(MemoryStore::new());
+    seed(source.as_ref(), &keyring).await;
+    // A tampered ciphertext (one character of the text form changed) and one moved into
+    // another share's place (client 6's object under client 5's key).
+    let tampered = BackupKey::client_backup("client-002", "pair-2-SECP256K1", "SECP256K1").unwrap();
+    let mut text = String::from_utf8(source.get(&tampered).await.unwrap().to_vec()).unwrap();
+    let last = text.pop().unwrap();
+    text.push(if last == 'A' { 'B' } else { 'A' });
+    source
+        .put(&tampered, text.into_bytes().into(), PutOptions::overwrite())
+        .await
+        .unwrap();
+    let swapped = BackupKey::client_backup("client-005", "pair-5-ED25519", "ED25519").unwrap();
+    let foreign = source
+        .get(&BackupKey::client_backup("client-006", "pair-6-ED25519", "ED25519").unwrap())
+        .await
+        .unwrap();
+    source
+        .put(&swapped, foreign, PutOptions::overwrite())
+        .await
+        .unwrap();
+
+    let target = Arc::new(MemoryStore::new());
+    let migration =
+        Migration::new(keyring, Arc::clone(&source) as _, Arc::clone(&target) as _).unwrap();
+    let done = migrate(&migration, source.as_ref(), 2).await;
+    let counts = tally(&done);
+    assert_eq!(counts["bad-source"], 2, "{counts:?}");
+    assert_eq!(counts["moved"], CLIENTS * 2 - 2, "{counts:?}");
+    let on_target = client_backups(target.as_ref()).await;
+    assert!(!on_target.contains_key(&tampered.to_string()));
+    assert!(!on_target.contains_key(&swapped.to_string()));
+    assert_eq!(on_target.len(), CLIENTS * 2 - 2);
+}
+
+#[tokio::test]
+async fn a_target_that_cannot_create_only_is_refused() {
+    let (_, keyring) = counting();
+    #[derive(Debug)]
+    struct NoCreate(MemoryStore);
+    #[async_trait::async_trait]
+    impl BackupStore for NoCreate {
+        fn name(&self) -> &'static str {
+            "no-create"
+        }
+        fn capabilities(&self) -> Capabilities {
+            let mut caps = self.0.capabilities();
+            caps.conditional_create = false;
+            caps
+        }
+        async fn put(&self, k: &BackupKey, b: Bytes, o: PutOptions) -> Result<(), StorageError> {
+            self.0.put(k, b, o).await
+        }
+        async fn get(&self, k: &BackupKey) -> Result<Bytes, StorageError> {
+            self.0.get(k).await
+        }
+        async fn delete(&self, k: &BackupKey) -> Result<(), StorageError> {
+            self.0.delete(k).await
+        }
+        async fn list(&self, c: &str) -> Result<Vec<BackupKey>, StorageError> {
+            self.0.list(c).await
+        }
+    }
+    let err = Migration::new(
+        keyring,
+        Arc::new(MemoryStore::new()),
+        Arc::new(NoCreate(MemoryStore::new())),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("never overwrites"), "{err}");
+}

@@ -118,6 +118,9 @@ impl BackupStore for FailsAfter {
     async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
         self.inner.list_clients().await
     }
+    fn stream_clients(&self) -> storage::ClientStream<'_> {
+        self.inner.stream_clients()
+    }
 }
 
 const CLIENTS: usize = 12;

@@ -345,6 +345,9 @@ impl BackupStore for RacingStore {
     async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
         self.inner.list_clients().await
     }
+    fn stream_clients(&self) -> storage::ClientStream<'_> {
+        self.inner.stream_clients()
+    }
 }
 
 /// A custodian share the live webhook replaces while rotate rewrites the older one: the

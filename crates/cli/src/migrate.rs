@@ -64,7 +64,7 @@ pub(crate) async fn run(kms: &[String], args: MigrateArgs) -> Result<ExitCode, F
     let migration = Migration::new(keyring, Arc::clone(&from), to)
         .map_err(|e| Failure::flow("cannot migrate", e))?;
     let concurrency = usize::from(args.concurrency);
-    let clients = clients(from.as_ref(), &from_uri, args.client_id).await?;
+    let clients = clients(from.as_ref(), args.client_id);
 
     let bar = crate::progress::Bar::new(None);
     let mut tally = Tally::default();
@@ -78,18 +78,14 @@ pub(crate) async fn run(kms: &[String], args: MigrateArgs) -> Result<ExitCode, F
     tally.outcome(&from_uri, &to_uri)
 }
 
-/// The clients to migrate: those given, or every client of the source.
-async fn clients(
-    from: &dyn BackupStore,
-    uri: &StoreUri,
-    given: Vec<String>,
-) -> Result<futures_util::stream::BoxStream<'static, Result<String, storage::StorageError>>, Failure>
-{
-    if !given.is_empty() {
-        return Ok(futures_util::stream::iter(given.into_iter().map(Ok)).boxed());
+/// The clients to migrate: those given, or every client of the source as its listing
+/// streams in (work starts with the first; only the clients in flight are held).
+fn clients(from: &dyn BackupStore, given: Vec<String>) -> storage::ClientStream<'_> {
+    if given.is_empty() {
+        from.stream_clients()
+    } else {
+        futures_util::stream::iter(given.into_iter().map(Ok)).boxed()
     }
-    let listed = crate::store::clients(from, uri).await?;
-    Ok(futures_util::stream::iter(listed.into_iter().map(Ok)).boxed())
 }
 
 /// One output line.

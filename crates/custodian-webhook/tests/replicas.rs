@@ -94,6 +94,9 @@ impl BackupStore for HeldStore {
     async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
         self.inner.list_clients().await
     }
+    fn stream_clients(&self) -> storage::ClientStream<'_> {
+        self.inner.stream_clients()
+    }
 }
 
 /// Two replicas over one store; the first one's next put is held back until a newer share

@@ -260,11 +260,28 @@ impl<'a> Run<'a> {
         if !listed.is_sorted() {
             return Err(self.fail("list clients returned ids out of order"));
         }
-        match clients
+        if let Some(missing) = clients
             .iter()
             .find(|c| listed.binary_search_by(|l| l.as_str().cmp(c)).is_err())
         {
-            Some(missing) => Err(self.fail(format!("list clients left out {missing}"))),
+            return Err(self.fail(format!("list clients left out {missing}")));
+        }
+        self.clients_streamed(clients).await
+    }
+
+    /// `stream_clients` holds these clients, each once, and ends.
+    async fn clients_streamed(&self, clients: &[&str]) -> Result<(), Failure> {
+        use futures_util::StreamExt as _;
+        let mut streamed = std::collections::BTreeSet::new();
+        let mut stream = self.store.stream_clients();
+        while let Some(client) = stream.next().await {
+            let client = client.map_err(|e| self.store_error("stream clients", &e))?;
+            if !streamed.insert(client.clone()) {
+                return Err(self.fail(format!("stream clients returned {client} twice")));
+            }
+        }
+        match clients.iter().find(|c| !streamed.contains(**c)) {
+            Some(missing) => Err(self.fail(format!("stream clients left out {missing}"))),
             None => Ok(()),
         }
     }
@@ -605,7 +622,8 @@ pub async fn delete(store: &dyn BackupStore) -> Outcome {
 /// form — not those of a client whose id extends it (`cl_1` vs `cl_10`, `cl_1-x`), not
 /// deleted ones — an empty list for a client with nothing, and
 /// [`StorageError::InvalidKey`] for a malformed client id; `list_clients`, unless it answers
-/// [`StorageError::NotSupported`], includes the clients written. Without: `list` returns
+/// [`StorageError::NotSupported`], includes the clients written, and so does
+/// `stream_clients`, each once. Without: `list` returns
 /// [`StorageError::NotSupported`].
 ///
 /// # Errors

@@ -53,6 +53,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 
 use crate::error::StorageError;
 use crate::key::BackupKey;
@@ -509,6 +510,54 @@ fn list_clients_blocking(root: &Path) -> Result<Vec<String>, StorageError> {
     Ok(clients)
 }
 
+/// How many client ids the directory walk of [`FsStore::stream_clients`] runs ahead of the
+/// reader.
+const STREAM_AHEAD: usize = 256;
+
+/// [`list_clients_blocking`] as the directory is read, unsorted, into `tx` (until the reader
+/// goes away). Only the names in flight are held, however many clients there are.
+fn stream_clients_blocking(
+    root: &Path,
+    tx: &tokio::sync::mpsc::Sender<Result<String, StorageError>>,
+) {
+    let entries = match fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(io_error(e, "cannot list a directory")));
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(io_error(e, "cannot list a directory")));
+                return;
+            }
+        };
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with('.')
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
+            || BackupKey::check_client_id(&name).is_err()
+        {
+            continue;
+        }
+        let item = match list_blocking(root, &name) {
+            Ok(keys) if keys.is_empty() => continue,
+            Ok(_) => Ok(name),
+            Err(e) => Err(e),
+        };
+        let failed = item.is_err();
+        if tx.blocking_send(item).is_err() || failed {
+            return;
+        }
+    }
+}
+
 fn list_blocking(root: &Path, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
     let mut keys = Vec::new();
     let client_dir = root.join(client_id);
@@ -583,5 +632,21 @@ impl BackupStore for FsStore {
     async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
         let root = self.root.clone();
         blocking(move || list_clients_blocking(&root)).await
+    }
+
+    /// The clients as the root directory is read (in its order, not sorted): the first
+    /// arrives before the last is found, and only the names in flight are held.
+    fn stream_clients(&self) -> crate::ClientStream<'_> {
+        let root = self.root.clone();
+        // The walk starts when the stream is first read (on the reader's runtime).
+        futures_util::stream::once(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(STREAM_AHEAD);
+            tokio::task::spawn_blocking(move || stream_clients_blocking(&root, &tx));
+            futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            })
+        })
+        .flatten()
+        .boxed()
     }
 }

@@ -29,5 +29,6 @@ pub mod uri;
 pub use error::{BoxError, Report, Result, StorageError};
 pub use key::{ABSENT, BackupKey, BackupKeyBuilder, MAX_PART_LEN, MAX_PATH_LEN, ShareKind};
 pub use store::{
-    BackupStore, BackupStoreExt, Capabilities, DynBackupStore, ObjectVersion, PutMode, PutOptions,
+    BackupStore, BackupStoreExt, Capabilities, ClientStream, DynBackupStore, ObjectVersion,
+    PutMode, PutOptions,
 };

@@ -70,7 +70,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt as _;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 
@@ -582,6 +582,41 @@ impl BackupStore for ObjectStoreStore {
         clients.sort_unstable();
         clients.dedup();
         Ok(clients)
+    }
+
+    /// The clients as the bucket's listing of the prefix streams in: the first segment of each
+    /// object's path under the prefix, once. S3, Cloud Storage and Azure list in ascending
+    /// key order, so a client's objects come together and the ids come out sorted; only the
+    /// page in flight is held.
+    fn stream_clients(&self) -> crate::ClientStream<'_> {
+        let skip = self.prefix.as_ref().map_or(0, |p| p.parts().count());
+        let mut last: Option<String> = None;
+        self.inner
+            .list(self.prefix.as_ref())
+            .map_err(move |e| self.other_error("list clients", e))
+            .try_filter_map(move |meta| {
+                let mut parts = meta.location.parts().skip(skip);
+                let client = parts.next().map(|part| part.as_ref().to_owned());
+                let in_a_client_directory = parts.next().is_some();
+                let new = client.filter(|client| {
+                    in_a_client_directory
+                        && BackupKey::check_client_id(client).is_ok()
+                        && last.as_ref() != Some(client)
+                });
+                if let Some(client) = &new {
+                    last = Some(client.clone());
+                }
+                std::future::ready(Ok(new))
+            })
+            // An error ends the listing.
+            .scan(false, |failed, item| {
+                let item = (!*failed).then(|| {
+                    *failed = item.is_err();
+                    item
+                });
+                std::future::ready(item)
+            })
+            .boxed()
     }
 }
 

@@ -55,6 +55,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 pub use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -99,6 +100,12 @@ const DELETE: &str = "DELETE FROM portal_backup_objects WHERE client_id = $1 AND
 const LIST: &str = "SELECT path FROM portal_backup_objects WHERE client_id = $1 ORDER BY path";
 const LIST_CLIENTS: &str =
     "SELECT DISTINCT client_id FROM portal_backup_objects ORDER BY client_id";
+/// One page of [`BackupStore::stream_clients`]: the clients after the last one of the page
+/// before (keyset pagination over the primary key's leading column, so a page costs the same
+/// however deep into the table it is, and a page sees rows written since the one before).
+const CLIENTS_AFTER: &str = "SELECT DISTINCT client_id FROM portal_backup_objects WHERE client_id > $1 ORDER BY client_id LIMIT $2";
+/// Clients per page of [`BackupStore::stream_clients`].
+const CLIENTS_PAGE: i64 = 1_000;
 
 /// A [`BackupStore`] in a PostgreSQL table; see the [module docs](self).
 ///
@@ -392,6 +399,43 @@ impl BackupStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| db_error("cannot list the clients", e))
+    }
+
+    /// The clients in ascending order, a page of 1,000 at a time, each page asked
+    /// for when the one before has been read.
+    fn stream_clients(&self) -> crate::ClientStream<'_> {
+        /// Where the listing is: the last client returned, or the end.
+        struct Page {
+            after: Option<String>,
+        }
+        futures_util::stream::unfold(
+            Page {
+                after: Some(String::new()),
+            },
+            move |page| async move {
+                let after = page.after?;
+                let clients: Result<Vec<String>, _> = sqlx::query_scalar(CLIENTS_AFTER)
+                    .bind(&after)
+                    .bind(CLIENTS_PAGE)
+                    .fetch_all(&self.pool)
+                    .await;
+                let next = match &clients {
+                    Ok(clients)
+                        if i64::try_from(clients.len()).is_ok_and(|n| n == CLIENTS_PAGE) =>
+                    {
+                        clients.last().cloned()
+                    }
+                    _ => None,
+                };
+                let items = match clients {
+                    Ok(clients) => clients.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(db_error("cannot list the clients", e))],
+                };
+                Some((futures_util::stream::iter(items), Page { after: next }))
+            },
+        )
+        .flatten()
+        .boxed()
     }
 }
 

@@ -970,4 +970,10 @@ impl BackupStore for ReplicatedStore {
         self.union_is_complete("list clients", "the store".to_owned(), failures)?;
         Ok(clients.into_iter().collect())
     }
+
+    /// [`list_clients`](BackupStore::list_clients) (the union of the replicas' listings,
+    /// complete or an error), streamed once it is known.
+    fn stream_clients(&self) -> crate::ClientStream<'_> {
+        crate::store::stream_of_list(self.list_clients())
+    }
 }

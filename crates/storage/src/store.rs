@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::stream::{self, BoxStream, StreamExt as _};
 
 use crate::error::StorageError;
 use crate::key::BackupKey;
@@ -315,6 +316,33 @@ pub trait BackupStore: fmt::Debug + Send + Sync + 'static {
             backend: self.name(),
         })
     }
+
+    /// The clients of [`list_clients`](BackupStore::list_clients) as a stream, for store-wide
+    /// work that should start at once and hold no more than it works on: each client with at
+    /// least one object, once, in an order the store chooses (ascending where the store lists
+    /// in order). An error ends the stream. The default streams the result of
+    /// [`list_clients`](BackupStore::list_clients); stores that can list in pages override it
+    /// (the file store walks its directory as the stream is read, PostgreSQL pages by client
+    /// id, object stores stream their listing).
+    fn stream_clients(&self) -> ClientStream<'_> {
+        stream_of_list(self.list_clients())
+    }
+}
+
+/// What [`BackupStore::stream_clients`] returns: client ids, or the error that ended the
+/// listing.
+pub type ClientStream<'a> = BoxStream<'a, Result<String, StorageError>>;
+
+/// A listing that comes whole, as a stream of its items (or of its one error).
+pub(crate) fn stream_of_list<'a>(
+    listing: impl Future<Output = Result<Vec<String>, StorageError>> + Send + 'a,
+) -> ClientStream<'a> {
+    stream::once(listing)
+        .flat_map(|listed| match listed {
+            Ok(clients) => stream::iter(clients).map(Ok).left_stream(),
+            Err(e) => stream::iter([Err(e)]).right_stream(),
+        })
+        .boxed()
 }
 
 #[async_trait::async_trait]
@@ -349,6 +377,9 @@ impl<T: BackupStore + ?Sized> BackupStore for Arc<T> {
     async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
         (**self).list_clients().await
     }
+    fn stream_clients(&self) -> ClientStream<'_> {
+        (**self).stream_clients()
+    }
 }
 
 #[async_trait::async_trait]
@@ -382,6 +413,9 @@ impl<T: BackupStore + ?Sized> BackupStore for Box<T> {
     }
     async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
         (**self).list_clients().await
+    }
+    fn stream_clients(&self) -> ClientStream<'_> {
+        (**self).stream_clients()
     }
 }
 

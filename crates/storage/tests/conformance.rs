@@ -360,3 +360,64 @@ async fn a_wrapper_that_claims_compare_and_swap_without_forwarding_it_is_caught(
         "{failure}"
     );
 }
+
+#[tokio::test]
+async fn a_store_whose_client_stream_leaves_clients_out_or_repeats_them_is_caught() {
+    /// Lists its clients whole correctly, but streams them wrong: none, or each twice.
+    #[derive(Debug)]
+    struct BadStream(MemoryStore, bool);
+    #[async_trait::async_trait]
+    impl BackupStore for BadStream {
+        fn name(&self) -> &'static str {
+            "bad-stream"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn put(&self, k: &BackupKey, b: Bytes, o: PutOptions) -> Result<(), StorageError> {
+            self.0.put(k, b, o).await
+        }
+        async fn get(&self, k: &BackupKey) -> Result<Bytes, StorageError> {
+            self.0.get(k).await
+        }
+        async fn get_versioned(
+            &self,
+            k: &BackupKey,
+        ) -> Result<(Bytes, ObjectVersion), StorageError> {
+            self.0.get_versioned(k).await
+        }
+        async fn delete(&self, k: &BackupKey) -> Result<(), StorageError> {
+            self.0.delete(k).await
+        }
+        async fn list(&self, c: &str) -> Result<Vec<BackupKey>, StorageError> {
+            self.0.list(c).await
+        }
+        async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
+            self.0.list_clients().await
+        }
+        fn stream_clients(&self) -> storage::ClientStream<'_> {
+            use futures_util::StreamExt as _;
+            let twice = self.1;
+            self.0
+                .stream_clients()
+                .flat_map(move |c| {
+                    let copies = match c {
+                        Ok(c) if twice => vec![Ok(c.clone()), Ok(c)],
+                        Ok(_) => Vec::new(),
+                        Err(e) => vec![Err(e)],
+                    };
+                    futures_util::stream::iter(copies)
+                })
+                .boxed()
+        }
+    }
+    for (twice, says) in [(false, "left out"), (true, "twice")] {
+        let failure = check_store(&BadStream(MemoryStore::new(), twice))
+            .await
+            .unwrap_err();
+        assert_eq!(failure.check, "list", "{failure}");
+        assert!(failure.reason.contains(says), "{failure}");
+    }
+    // The memory store's default stream (its whole listing, streamed) passes.
+    check_store(&MemoryStore::new()).await.unwrap();
+}

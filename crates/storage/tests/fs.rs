@@ -223,3 +223,34 @@ async fn compare_and_swap_waits_for_the_key_lock_and_compares_under_it() {
     overwrite.await.unwrap().unwrap();
     assert_eq!(store.get(&key).await.unwrap(), "last");
 }
+
+/// `stream_clients` walks the directory as it is read: clients with objects only, each once
+/// (in the directory's order), and an empty store streams nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_clients_names_clients_with_objects_once() {
+    use futures_util::TryStreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::new(dir.path()).unwrap();
+    let none: Vec<String> = store.stream_clients().try_collect().await.unwrap();
+    assert!(none.is_empty());
+    for i in 0..600 {
+        let client = format!("cl_{i:04}");
+        for method in ["GDRIVE", "PASSWORD"] {
+            let key = BackupKey::custodian_backup(&client, method).unwrap();
+            store.put_new(&key, Bytes::from_static(b"x")).await.unwrap();
+        }
+    }
+    // Emptied (a client whose objects were deleted), hidden and foreign directories.
+    let gone = BackupKey::client_backup("cl_gone", "bsp_1", "SECP256K1").unwrap();
+    store
+        .put_new(&gone, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    store.delete(&gone).await.unwrap();
+    std::fs::create_dir(dir.path().join(".hidden")).unwrap();
+    std::fs::write(dir.path().join("stray-file"), b"not a client").unwrap();
+    let mut streamed: Vec<String> = store.stream_clients().try_collect().await.unwrap();
+    streamed.sort();
+    assert_eq!(streamed, store.list_clients().await.unwrap());
+    assert_eq!(streamed.len(), 600);
+}

@@ -302,3 +302,28 @@ async fn list_is_exact_and_sorted() {
     }
     assert!(store.list("cl_1").await.unwrap().is_empty());
 }
+
+/// `stream_clients` pages by client id: 2,345 clients of two objects each (more than two
+/// pages of 1,000) come out once each, sorted, the same as `list_clients`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_clients_pages_through_every_client_once_in_order() {
+    use futures_util::TryStreamExt as _;
+    let Some(pg) = test_services::postgres::shared() else {
+        return;
+    };
+    let (_, url) = pg.create_database("t_stream_clients");
+    let store = PostgresStore::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO portal_backup_objects (client_id, path, body) \
+         SELECT 'cl_' || lpad(i::text, 5, '0'), 'cl_' || lpad(i::text, 5, '0') || '/custodian-backup/~/~/' || m, 'x'::bytea \
+         FROM generate_series(1, 2345) AS i, unnest(ARRAY['GDRIVE', 'PASSWORD']) AS m",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let streamed: Vec<String> = store.stream_clients().try_collect().await.unwrap();
+    assert_eq!(streamed.len(), 2345);
+    assert_eq!(streamed.first().map(String::as_str), Some("cl_00001"));
+    assert_eq!(streamed.last().map(String::as_str), Some("cl_02345"));
+    assert_eq!(streamed, store.list_clients().await.unwrap());
+}

@@ -171,4 +171,7 @@ impl BackupStore for FlakyStore {
     async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
         self.inner.list_clients().await
     }
+    fn stream_clients(&self) -> storage::ClientStream<'_> {
+        self.inner.stream_clients()
+    }
 }

@@ -363,6 +363,13 @@ impl BackupStore for FlakyStore {
         self.check()?;
         self.inner.list_clients().await
     }
+    fn stream_clients(&self) -> storage::ClientStream<'_> {
+        use futures_util::StreamExt as _;
+        match self.check() {
+            Ok(()) => self.inner.stream_clients(),
+            Err(e) => futures_util::stream::iter([Err(e)]).boxed(),
+        }
+    }
 }
 
 /// A local KEK that counts its calls and fails them (as unavailable) while `failing` is set.

@@ -15,12 +15,13 @@ use backup_flow::envelope::gcp::GcpKmsBuilder;
 use backup_flow::envelope::{
     DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, WrappedKey,
 };
-use backup_flow::portal_api::client::RetryConfig;
+use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
-use backup_flow::portal_api::{ApiKey, Client, Curve};
+use backup_flow::portal_api::{ApiKey, Curve, Portal};
+use backup_flow::storage::BackupStore;
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::memory::MemoryStore;
-use backup_flow::{CiphertextStore, Flow};
+use backup_flow::{Flow, PortalManaged, StoreFactory};
 use custodian_webhook::{WebhookSecrets, WebhookServer};
 use portal_sim::{BackupMode, PortalSim, SimConfig, WebhookConfig};
 use support::gcp_fake::{self, GcpFake};
@@ -120,15 +121,16 @@ async fn cycle(
         }
         let sim = PortalSim::start(config).await.unwrap();
         let keys = sim.create_client();
-        let client = Client::builder()
+        let client = Portal::builder()
             .with_api_base_url(sim.api_base_url())
             .with_mpc_base_url(sim.mpc_base_url())
-            .with_client_api_key(ApiKey::from(keys.client_api_key.expose_secret()))
             .with_retry(
                 RetryConfig::default().with_initial_backoff(std::time::Duration::from_millis(5)),
             )
             .without_rate_limits()
             .build()
+            .unwrap()
+            .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
             .unwrap();
         let generate = client.generate().await.unwrap();
         client
@@ -136,12 +138,14 @@ async fn cycle(
             .await
             .unwrap();
         let (state, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let target = if self_managed {
-            CiphertextStore::Own(Arc::new(FsStore::new(data.path()).unwrap()))
+        let target: Arc<dyn StoreFactory> = if self_managed {
+            Arc::new(Arc::new(FsStore::new(data.path()).unwrap()) as Arc<dyn BackupStore>)
         } else {
-            CiphertextStore::Portal
+            Arc::new(PortalManaged)
         };
-        let flow = Flow::new(client, counted.clone(), target, state.path()).unwrap();
+        let flow = Flow::new(counted.clone(), target, state.path())
+            .unwrap()
+            .session(client);
         let taken = || calls.swap(0, Ordering::SeqCst);
         taken();
 

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use backup_flow::envelope::aws::AwsKmsBuilder;
 use backup_flow::envelope::gcp::GcpKmsBuilder;
 use backup_flow::envelope::{KeyEncryptionKey, Keyring};
-use backup_flow::portal_api::client::RetryConfig;
+use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
-use backup_flow::portal_api::{ApiKey, Client};
+use backup_flow::portal_api::{ApiKey, Portal};
 use backup_flow::storage::fs::FsStore;
-use backup_flow::storage::{BackupStore as _, ShareKind};
-use backup_flow::{CiphertextStore, Finding, Flow};
+use backup_flow::storage::{BackupStore, ShareKind};
+use backup_flow::{Finding, Flow};
 use custodian_webhook::{WebhookSecrets, WebhookServer};
 use portal_sim::{BackupMode, PortalSim, SimConfig, WebhookConfig};
 use support::gcp_fake::{self, GcpFake};
@@ -37,7 +37,7 @@ struct BackedUp {
     sim: PortalSim,
     client_id: String,
     flow: Flow,
-    store: CiphertextStore,
+    store: Arc<dyn BackupStore>,
     _state: tempfile::TempDir,
     _data: tempfile::TempDir,
 }
@@ -47,7 +47,7 @@ async fn backed_up(keyring: Keyring) -> BackedUp {
     let fs = Arc::new(FsStore::new(data.path()).unwrap());
     let webhook = WebhookServer::builder()
         .with_keyring(keyring.clone())
-        .with_store(Arc::clone(&fs) as Arc<dyn backup_flow::storage::BackupStore>)
+        .with_store(Arc::clone(&fs) as Arc<dyn BackupStore>)
         .with_secrets(WebhookSecrets::parse(SECRET).unwrap())
         .build()
         .unwrap();
@@ -65,24 +65,28 @@ async fn backed_up(keyring: Keyring) -> BackedUp {
     .await
     .unwrap();
     let keys = sim.create_client();
-    let client = Client::builder()
+    let client = Portal::builder()
         .with_api_base_url(sim.api_base_url())
         .with_mpc_base_url(sim.mpc_base_url())
-        .with_client_api_key(ApiKey::from(keys.client_api_key.expose_secret()))
         .with_retry(
             RetryConfig::default().with_initial_backoff(std::time::Duration::from_millis(5)),
         )
         .without_rate_limits()
         .build()
+        .unwrap()
+        .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
         .unwrap();
     let generate = client.generate().await.unwrap();
     client
         .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
         .await
         .unwrap();
-    let store = CiphertextStore::Own(fs);
-    let flow = Flow::new(client, keyring, store.clone(), state.path()).unwrap();
-    assert_eq!(flow.backup(&generate).await.unwrap().status, "confirmed");
+    let store: Arc<dyn BackupStore> = fs;
+    let flow = Flow::new(keyring, Arc::clone(&store), state.path()).unwrap();
+    assert_eq!(
+        flow.session(client).backup(&generate).await.unwrap().status,
+        "confirmed"
+    );
     BackedUp {
         sim,
         client_id: keys.client_id.clone(),
@@ -97,10 +101,7 @@ impl BackedUp {
     /// Rotates to `to`, then checks that `new` alone opens every client share and that `old`
     /// opens none.
     async fn rotate_and_check(&self, to: Keyring, new: Keyring, old: Keyring) {
-        let CiphertextStore::Own(store) = &self.store else {
-            unreachable!("a store of our own")
-        };
-        let objects = store.list(&self.client_id).await.unwrap();
+        let objects = self.store.list(&self.client_id).await.unwrap();
         let custodian = objects
             .iter()
             .filter(|k| k.kind() == ShareKind::CustodianBackup)
@@ -117,15 +118,9 @@ impl BackedUp {
         assert_eq!(report.not_under_target, 0);
 
         let state = tempfile::tempdir().unwrap();
-        let with = |keyring: Keyring| {
-            Flow::new(
-                self.flow_client(),
-                keyring,
-                self.store.clone(),
-                state.path(),
-            )
-            .unwrap()
-        };
+        // The drill is store-only: no Portal role.
+        let with =
+            |keyring: Keyring| Flow::new(keyring, Arc::clone(&self.store), state.path()).unwrap();
         let report = with(new).verify_stored(&self.client_id).await.unwrap();
         assert!(
             report.is_ok(),
@@ -142,15 +137,6 @@ impl BackedUp {
         );
         let sim_report = self.sim.report();
         assert!(sim_report.is_clean(), "{sim_report}");
-    }
-
-    fn flow_client(&self) -> Client {
-        Client::builder()
-            .with_api_base_url(self.sim.api_base_url())
-            .with_mpc_base_url(self.sim.mpc_base_url())
-            .without_rate_limits()
-            .build()
-            .unwrap()
     }
 }
 

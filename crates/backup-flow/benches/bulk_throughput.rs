@@ -49,10 +49,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
-use backup_flow::portal_api::client::RateLimit;
+use backup_flow::portal_api::RateLimit;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
-use backup_flow::portal_api::{ApiKey, Client, ClientBuilder};
-use backup_flow::{BulkOptions, CiphertextStore, Flow};
+use backup_flow::portal_api::{ApiKey, Portal, PortalBuilder};
+use backup_flow::{BulkOptions, Flow, PortalManaged};
 use portal_sim::{Host, HostTraffic, PortalSim, SimConfig};
 use serde_json::json;
 
@@ -162,12 +162,13 @@ async fn prepare(sim: &PortalSim, clients: usize) -> String {
     let mut input = String::new();
     for _ in 0..clients {
         let keys = sim.create_client();
-        let app = Client::builder()
+        let app = Portal::builder()
             .with_api_base_url(sim.api_base_url())
             .with_mpc_base_url(sim.mpc_base_url())
-            .with_client_api_key(ApiKey::from(keys.client_api_key.expose_secret()))
             .without_rate_limits()
             .build()
+            .unwrap()
+            .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
             .unwrap();
         let generate = app.generate().await.unwrap();
         app.update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
@@ -182,20 +183,18 @@ async fn prepare(sim: &PortalSim, clients: usize) -> String {
     input
 }
 
-fn flow(base: ClientBuilder, state: &Path) -> Flow {
+/// The flow and the transport every line's session goes through.
+fn flow(base: PortalBuilder, state: &Path) -> (Flow, Portal) {
     let keyring =
         Keyring::new().with(Arc::new(LocalKek::generate().unwrap()) as Arc<dyn KeyEncryptionKey>);
-    Flow::new(
+    (
+        Flow::new(keyring, PortalManaged, state).unwrap(),
         base.build().unwrap(),
-        keyring,
-        CiphertextStore::Portal,
-        state,
     )
-    .unwrap()
 }
 
-fn sim_client(sim: &PortalSim) -> ClientBuilder {
-    Client::builder()
+fn sim_client(sim: &PortalSim) -> PortalBuilder {
+    Portal::builder()
         .with_api_base_url(sim.api_base_url())
         .with_mpc_base_url(sim.mpc_base_url())
 }
@@ -205,7 +204,7 @@ async fn level(concurrency: usize, clients: usize, state: &Path) -> Level {
         .await
         .unwrap();
     let input = prepare(&sim, clients).await;
-    let flow = flow(sim_client(&sim).without_rate_limits(), state);
+    let (flow, portal) = flow(sim_client(&sim).without_rate_limits(), state);
     sim.add_fault(format!("*: latency-ms={LATENCY_MS}").parse().unwrap())
         .unwrap();
     sim.reset_report();
@@ -213,6 +212,7 @@ async fn level(concurrency: usize, clients: usize, state: &Path) -> Level {
     let started = Instant::now();
     let report = flow
         .bulk_backup(
+            &portal,
             Cursor::new(input.into_bytes()),
             std::io::sink(),
             BulkOptions::new().with_concurrency(concurrency),
@@ -293,7 +293,7 @@ async fn rate_limited(concurrency: usize, clients: usize) -> RateRun {
         sim.set_rate_limit(host, Some(u32::try_from(allowed).unwrap()));
     }
     let state = tempfile::tempdir().unwrap();
-    let flow = flow(
+    let (flow, portal) = flow(
         sim_client(&sim)
             .with_api_rate_limit(RateLimit::per_minute(RATE_API.0).with_burst(RATE_API.1))
             .with_mpc_rate_limit(RateLimit::per_minute(RATE_MPC.0).with_burst(RATE_MPC.1)),
@@ -307,6 +307,7 @@ async fn rate_limited(concurrency: usize, clients: usize) -> RateRun {
     let started = Instant::now();
     let report = flow
         .bulk_backup(
+            &portal,
             Cursor::new(input.into_bytes()),
             std::io::sink(),
             BulkOptions::new().with_concurrency(concurrency),

@@ -33,10 +33,9 @@ use backup_flow::envelope::{
     DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
 };
 use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURVE, PURPOSE};
-use backup_flow::portal_api::Client;
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::{BackupKey, BackupStore, PutOptions};
-use backup_flow::{CiphertextStore, Finding, Flow};
+use backup_flow::{Finding, Flow};
 use futures_util::StreamExt as _;
 use futures_util::stream;
 use serde_json::json;
@@ -254,15 +253,9 @@ fn main() {
 }
 
 fn flow(store: Arc<dyn BackupStore>, kek: Arc<Latency>, state: &Path) -> Flow {
-    // The store-wide drill never calls Portal.
-    let portal = Client::builder()
-        .with_api_base_url("http://127.0.0.1:9")
-        .with_mpc_base_url("http://127.0.0.1:9")
-        .without_rate_limits()
-        .build()
-        .unwrap();
+    // The store-wide drill never calls Portal: the flow has no Portal role at all.
     let keyring = Keyring::new().with(kek as Arc<dyn KeyEncryptionKey>);
-    Flow::new(portal, keyring, CiphertextStore::Own(store), state).unwrap()
+    Flow::new(keyring, store, state).unwrap()
 }
 
 /// One result in criterion's layout: `<home>/<group>/<function>/<parameter>/new/`.

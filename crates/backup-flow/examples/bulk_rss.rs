@@ -35,8 +35,8 @@ use std::time::Instant;
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::custodian_api::CreateClientRequest;
-use backup_flow::portal_api::{ApiKey, Client, ClientBuilder};
-use backup_flow::{BulkOptions, CiphertextStore, Flow};
+use backup_flow::portal_api::{ApiKey, CustodianApi, Portal};
+use backup_flow::{BulkOptions, Flow, PortalManaged};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -47,22 +47,25 @@ fn sim_url() -> String {
     std::env::var("PORTAL_SIM_URL").expect("PORTAL_SIM_URL: the simulator's base URL")
 }
 
-fn base_client() -> ClientBuilder {
+fn base_client() -> Portal {
     let url = sim_url();
-    Client::builder()
+    Portal::builder()
         .with_api_base_url(&url)
         .with_mpc_base_url(&url)
         .without_rate_limits()
+        .build()
+        .unwrap()
 }
 
 /// One input line for a new client with a confirmed wallet.
-async fn new_client(custodian: Client) -> String {
+async fn new_client(custodian: CustodianApi) -> String {
     let created = custodian
         .create_client(&CreateClientRequest::default())
         .await
         .unwrap();
     let client = custodian
-        .with_client_api_key(&created.client_api_key)
+        .portal()
+        .client_with_api_key(&created.client_api_key)
         .unwrap();
     let generate = client.generate().await.unwrap();
     client
@@ -81,10 +84,7 @@ async fn new_client(custodian: Client) -> String {
 async fn prepare(clients: usize, out: &Path) {
     let key = std::env::var("PORTAL_SIM_CUSTODIAN_API_KEY")
         .expect("PORTAL_SIM_CUSTODIAN_API_KEY: the simulator's custodian key");
-    let custodian = base_client()
-        .with_custodian_api_key(ApiKey::new(key))
-        .build()
-        .unwrap();
+    let custodian = base_client().custodian(&ApiKey::new(key)).unwrap();
     let mut file = BufWriter::new(std::fs::File::create(out).unwrap());
     let mut tasks = JoinSet::new();
     let mut started = 0;
@@ -111,17 +111,12 @@ fn status_kib(status: &str, field: &str) -> Option<u64> {
 async fn run(input: &Path, state: &Path, concurrency: usize) {
     let keyring =
         Keyring::new().with(Arc::new(LocalKek::generate().unwrap()) as Arc<dyn KeyEncryptionKey>);
-    let flow = Flow::new(
-        base_client().build().unwrap(),
-        keyring,
-        CiphertextStore::Portal,
-        state,
-    )
-    .unwrap();
+    let flow = Flow::new(keyring, PortalManaged, state).unwrap();
     let input = BufReader::new(std::fs::File::open(input).unwrap());
     let started = Instant::now();
     let report = flow
         .bulk_backup(
+            &base_client(),
             input,
             std::io::sink(),
             BulkOptions::new().with_concurrency(concurrency),

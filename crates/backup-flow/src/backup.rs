@@ -2,14 +2,14 @@
 
 use bytes::Bytes;
 use envelope::{Opener, Sealer};
+use portal_api::SharePairUpdateStatus;
 use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::common::SharePairUpdateStatus;
 use portal_api::mpc::GenerateResponse;
 use serde::Serialize;
 use storage::{BackupStoreExt as _, PutOptions, StorageError};
 
 use crate::error::{Error, Result};
-use crate::flow::Flow;
+use crate::flow::ClientFlow;
 use crate::identity::ShareId;
 use crate::journal::{BackupRecord, Journal, SealedShare, Step};
 
@@ -40,7 +40,7 @@ pub struct BackupOutcome {
     pub backup_requests: u32,
 }
 
-impl Flow {
+impl ClientFlow {
     /// Backs up the client's shares from `generate` (the `/v1/generate` response of the
     /// client's current signing shares).
     ///
@@ -63,7 +63,7 @@ impl Flow {
         client_id: &mut Option<String>,
     ) -> Result<BackupOutcome> {
         let me = self
-            .portal
+            .client
             .client_me()
             .await
             .map_err(Error::portal("GET /api/v3/clients/me"))?;
@@ -75,7 +75,7 @@ impl Flow {
             ));
         }
         let backup_id = Journal::backup_id(&me.id, &signing_ids);
-        let mut record = match self.journal.load(&backup_id).await? {
+        let mut record = match self.on.flow.journal.load(&backup_id).await? {
             Some(record) => record,
             None => BackupRecord {
                 version: 1,
@@ -87,7 +87,7 @@ impl Flow {
             },
         };
         if record.backup_requests == 0
-            && !self.force_new_backup
+            && !self.on.flow.force_new_backup
             && let Some(found) = self.backed_up_at_portal(&me, generate, &backup_id).await?
         {
             tracing::info!(client = %me.id, "already backed up: Portal and the store agree");
@@ -103,30 +103,30 @@ impl Flow {
             // The KMS round trip comes first: if the KMS is down, Portal is not asked for a
             // backup whose shares could not then be sealed (their pairs would be orphaned).
             // After `/v1/backup` answers, sealing is local and cannot be unavailable.
-            let sealer = Sealer::new(&self.keyring, ShareId::kek_context(&me.id, false)?)
+            let sealer = Sealer::new(&self.on.flow.keyring, ShareId::kek_context(&me.id, false)?)
                 .await
                 .map_err(Error::envelope("wrapping the backup's data key"))?;
             record.backup_requests = record.backup_requests.saturating_add(1);
-            self.journal.record(&record).await?;
+            self.on.flow.journal.record(&record).await?;
             let shares = self
-                .portal
+                .client
                 .backup(generate)
                 .await
                 .map_err(Error::portal("POST /v1/backup"))?;
             record.shares = seal_backup(&sealer, &me.id, &shares)?;
             record.step = Step::Sealed;
-            self.journal.record(&record).await?;
+            self.on.flow.journal.record(&record).await?;
             fresh = Some(shares);
         }
         if record.step == Step::Sealed {
             self.store_sealed(&record).await?;
             record.step = Step::Stored;
-            self.journal.record(&record).await?;
+            self.on.flow.journal.record(&record).await?;
         }
         if record.step == Step::Stored {
             self.restore_drill(&record, fresh.as_ref()).await?;
             record.step = Step::Verified;
-            self.journal.record(&record).await?;
+            self.on.flow.journal.record(&record).await?;
         }
         if record.step == Step::Verified {
             let ids = record
@@ -134,7 +134,7 @@ impl Flow {
                 .iter()
                 .map(|s| s.backup_share_pair_id.clone())
                 .collect();
-            self.portal
+            self.client
                 .update_backup_share_pairs(&SharePairStatusUpdate::backup(
                     ids,
                     SharePairUpdateStatus::StoredClientBackupShare,
@@ -142,7 +142,7 @@ impl Flow {
                 .await
                 .map_err(Error::portal("PATCH /api/v3/clients/me/backup-share-pairs"))?;
             record.step = Step::Confirmed;
-            self.journal.record(&record).await?;
+            self.on.flow.journal.record(&record).await?;
         }
         Ok(BackupOutcome {
             client_id: record.client_id.clone(),
@@ -152,7 +152,7 @@ impl Flow {
                 .iter()
                 .map(|s| (s.curve.as_str().to_owned(), s.backup_share_pair_id.clone()))
                 .collect(),
-            store: self.store.name(),
+            store: self.on.store.name(),
             status: Step::Confirmed.as_str(),
             resumed_after: if already_confirmed {
                 None
@@ -176,7 +176,7 @@ impl Flow {
         generate: &GenerateResponse,
         backup_id: &str,
     ) -> Result<Option<BackupOutcome>> {
-        let opener = Opener::new(&self.keyring);
+        let opener = Opener::new(&self.on.flow.keyring);
         let mut pairs = std::collections::BTreeMap::new();
         for (curve, _) in generate.iter() {
             let Some(pair) = me
@@ -188,13 +188,13 @@ impl Flow {
                 return Ok(None);
             };
             // The restore drill `verify` runs: stored, and opens as this very share.
-            let check = self.check(&opener, &me.id, &curve, &pair.id).await?;
+            let check = self.on.check(&opener, &me.id, &curve, &pair.id).await?;
             if check.finding != crate::verify::Finding::Ok {
                 return Ok(None);
             }
             pairs.insert(curve.as_str().to_owned(), pair.id.clone());
         }
-        if let Some(custodian) = &self.custodian_store {
+        if let Some(custodian) = &self.on.flow.custodian_store {
             let held = custodian
                 .list(&me.id)
                 .await
@@ -213,7 +213,7 @@ impl Flow {
             client_id: me.id.clone(),
             backup_id: backup_id.to_owned(),
             backup_share_pair_ids: pairs,
-            store: self.store.name(),
+            store: self.on.store.name(),
             status: Step::Confirmed.as_str(),
             resumed_after: None,
             already_confirmed: true,
@@ -226,7 +226,7 @@ impl Flow {
     /// is accepted only if it is byte-for-byte the one recorded (a resumed run), never
     /// overwritten.
     async fn store_sealed(&self, record: &BackupRecord) -> Result<()> {
-        let options = if self.store.capabilities().conditional_create {
+        let options = if self.on.store.capabilities().conditional_create {
             PutOptions::create()
         } else {
             PutOptions::overwrite()
@@ -234,10 +234,11 @@ impl Flow {
         for share in &record.shares {
             let key = share_id(record, share).key()?;
             let body = Bytes::from(share.ciphertext.clone().into_bytes());
-            match self.store.put(&key, body, options.clone()).await {
+            match self.on.store.put(&key, body, options.clone()).await {
                 Ok(()) => {}
                 Err(StorageError::AlreadyExists { .. }) => {
                     let stored = self
+                        .on
                         .store
                         .get(&key)
                         .await
@@ -261,11 +262,12 @@ impl Flow {
         record: &BackupRecord,
         fresh: Option<&portal_api::mpc::BackupResponse>,
     ) -> Result<()> {
-        let opener = Opener::new(&self.keyring);
+        let opener = Opener::new(&self.on.flow.keyring);
         for share in &record.shares {
             let id = share_id(record, share);
             let key = id.key()?;
             let stored = self
+                .on
                 .store
                 .get_opt(&key)
                 .await

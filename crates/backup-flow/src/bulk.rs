@@ -34,7 +34,7 @@
 //!
 //! # Resuming, sharding, rate limits
 //!
-//! * **Resumable:** each client's backup is journaled by [`Flow::backup`] in the flow's state
+//! * **Resumable:** each client's backup is journaled by [`ClientFlow::backup`](crate::ClientFlow::backup) in the flow's state
 //!   directory. Running the same input again continues interrupted backups and reports the
 //!   confirmed ones with `"alreadyConfirmed": true`, with no new `/v1/backup` (one
 //!   `GET /api/v3/clients/me` per line, to find the journal entry).
@@ -43,12 +43,13 @@
 //!   line exactly once, so a job array can split one input without coordination. In a pod of
 //!   a Kubernetes Indexed Job, [`Shard::from_job_index`] takes `i` from
 //!   [`JOB_COMPLETION_INDEX`] and `n` from the Job's completions.
-//! * **Rate limit:** every line's Portal client is derived from the flow's client with
-//!   [`portal_api::Client::with_client_api_key`] or
-//!   [`with_client_session_token`](portal_api::Client::with_client_session_token), and so
-//!   shares its rate limiters: the limits set on the flow's client
-//!   ([`ClientBuilder::with_api_rate_limit`](portal_api::ClientBuilder::with_api_rate_limit),
-//!   [`with_mpc_rate_limit`](portal_api::ClientBuilder::with_mpc_rate_limit)) hold for the
+//! * **Rate limit:** every line's client role is made over the one
+//!   [`Portal`] transport passed to [`Flow::bulk_backup`] with
+//!   [`client_with_api_key`](portal_api::Portal::client_with_api_key) or
+//!   [`client_with_session_token`](portal_api::Portal::client_with_session_token), and so
+//!   shares its rate limiters: the limits set on it
+//!   ([`PortalBuilder::with_api_rate_limit`](portal_api::PortalBuilder::with_api_rate_limit),
+//!   [`with_mpc_rate_limit`](portal_api::PortalBuilder::with_mpc_rate_limit)) hold for the
 //!   whole run.
 //! * **Memory stays flat:** one reader thread reads a line at a time into a fixed buffer and
 //!   hands it over a channel of `concurrency` slots; at most `concurrency` clients are in
@@ -66,8 +67,8 @@ use std::pin::pin;
 use std::str::FromStr;
 
 use futures_util::future::{Either, select};
-use portal_api::ApiKey;
 use portal_api::mpc::GenerateResponse;
+use portal_api::{ApiKey, Portal};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -483,8 +484,8 @@ impl Flow {
     ///
     /// `input` is read on a thread of its own, a line at a time; at most
     /// [`concurrency`](BulkOptions::with_concurrency) clients are in flight. A failing client
-    /// never stops the others. This flow's Portal client supplies the hosts, retries and
-    /// rate limits (shared by every line); its own client credential, if any, is not used.
+    /// never stops the others. Each line's credential opens a client session over `portal`,
+    /// which supplies the hosts, retries and rate limits (shared by every line).
     ///
     /// # Errors
     /// Only reading `input` or writing `output`; every per-client failure is a result line
@@ -492,6 +493,7 @@ impl Flow {
     /// started are finished and their results written first.
     pub async fn bulk_backup<R, W>(
         &self,
+        portal: &Portal,
         input: R,
         mut output: W,
         mut options: BulkOptions,
@@ -517,7 +519,7 @@ impl Flow {
             // A line held back because the same backup was in flight goes first.
             if let Some(item) = parked.take() {
                 if tasks.len() < concurrency && !item.conflicts(&in_flight) {
-                    self.start(item, &mut tasks, &mut in_flight, &mut options);
+                    self.start(portal, item, &mut tasks, &mut in_flight, &mut options);
                     continue;
                 }
                 parked = Some(item);
@@ -539,7 +541,7 @@ impl Flow {
                     if item.conflicts(&in_flight) {
                         parked = Some(item);
                     } else {
-                        self.start(item, &mut tasks, &mut in_flight, &mut options);
+                        self.start(portal, item, &mut tasks, &mut in_flight, &mut options);
                     }
                 }
                 Next::Input(Some(FromReader::End { lines, skipped })) => {
@@ -583,6 +585,7 @@ impl Flow {
 
     fn start(
         &self,
+        portal: &Portal,
         item: Item,
         tasks: &mut JoinSet<(Option<String>, LineResult)>,
         in_flight: &mut HashSet<String>,
@@ -596,17 +599,17 @@ impl Flow {
             in_flight.insert(key.clone());
         }
         let span = tracing::info_span!("bulk", line = item.line);
-        let flow = self.clone();
+        let (flow, portal) = (self.clone(), portal.clone());
         tasks.spawn(
             async move {
-                let result = flow.backup_line(item).await;
+                let result = flow.backup_line(&portal, item).await;
                 (key, result)
             }
             .instrument(span),
         );
     }
 
-    async fn backup_line(&self, item: Item) -> LineResult {
+    async fn backup_line(&self, portal: &Portal, item: Item) -> LineResult {
         let Item { line, parsed } = item;
         let (credential, generate) = match parsed {
             Parsed::Client {
@@ -615,18 +618,18 @@ impl Flow {
             } => (credential, generate),
             Parsed::Invalid(reason) => return LineResult::failed(line, reason),
         };
-        let portal = match &credential {
-            Credential::ApiKey(key) => self.portal.with_client_api_key(key),
-            Credential::SessionToken(token) => self.portal.with_client_session_token(token),
+        let client = match &credential {
+            Credential::ApiKey(key) => portal.client_with_api_key(key),
+            Credential::SessionToken(token) => portal.client_with_session_token(token),
         };
         drop(credential);
-        let portal = match portal {
-            Ok(portal) => portal,
+        let client = match client {
+            Ok(client) => client,
             Err(e) => return LineResult::failed(line, cause_chain(&e)),
         };
         let mut client_id = None;
         match self
-            .for_client(portal)
+            .session(client)
             .backup_tracked(&generate, &mut client_id)
             .await
         {

@@ -1,24 +1,24 @@
 //! Eject: each wallet's private key, rebuilt from its client and custodian backup shares and
 //! verified against its public key (`portal-backup-eject`). Through Portal as the custodian
-//! ([`Flow::eject`]), or offline for Self-Managed Backups from our own store and the custodian
-//! shares our webhook kept ([`Flow::eject_offline`]), with no Portal call at all.
+//! ([`CustodianFlow::eject`]), or offline for Self-Managed Backups from our own store and the
+//! custodian shares our webhook kept ([`Flow::eject_offline`]), with no Portal call at all.
 
 use std::collections::BTreeMap;
 
 use envelope::Opener;
+use portal_api::SecretShare;
 use portal_api::client_api::{BackupSharePair, EjectClientRequest, PrepareEjectRequest, Wallet};
-use portal_api::common::{BackupMethod, Curve};
-use portal_api::custodian_api::{CreateSessionRequest, EnableEjectRequest};
-use portal_api::secret::SecretShare;
+use portal_api::custodian_api::EnableEjectRequest;
+use portal_api::{BackupMethod, ClientApi, Curve, CustodianApi};
 use storage::{BackupStoreExt as _, ShareKind};
 
 use crate::backup::open_text;
 use crate::error::{Error, Result};
-use crate::flow::{CiphertextStore, Flow};
+use crate::flow::{CustodianFlow, Flow};
 use crate::identity::ShareId;
 use crate::recover::{choose_backup_pair, into_secret_share};
 
-/// What [`Flow::eject`] does besides rebuilding the keys.
+/// What [`CustodianFlow::eject`] does besides rebuilding the keys.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct EjectOptions {
@@ -85,7 +85,7 @@ pub struct EjectReport {
     pub unmatched_custodian_pairs: Vec<String>,
 }
 
-async fn mark(client: &portal_api::Client) -> Result<()> {
+async fn mark(client: &ClientApi) -> Result<()> {
     client
         .eject_client(&EjectClientRequest {
             client_platform: "SERVER".into(),
@@ -115,13 +115,19 @@ fn refused(curve: &Curve, pair_id: &str) -> impl FnOnce(eject::Error) -> Error {
     }
 }
 
-impl Flow {
-    /// Ejects `client_id`'s wallets through Portal, as the custodian (this flow's Portal
-    /// client must hold the Custodian API key): for each wallet, opens an eject window, gets
-    /// the custodian backup share of the chosen pair (see [`EjectOptions::backup_method`]),
-    /// opens the client backup share, rebuilds the private key and verifies it against both
-    /// shares and the wallet's `publicKey`. Marks the client ejected only when asked and only
-    /// after every wallet verified. Nothing is deleted anywhere.
+impl CustodianFlow {
+    /// Ejects `client_id`'s wallets through Portal, as the custodian: for each wallet, opens
+    /// an eject window, gets the custodian backup share of the chosen pair (see
+    /// [`EjectOptions::backup_method`]), opens the client backup share, rebuilds the private
+    /// key and verifies it against both shares and the wallet's `publicKey`. Marks the client
+    /// ejected only when asked and only after every wallet verified. Nothing is deleted
+    /// anywhere.
+    ///
+    /// The client ciphertext comes from the custodian's ejectable-shares answer when Portal
+    /// keeps it ([`StoreFactory::ciphertext_kept_by_portal`](crate::StoreFactory)), else from
+    /// the flow's store of your own, else from the client's session store, on a session the
+    /// custodian opens (the one client call an eject makes, with [`mark_ejected`](Self::mark_ejected)
+    /// and a backup method's `prepare-eject`).
     ///
     /// # Errors
     /// [`Error::PairMismatch`] when Portal's custodian share belongs to another pair than the
@@ -129,8 +135,8 @@ impl Flow {
     /// returned then); [`Error::WrongIdentity`] for a client ciphertext that does not open as
     /// its share; Portal and store errors.
     pub async fn eject(&self, client_id: &str, options: &EjectOptions) -> Result<EjectReport> {
-        let details = self
-            .portal
+        let custodian = &self.custodian;
+        let details = custodian
             .get_client(client_id)
             .await
             .map_err(Error::portal(
@@ -141,7 +147,7 @@ impl Flow {
                 "the client has no wallet to eject".into(),
             ));
         }
-        let mut session: Option<portal_api::Client> = None;
+        let mut session: Option<ClientApi> = None;
         let mut wallets = Vec::new();
         for wallet in &details.wallets {
             let pair = choose_backup_pair(wallet, options.backup_method.as_ref(), "eject")?;
@@ -158,7 +164,7 @@ impl Flow {
         }
         // Reached only when every wallet verified.
         let marked_ejected = if options.mark_ejected {
-            let client = self.client_session(client_id, &mut session).await?;
+            let client = client_session(custodian, client_id, &mut session).await?;
             mark(client).await?;
             true
         } else {
@@ -173,14 +179,14 @@ impl Flow {
     }
 
     /// Marks the client ejected at Portal (`POST /api/v3/clients/me/eject`, irreversible), on
-    /// a new client session. Call it only once every wallet's key is verified and kept, as
-    /// [`eject`](Self::eject) does with [`EjectOptions::mark_ejected`].
+    /// a new client session the custodian opens. Call it only once every wallet's key is
+    /// verified and kept, as [`eject`](Self::eject) does with [`EjectOptions::mark_ejected`].
     ///
     /// # Errors
     /// Portal's error.
     pub async fn mark_ejected(&self, client_id: &str) -> Result<()> {
         let mut session = None;
-        let client = self.client_session(client_id, &mut session).await?;
+        let client = client_session(&self.custodian, client_id, &mut session).await?;
         mark(client).await
     }
 
@@ -190,10 +196,10 @@ impl Flow {
         wallet: &Wallet,
         pair: &BackupSharePair,
         options: &EjectOptions,
-        session: &mut Option<portal_api::Client>,
+        session: &mut Option<ClientApi>,
     ) -> Result<eject::RebuiltKey> {
         let curve = eject_curve(&wallet.curve)?;
-        self.portal
+        self.custodian
             .enable_eject(
                 client_id,
                 &EnableEjectRequest {
@@ -208,7 +214,7 @@ impl Flow {
         let (custodian_text, portal_ciphertext) = match &options.backup_method {
             // Only the client-side route takes a method.
             Some(method) => {
-                let client = self.client_session(client_id, session).await?;
+                let client = client_session(&self.custodian, client_id, session).await?;
                 let prepared = client
                     .prepare_eject(
                         &wallet.id,
@@ -224,8 +230,8 @@ impl Flow {
             }
             None => {
                 let shares = self
-                    .portal
-                    .custodian_ejectable_backup_shares(client_id, &wallet.id)
+                    .custodian
+                    .ejectable_backup_shares(client_id, &wallet.id)
                     .await
                     .map_err(Error::portal(
                         "GET …/wallets/{walletId}/ejectable-backup-shares",
@@ -256,31 +262,27 @@ impl Flow {
             signing: false,
         };
         let key = id.key()?;
-        let stored = match (&self.target, portal_ciphertext) {
+        let stores = &self.flow.stores;
+        let stored = match portal_ciphertext {
             // Portal keeps the ciphertext and hands it to the custodian here.
-            (CiphertextStore::Portal, Some(text)) => text.into_bytes().into(),
-            (CiphertextStore::Portal, None) => {
-                let client = self.client_session(client_id, session).await?;
-                client
-                    .cipher_text(&pair.id)
+            Some(text) if stores.ciphertext_kept_by_portal() => text.into_bytes().into(),
+            _ => {
+                let store = match stores.own_store() {
+                    Some(own) => own,
+                    None => stores
+                        .session_store(client_session(&self.custodian, client_id, session).await?),
+                };
+                store
+                    .get_opt(&key)
                     .await
-                    .map_err(Error::portal(
-                        "GET /api/v3/clients/me/backup-share-pairs/{id}/cipher-text",
-                    ))?
-                    .into_bytes()
-                    .into()
+                    .map_err(Error::store("get", &key))?
+                    .ok_or_else(|| Error::Drill {
+                        key: key.to_string(),
+                        reason: "no client backup ciphertext is stored",
+                    })?
             }
-            _ => self
-                .store
-                .get_opt(&key)
-                .await
-                .map_err(Error::store("get", &key))?
-                .ok_or_else(|| Error::Drill {
-                    key: key.to_string(),
-                    reason: "no client backup ciphertext is stored",
-                })?,
         };
-        let client = self.open_client_share(&id, &key, &stored).await?;
+        let client = open_client_share(&self.flow.keyring, &id, &key, &stored).await?;
         eject::combine(
             curve,
             &client,
@@ -292,49 +294,11 @@ impl Flow {
         )
         .map_err(refused(&wallet.curve, &pair.id))
     }
+}
 
-    async fn open_client_share(
-        &self,
-        id: &ShareId<'_>,
-        key: &storage::BackupKey,
-        stored: &[u8],
-    ) -> Result<eject::ClientShare> {
-        let opener = Opener::new(&self.keyring);
-        let opened = open_text(&opener, id, key, stored).await?;
-        let share: SecretShare = into_secret_share(opened).ok_or_else(|| Error::WrongIdentity {
-            key: key.to_string(),
-            source: envelope::Error::Decrypt,
-        })?;
-        eject::ClientShare::parse(share.expose_secret()).map_err(refused(id.curve, id.pair_id))
-    }
-
-    /// A Client API client for `client_id` on a new session token (custodian API), made once.
-    async fn client_session<'s>(
-        &self,
-        client_id: &str,
-        session: &'s mut Option<portal_api::Client>,
-    ) -> Result<&'s portal_api::Client> {
-        if session.is_none() {
-            let token = self
-                .portal
-                .create_client_session(client_id, &CreateSessionRequest::default())
-                .await
-                .map_err(Error::portal(
-                    "POST /api/v3/custodians/me/clients/{clientId}/sessions",
-                ))?;
-            let client = self
-                .portal
-                .with_client_session_token(&token.client_session_token)
-                .map_err(Error::portal("a Client API client on the session token"))?;
-            *session = Some(client);
-        }
-        session
-            .as_ref()
-            .ok_or_else(|| Error::Unexpected("no client session".into()))
-    }
-
+impl Flow {
     /// Ejects a Self-Managed Backups client **without Portal**: the client backup ciphertexts
-    /// come from this flow's store (listed, so it must be a store of your own), the custodian
+    /// come from this flow's store of your own (listed), the custodian
     /// backup shares from the caller (the webhook's vault holds the newest per backup method).
     /// Each custodian share is matched with the client ciphertext of its `backupSharePairId`,
     /// opened with the keyring, combined and verified against both shares' public keys. No
@@ -354,13 +318,14 @@ impl Flow {
         client_id: &str,
         custodian_shares: &[SecretShare],
     ) -> Result<EjectReport> {
-        if !self.store.capabilities().list {
+        let on = self.on_own_store("offline eject")?;
+        if !on.store.capabilities().list {
             return Err(Error::Invalid(format!(
                 "offline eject lists the client's ciphertexts, and the {} store cannot list",
-                self.store.name()
+                on.store.name()
             )));
         }
-        let keys = self.store.list(client_id).await.map_err(|e| Error::Store {
+        let keys = on.store.list(client_id).await.map_err(|e| Error::Store {
             operation: "list",
             key: client_id.to_owned(),
             source: Box::new(e),
@@ -394,12 +359,12 @@ impl Flow {
                 signing: false,
             };
             let key = id.key()?;
-            let stored = self
+            let stored = on
                 .store
                 .get(&key)
                 .await
                 .map_err(Error::store("get", &key))?;
-            let client = self.open_client_share(&id, &key, &stored).await?;
+            let client = open_client_share(&self.keyring, &id, &key, &stored).await?;
             let rebuilt = eject::combine(
                 eject_curve(&curve)?,
                 &client,
@@ -431,4 +396,40 @@ impl Flow {
             unmatched_custodian_pairs: unmatched,
         })
     }
+}
+
+/// The client role of `client_id`, on a session the custodian opens the first time it is
+/// needed.
+async fn client_session<'s>(
+    custodian: &CustodianApi,
+    client_id: &str,
+    session: &'s mut Option<ClientApi>,
+) -> Result<&'s ClientApi> {
+    if session.is_none() {
+        let client = custodian
+            .client_session(client_id)
+            .await
+            .map_err(Error::portal(
+                "POST /api/v3/custodians/me/clients/{clientId}/sessions",
+            ))?;
+        *session = Some(client);
+    }
+    session
+        .as_ref()
+        .ok_or_else(|| Error::Unexpected("no client session".into()))
+}
+
+async fn open_client_share(
+    keyring: &envelope::Keyring,
+    id: &ShareId<'_>,
+    key: &storage::BackupKey,
+    stored: &[u8],
+) -> Result<eject::ClientShare> {
+    let opener = Opener::new(keyring);
+    let opened = open_text(&opener, id, key, stored).await?;
+    let share: SecretShare = into_secret_share(opened).ok_or_else(|| Error::WrongIdentity {
+        key: key.to_string(),
+        source: envelope::Error::Decrypt,
+    })?;
+    eject::ClientShare::parse(share.expose_secret()).map_err(refused(id.curve, id.pair_id))
 }

@@ -1,35 +1,33 @@
-//! [`Flow`]: the Portal client, keyring, store and journal that every operation shares.
+//! [`Flow`]: the keyring, the stores and the journal every operation shares, and the two
+//! Portal roles an operation can act as ([`ClientFlow`], [`CustodianFlow`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use envelope::Keyring;
+use portal_api::{ClientApi, CustodianApi};
 use storage::BackupStore;
 
 use crate::error::{Error, Result};
 use crate::journal::Journal;
+use crate::stores::StoreFactory;
 
-/// Where the client backup ciphertexts live.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum CiphertextStore {
-    /// With Portal (Portal-Managed Backups): `clientCipherText` on each backup share pair.
-    Portal,
-    /// In a store of the integrator's own (a directory, a database, a bucket).
-    Own(Arc<dyn BackupStore>),
-}
-
-/// Everything an operation needs: who we are at Portal, the KEKs, where ciphertext goes, and
-/// the journal that makes every operation resumable.
+/// What every operation shares: the KEKs, where the ciphertexts go, and the journal that
+/// makes every operation resumable. It holds no Portal credential, and the operations fall
+/// into three kinds by what they need:
 ///
-/// Cheap to clone; [`Flow::for_client`] gives the same flow acting as another client (the
-/// bulk run does this once per input line).
+/// * store-only, on the flow itself: [`rotate`](Self::rotate),
+///   [`verify_stored`](Self::verify_stored), [`verify_store_wide`](Self::verify_store_wide),
+///   [`eject_offline`](Self::eject_offline); they call no Portal route;
+/// * one client's session, on [`session`](Self::session)`(client)`: backup, recover, verify;
+///   and [`bulk_backup`](Self::bulk_backup), which opens one session per input line;
+/// * the custodian's, on [`custodian`](Self::custodian)`(custodian)`: eject.
+///
+/// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Flow {
-    pub(crate) portal: portal_api::Client,
     pub(crate) keyring: Keyring,
-    pub(crate) target: CiphertextStore,
-    pub(crate) store: Arc<dyn BackupStore>,
+    pub(crate) stores: Arc<dyn StoreFactory>,
     pub(crate) signing_store: Option<Arc<dyn BackupStore>>,
     /// Where the custodian webhook keeps the custodian backup shares (Self-Managed Backups):
     /// a backup found at Portal counts as done only if a custodian share is there too.
@@ -40,29 +38,21 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// A flow over a Portal client (authenticated as a client, or as a custodian for
-    /// [`eject`](Self::eject)), a keyring, a ciphertext store and a state directory.
+    /// A flow over a keyring, the ciphertext stores (an `Arc<dyn BackupStore>` of your own,
+    /// or [`PortalManaged`](crate::PortalManaged)) and a state directory.
     ///
     /// # Errors
     /// [`Error::Invalid`] for an empty keyring; [`Error::Journal`] when the state directory
     /// cannot be created.
-    pub fn new(
-        portal: portal_api::Client,
-        keyring: Keyring,
-        target: CiphertextStore,
-        state_dir: &Path,
-    ) -> Result<Self> {
+    pub fn new(keyring: Keyring, stores: impl StoreFactory, state_dir: &Path) -> Result<Self> {
         if keyring.is_empty() {
             return Err(Error::Invalid(
                 "at least one key-encryption key is needed".into(),
             ));
         }
-        let store = resolve(&portal, &target);
         Ok(Self {
-            portal,
             keyring,
-            target,
-            store,
+            stores: Arc::new(stores),
             signing_store: None,
             custodian_store: None,
             force_new_backup: false,
@@ -70,15 +60,15 @@ impl Flow {
         })
     }
 
-    /// Also seal and store the new signing shares that [`recover`](Self::recover) returns,
-    /// in `store`, before they are confirmed to Portal.
+    /// Also seal and store the new signing shares that [`ClientFlow::recover`] returns, in
+    /// `store`, before they are confirmed to Portal.
     #[must_use]
     pub fn with_signing_store(mut self, store: Arc<dyn BackupStore>) -> Self {
         self.signing_store = Some(store);
         self
     }
 
-    /// With Self-Managed Backups, the store of the custodian webhook: [`backup`](Self::backup)
+    /// With Self-Managed Backups, the store of the custodian webhook: [`ClientFlow::backup`]
     /// then counts a backup it finds at Portal as done only if that store holds a custodian
     /// share of the client too.
     #[must_use]
@@ -87,7 +77,7 @@ impl Flow {
         self
     }
 
-    /// Makes [`backup`](Self::backup) ask Portal for a new backup even when the client's
+    /// Makes [`ClientFlow::backup`] ask Portal for a new backup even when the client's
     /// newest completed backup is stored and opens (the journal still resumes an unfinished
     /// one rather than start another).
     #[must_use]
@@ -96,22 +86,26 @@ impl Flow {
         self
     }
 
-    /// The same flow acting through another Portal client (another client API key or
-    /// session token; the connection pool and rate limits stay shared).
+    /// The operations of the client that `client` acts as, over that session's store.
     #[must_use]
-    pub fn for_client(&self, portal: portal_api::Client) -> Self {
-        let store = resolve(&portal, &self.target);
-        Self {
-            portal,
-            store,
-            ..self.clone()
+    pub fn session(&self, client: ClientApi) -> ClientFlow {
+        let store = self.stores.session_store(&client);
+        ClientFlow {
+            on: OnStore {
+                flow: self.clone(),
+                store,
+            },
+            client,
         }
     }
 
-    /// The ciphertext store's name, as reported in results (`portal`, `fs`, …).
+    /// The operations of the custodian.
     #[must_use]
-    pub fn store_name(&self) -> &'static str {
-        self.store.name()
+    pub fn custodian(&self, custodian: CustodianApi) -> CustodianFlow {
+        CustodianFlow {
+            flow: self.clone(),
+            custodian,
+        }
     }
 
     /// The keyring.
@@ -120,6 +114,72 @@ impl Flow {
         &self.keyring
     }
 
+    /// The store of your own that a store-only `operation` works on.
+    pub(crate) fn on_own_store(&self, operation: &str) -> Result<OnStore> {
+        let store = self.stores.own_store().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{operation} needs a store of your own: Portal keeps each client's ciphertexts behind that client's credential, and cannot list them"
+            ))
+        })?;
+        Ok(OnStore {
+            flow: self.clone(),
+            store,
+        })
+    }
+}
+
+/// One client's session: backup, recover and verify of the client that its
+/// [`ClientApi`] acts as. Made by [`Flow::session`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ClientFlow {
+    pub(crate) on: OnStore,
+    pub(crate) client: ClientApi,
+}
+
+impl ClientFlow {
+    /// The flow this session belongs to.
+    #[must_use]
+    pub fn flow(&self) -> &Flow {
+        &self.on.flow
+    }
+
+    /// The client role it acts as.
+    #[must_use]
+    pub fn client(&self) -> &ClientApi {
+        &self.client
+    }
+
+    /// The session's ciphertext store's name, as reported in results (`portal`, `fs`, …).
+    #[must_use]
+    pub fn store_name(&self) -> &'static str {
+        self.on.store.name()
+    }
+}
+
+/// The custodian's operations: eject through Portal. Made by [`Flow::custodian`]; cheap to
+/// clone.
+#[derive(Clone, Debug)]
+pub struct CustodianFlow {
+    pub(crate) flow: Flow,
+    pub(crate) custodian: CustodianApi,
+}
+
+impl CustodianFlow {
+    /// The flow this belongs to.
+    #[must_use]
+    pub fn flow(&self) -> &Flow {
+        &self.flow
+    }
+}
+
+/// A flow bound to one store: what the operations work on once the store is known.
+#[derive(Clone, Debug)]
+pub(crate) struct OnStore {
+    pub(crate) flow: Flow,
+    pub(crate) store: Arc<dyn BackupStore>,
+}
+
+impl OnStore {
     /// Every object the store holds for `client_id`.
     pub(crate) async fn list_client(&self, client_id: &str) -> Result<Vec<storage::BackupKey>> {
         self.store
@@ -130,12 +190,5 @@ impl Flow {
                 key: client_id.to_owned(),
                 source: Box::new(source),
             })
-    }
-}
-
-fn resolve(portal: &portal_api::Client, target: &CiphertextStore) -> Arc<dyn BackupStore> {
-    match target {
-        CiphertextStore::Portal => Arc::new(storage::portal::PortalStore::new(portal.clone())),
-        CiphertextStore::Own(store) => Arc::clone(store),
     }
 }

@@ -3,7 +3,7 @@
 //! verification can never disagree about what a share is.
 
 use envelope::EncryptionContext;
-use portal_api::common::Curve;
+use portal_api::Curve;
 use storage::{BackupKey, ShareKind};
 
 use crate::error::{Error, Result};

@@ -9,7 +9,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use portal_api::common::Curve;
+use portal_api::Curve;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
-pub enum Step {
+pub(crate) enum Step {
     /// `/v1/backup` is about to be called (or was, and its answer was lost).
     Requested,
     /// Portal's backup shares are sealed and recorded here.
@@ -35,7 +35,7 @@ pub enum Step {
 impl Step {
     /// The step's name as written in the journal and reports.
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Requested => "requested",
             Self::Sealed => "sealed",
@@ -121,7 +121,7 @@ pub(crate) struct BackupRecord {
 /// syncs matter only for an operating-system crash or a power loss; the crash soak (SIGKILL)
 /// checks the step logic, the argument above the choice of syncs.
 #[derive(Clone, Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     dir: PathBuf,
 }
 
@@ -130,7 +130,7 @@ impl Journal {
     ///
     /// # Errors
     /// [`Error::Journal`] when the directory cannot be created.
-    pub fn open(state_dir: &Path) -> Result<Self> {
+    pub(crate) fn open(state_dir: &Path) -> Result<Self> {
         let dir = state_dir.join("journal");
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);

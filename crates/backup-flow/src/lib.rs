@@ -16,17 +16,18 @@ mod kms_rate;
 pub mod migrate;
 mod recover;
 mod rotate;
+mod stores;
 mod verify;
 
 pub use backup::BackupOutcome;
 pub use bulk::{BulkEvent, BulkOptions, BulkReport, LineResult, LineStatus, Shard};
 pub use eject::{EjectOptions, EjectReport, EjectedWallet};
 pub use error::{Error, Result};
-pub use flow::{CiphertextStore, Flow};
-pub use journal::{Journal, Step};
+pub use flow::{ClientFlow, CustodianFlow, Flow};
 pub use kms_rate::KmsRateLimit;
 pub use recover::Recovered;
 pub use rotate::{DEFAULT_ROTATE_CONCURRENCY, RotateFailure, RotateReport};
+pub use stores::{PortalManaged, StoreFactory};
 pub use verify::{
     DEFAULT_VERIFY_CONCURRENCY, Finding, ShareCheck, StoredClientCheck, StoredShareCheck,
     VerifyReport,

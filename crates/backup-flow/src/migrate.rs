@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use envelope::{Keyring, Opener};
 use futures_util::stream::{Stream, StreamExt as _};
-use portal_api::common::Curve;
+use portal_api::Curve;
 use serde::Serialize;
 use storage::{BackupKey, BackupStore, PutOptions, ShareKind, StorageError};
 

@@ -2,15 +2,15 @@
 
 use bytes::Bytes;
 use envelope::{Opener, Sealer};
+use portal_api::SecretShare;
 use portal_api::client_api::{BackupSharePair, SharePairStatusUpdate, Wallet};
-use portal_api::common::{BackupMethod, Curve, SharePairStatus};
 use portal_api::mpc::{BackupResponse, CurveShare, RecoverResponse};
-use portal_api::secret::SecretShare;
+use portal_api::{BackupMethod, Curve, SharePairStatus};
 use storage::{BackupStoreExt as _, PutOptions};
 
 use crate::backup::open_text;
 use crate::error::{Error, Result};
-use crate::flow::Flow;
+use crate::flow::ClientFlow;
 use crate::identity::ShareId;
 
 /// The new signing shares from a recovery. They are secrets: `Debug` is redacted and they
@@ -24,7 +24,7 @@ pub struct Recovered {
     pub shares: RecoverResponse,
 }
 
-impl Flow {
+impl ClientFlow {
     /// Recovers the client's wallet and confirms the new signing shares to Portal: the
     /// same as [`recover_unconfirmed`](Self::recover_unconfirmed) then
     /// [`confirm_recovered`](Self::confirm_recovered). Use it when a signing store is
@@ -74,11 +74,11 @@ impl Flow {
         backup_method: Option<&BackupMethod>,
     ) -> Result<Recovered> {
         let me = self
-            .portal
+            .client
             .client_me()
             .await
             .map_err(Error::portal("GET /api/v3/clients/me"))?;
-        let opener = Opener::new(&self.keyring);
+        let opener = Opener::new(&self.on.flow.keyring);
         let mut backup = BackupResponse::default();
         for wallet in &me.wallets {
             let pair = choose_backup_pair(wallet, backup_method, "recover from")?;
@@ -90,6 +90,7 @@ impl Flow {
             };
             let key = id.key()?;
             let stored = self
+                .on
                 .store
                 .get(&key)
                 .await
@@ -109,12 +110,12 @@ impl Flow {
             return Err(Error::Unexpected("the client has no wallet".into()));
         }
         let shares = self
-            .portal
+            .client
             .recover(&backup)
             .await
             .map_err(Error::portal("POST /v1/recover"))?;
         drop(backup);
-        if let Some(store) = &self.signing_store {
+        if let Some(store) = &self.on.flow.signing_store {
             self.store_signing_shares(store.as_ref(), &me.id, &shares)
                 .await?;
         }
@@ -130,7 +131,7 @@ impl Flow {
     /// # Errors
     /// Portal's error.
     pub async fn confirm_recovered(&self, recovered: &Recovered) -> Result<()> {
-        self.portal
+        self.client
             .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(
                 recovered.shares.ids(),
             ))
@@ -146,9 +147,12 @@ impl Flow {
         client_id: &str,
         shares: &RecoverResponse,
     ) -> Result<()> {
-        let sealer = Sealer::new(&self.keyring, ShareId::kek_context(client_id, true)?)
-            .await
-            .map_err(Error::envelope("wrapping the signing shares' data key"))?;
+        let sealer = Sealer::new(
+            &self.on.flow.keyring,
+            ShareId::kek_context(client_id, true)?,
+        )
+        .await
+        .map_err(Error::envelope("wrapping the signing shares' data key"))?;
         for (curve, share) in shares.iter() {
             let id = ShareId {
                 client_id,
@@ -170,7 +174,7 @@ impl Flow {
                 .get_opt(&key)
                 .await
                 .map_err(Error::store("get", &key))?;
-            let opener = Opener::new(&self.keyring);
+            let opener = Opener::new(&self.on.flow.keyring);
             let opened =
                 open_text(&opener, &id, &key, stored.as_deref().unwrap_or_default()).await?;
             if opened.expose_secret() != share.share.expose_secret().as_bytes() {

@@ -16,7 +16,7 @@ use serde::Serialize;
 use storage::{BackupKey, PutOptions};
 
 use crate::error::{Error, Result};
-use crate::flow::Flow;
+use crate::flow::{Flow, OnStore};
 use crate::identity::expected_context;
 
 /// How many clients a rotation works on at once, unless told otherwise: enough to keep a
@@ -92,8 +92,8 @@ impl Flow {
     /// store that cannot, stop the webhook during the rotation.
     ///
     /// # Errors
-    /// A store that cannot list or overwrite, a KEK of `to` that cannot say which key it
-    /// wraps with. A single object that fails is reported in [`RotateReport::failed`] and
+    /// [`Error::Invalid`] without a store of your own; a store that cannot list or
+    /// overwrite, a KEK of `to` that cannot say which key it wraps with. A single object that fails is reported in [`RotateReport::failed`] and
     /// the others go on.
     pub async fn rotate(&self, to: &Keyring, client_ids: &[String]) -> Result<RotateReport> {
         self.rotate_with(to, client_ids, DEFAULT_ROTATE_CONCURRENCY)
@@ -107,6 +107,19 @@ impl Flow {
     /// # Errors
     /// As [`rotate`](Self::rotate).
     pub async fn rotate_with(
+        &self,
+        to: &Keyring,
+        client_ids: &[String],
+        concurrency: usize,
+    ) -> Result<RotateReport> {
+        self.on_own_store("rotate")?
+            .rotate_with(to, client_ids, concurrency)
+            .await
+    }
+}
+
+impl OnStore {
+    async fn rotate_with(
         &self,
         to: &Keyring,
         client_ids: &[String],
@@ -177,7 +190,7 @@ impl Flow {
         to: &Keyring,
         current: &[KeyRef],
     ) -> Result<Vec<(BackupKey, Result<Outcome>)>> {
-        let rewrapper = Rewrapper::new(&self.keyring, to);
+        let rewrapper = Rewrapper::new(&self.flow.keyring, to);
         let mut done = Vec::new();
         for key in self.list_client(client_id).await? {
             let outcome = self.rotate_one(&key, &rewrapper, current).await;
@@ -262,8 +275,8 @@ impl Flow {
         current: &[KeyRef],
         report: &mut RotateReport,
     ) -> Result<()> {
-        for mut record in self.journal.unfinished().await? {
-            let rewrapper = Rewrapper::new(&self.keyring, to);
+        for mut record in self.flow.journal.unfinished().await? {
+            let rewrapper = Rewrapper::new(&self.flow.keyring, to);
             let mut changed = false;
             for share in &mut record.shares {
                 let sealed = match envelope::from_text(&share.ciphertext) {
@@ -308,7 +321,7 @@ impl Flow {
                 report.journal_rewrapped = report.journal_rewrapped.saturating_add(1);
             }
             if changed {
-                self.journal.replace_shares(&record).await?;
+                self.flow.journal.replace_shares(&record).await?;
             }
         }
         Ok(())
@@ -333,7 +346,7 @@ impl Flow {
                 count = count.saturating_add(1);
             }
         }
-        for record in self.journal.unfinished().await? {
+        for record in self.flow.journal.unfinished().await? {
             for share in &record.shares {
                 let under_target = envelope::from_text(&share.ciphertext).is_ok_and(|sealed| {
                     envelope::inspect(&sealed).is_ok_and(|info| info.is_wrapped_only_by(current))

@@ -2,13 +2,13 @@
 
 use envelope::Opener;
 use futures_util::stream::{self, Stream, StreamExt as _};
-use portal_api::common::SharePairStatus;
+use portal_api::SharePairStatus;
 use serde::Serialize;
 use storage::{BackupKey, BackupStoreExt as _};
 
 use crate::backup::open_text;
 use crate::error::{Error, Result};
-use crate::flow::Flow;
+use crate::flow::{ClientFlow, Flow, OnStore};
 use crate::identity::ShareId;
 
 /// What the drill found for one stored share.
@@ -69,7 +69,7 @@ pub struct StoredShareCheck {
     pub result: Result<ShareCheck>,
 }
 
-/// The result of [`Flow::verify`].
+/// The result of [`ClientFlow::verify`](crate::ClientFlow::verify) and [`Flow::verify_stored`].
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -88,7 +88,7 @@ impl VerifyReport {
     }
 }
 
-impl Flow {
+impl ClientFlow {
     /// Reads, opens and checks the identity of the ciphertext of every completed backup pair
     /// of the client. Changes nothing, anywhere.
     ///
@@ -96,11 +96,11 @@ impl Flow {
     /// Portal and store failures (a missing or unopenable share is a finding, not an error).
     pub async fn verify(&self) -> Result<VerifyReport> {
         let me = self
-            .portal
+            .client
             .client_me()
             .await
             .map_err(Error::portal("GET /api/v3/clients/me"))?;
-        let opener = Opener::new(&self.keyring);
+        let opener = Opener::new(&self.on.flow.keyring);
         let mut checked = Vec::new();
         for wallet in &me.wallets {
             let completed = wallet
@@ -108,7 +108,11 @@ impl Flow {
                 .iter()
                 .filter(|p| p.status == SharePairStatus::Completed);
             for pair in completed {
-                checked.push(self.check(&opener, &me.id, &wallet.curve, &pair.id).await?);
+                checked.push(
+                    self.on
+                        .check(&opener, &me.id, &wallet.curve, &pair.id)
+                        .await?,
+                );
             }
         }
         Ok(VerifyReport {
@@ -116,16 +120,22 @@ impl Flow {
             checked,
         })
     }
+}
 
+impl Flow {
     /// The restore drill over everything the store holds for `client_id`, without asking
     /// Portal: every client backup ciphertext must open as the share its key names (client,
     /// pair, curve). Finds swapped, foreign, tampered and unreadable objects; it cannot know
-    /// what is missing, which [`verify`](Self::verify) does from Portal's list of pairs.
+    /// what is missing, which [`ClientFlow::verify`] does from Portal's list of pairs.
     ///
     /// # Errors
-    /// A store that cannot list (Portal's), and store failures.
+    /// [`Error::Invalid`] without a store of your own (Portal's cannot list), and store
+    /// failures.
     pub async fn verify_stored(&self, client_id: &str) -> Result<VerifyReport> {
-        let client = self.drill_client(client_id).await;
+        let client = self
+            .on_own_store("the stored restore drill")?
+            .drill_client(client_id)
+            .await;
         let checked = client
             .shares?
             .into_iter()
@@ -147,6 +157,8 @@ impl Flow {
     /// [`Opener`], so the shares of a backup sealed under one data key cost one KMS call, and
     /// at most `concurrency` KMS calls are in flight ([`DEFAULT_VERIFY_CONCURRENCY`] keeps a
     /// KMS with a few milliseconds of latency busy; `0` counts as 1).
+    ///
+    /// Without a store of your own, every client's check is an [`Error::Invalid`].
     pub fn verify_store_wide<'a>(
         &'a self,
         client_ids: &'a [String],
@@ -156,16 +168,36 @@ impl Flow {
         // on while the KMS calls of the previous ones are in flight, so a client's time is not
         // its read plus its KMS call.
         let concurrency = concurrency.max(1);
+        // Without a store of our own each client says so (the error is not `Clone`).
+        let on = self
+            .on_own_store("the store-wide restore drill")
+            .map_err(|e| match e {
+                Error::Invalid(reason) => reason,
+                other => other.to_string(),
+            });
         stream::iter(client_ids)
-            .map(move |client_id| self.read_client(client_id))
+            .map(move |client_id| {
+                let on = on.clone();
+                async move {
+                    match on {
+                        Ok(on) => on.read_client(client_id).await,
+                        Err(reason) => ReadClient {
+                            client_id,
+                            shares: Err(Error::Invalid(reason)),
+                        },
+                    }
+                }
+            })
             .buffer_unordered(concurrency)
-            .map(move |read| self.open_client(read))
+            .map(move |read| open_client(&self.keyring, read))
             .buffer_unordered(concurrency)
     }
+}
 
+impl OnStore {
     /// Drills one client: its objects read, then opened.
     async fn drill_client(&self, client_id: &str) -> StoredClientCheck {
-        self.open_client(self.read_client(client_id).await).await
+        open_client(&self.flow.keyring, self.read_client(client_id).await).await
     }
 
     /// Lists one client's objects and reads each client backup share among them.
@@ -197,71 +229,11 @@ impl Flow {
         }
     }
 
-    /// Opens what [`read_client`](Self::read_client) read, through one [`Opener`] (the shares
-    /// of a backup sealed under one data key cost one KMS call).
-    async fn open_client(&self, read: ReadClient<'_>) -> StoredClientCheck {
-        let client_id = read.client_id;
-        let shares = match read.shares {
-            Ok(shares) => shares,
-            Err(e) => {
-                return StoredClientCheck {
-                    client_id: client_id.to_owned(),
-                    shares: Err(e),
-                };
-            }
-        };
-        let opener = Opener::new(&self.keyring);
-        let mut checked = Vec::with_capacity(shares.len());
-        for (key, body) in shares {
-            let result = match body {
-                Ok(body) => self.open_stored(&opener, client_id, &key, body).await,
-                Err(e) => Err(e),
-            };
-            checked.push(StoredShareCheck {
-                key: key.to_string(),
-                result,
-            });
-        }
-        StoredClientCheck {
-            client_id: client_id.to_owned(),
-            shares: Ok(checked),
-        }
-    }
-
-    /// Drills the share read from `key` (which names its pair and curve).
-    async fn open_stored(
-        &self,
-        opener: &Opener<'_>,
-        client_id: &str,
-        key: &BackupKey,
-        body: Option<bytes::Bytes>,
-    ) -> Result<ShareCheck> {
-        let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
-            return Err(Error::Invalid(format!(
-                "{key}: the key names no pair or curve"
-            )));
-        };
-        let curve = portal_api::common::Curve::from_wire(curve);
-        let id = ShareId {
-            client_id,
-            pair_id,
-            curve: &curve,
-            signing: false,
-        };
-        let finding = finding(opener, &id, key, body).await?;
-        Ok(ShareCheck {
-            curve: curve.as_str().to_owned(),
-            backup_share_pair_id: pair_id.to_owned(),
-            key: key.to_string(),
-            finding,
-        })
-    }
-
     pub(crate) async fn check(
         &self,
         opener: &Opener<'_>,
         client_id: &str,
-        curve: &portal_api::common::Curve,
+        curve: &portal_api::Curve,
         pair_id: &str,
     ) -> Result<ShareCheck> {
         let id = ShareId {
@@ -285,6 +257,65 @@ impl Flow {
             finding,
         })
     }
+}
+
+/// Opens what [`OnStore::read_client`] read, through one [`Opener`] (the shares
+/// of a backup sealed under one data key cost one KMS call).
+async fn open_client(keyring: &envelope::Keyring, read: ReadClient<'_>) -> StoredClientCheck {
+    let client_id = read.client_id;
+    let shares = match read.shares {
+        Ok(shares) => shares,
+        Err(e) => {
+            return StoredClientCheck {
+                client_id: client_id.to_owned(),
+                shares: Err(e),
+            };
+        }
+    };
+    let opener = Opener::new(keyring);
+    let mut checked = Vec::with_capacity(shares.len());
+    for (key, body) in shares {
+        let result = match body {
+            Ok(body) => open_stored(&opener, client_id, &key, body).await,
+            Err(e) => Err(e),
+        };
+        checked.push(StoredShareCheck {
+            key: key.to_string(),
+            result,
+        });
+    }
+    StoredClientCheck {
+        client_id: client_id.to_owned(),
+        shares: Ok(checked),
+    }
+}
+
+/// Drills the share read from `key` (which names its pair and curve).
+async fn open_stored(
+    opener: &Opener<'_>,
+    client_id: &str,
+    key: &BackupKey,
+    body: Option<bytes::Bytes>,
+) -> Result<ShareCheck> {
+    let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
+        return Err(Error::Invalid(format!(
+            "{key}: the key names no pair or curve"
+        )));
+    };
+    let curve = portal_api::Curve::from_wire(curve);
+    let id = ShareId {
+        client_id,
+        pair_id,
+        curve: &curve,
+        signing: false,
+    };
+    let finding = finding(opener, &id, key, body).await?;
+    Ok(ShareCheck {
+        curve: curve.as_str().to_owned(),
+        backup_share_pair_id: pair_id.to_owned(),
+        key: key.to_string(),
+        finding,
+    })
 }
 
 /// One client's stored shares, read and not yet opened.

@@ -11,17 +11,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backup_flow::portal_api::Client;
-use backup_flow::portal_api::client::{RateLimit, RetryConfig};
-use backup_flow::portal_api::common::SharePairStatus;
-use backup_flow::{BulkEvent, BulkOptions, BulkReport, CiphertextStore, Flow, Shard};
+use backup_flow::portal_api::Portal;
+use backup_flow::portal_api::SharePairStatus;
+use backup_flow::portal_api::{RateLimit, RetryConfig};
+use backup_flow::{BulkEvent, BulkOptions, BulkReport, Flow, Shard};
 use portal_sim::{FaultRule, PortalSim, SimClient};
 use serde_json::{Value, json};
 use support::{assert_clean, generated_client, keyring, sim};
 
-/// A base client as the CLI makes one: hosts, retries and limits, no client credential.
-fn base_client(sim: &PortalSim, mpc_limit: Option<RateLimit>) -> Client {
-    let mut builder = Client::builder()
+/// The transport as the CLI makes one: hosts, retries and limits, no credential.
+fn base_client(sim: &PortalSim, mpc_limit: Option<RateLimit>) -> Portal {
+    let mut builder = Portal::builder()
         .with_api_base_url(sim.api_base_url())
         .with_mpc_base_url(sim.mpc_base_url())
         .with_retry(
@@ -59,10 +59,22 @@ async fn clients(sim: &PortalSim, n: usize) -> (Vec<SimClient>, Vec<String>) {
     (keys, lines)
 }
 
-async fn run(flow: &Flow, input: &str, options: BulkOptions) -> (BulkReport, Vec<Value>, String) {
+/// A bulk run's flow and the transport its lines' sessions use.
+struct Bulk {
+    flow: Flow,
+    portal: Portal,
+}
+
+async fn run(bulk: &Bulk, input: &str, options: BulkOptions) -> (BulkReport, Vec<Value>, String) {
     let mut out = Vec::new();
-    let report = flow
-        .bulk_backup(Cursor::new(input.as_bytes().to_vec()), &mut out, options)
+    let report = bulk
+        .flow
+        .bulk_backup(
+            &bulk.portal,
+            Cursor::new(input.as_bytes().to_vec()),
+            &mut out,
+            options,
+        )
         .await
         .unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -73,14 +85,11 @@ async fn run(flow: &Flow, input: &str, options: BulkOptions) -> (BulkReport, Vec
     (report, results, text)
 }
 
-fn flow(sim: &PortalSim, state: &Path) -> Flow {
-    Flow::new(
-        base_client(sim, None),
-        keyring(),
-        CiphertextStore::Portal,
-        state,
-    )
-    .unwrap()
+fn flow(sim: &PortalSim, state: &Path) -> Bulk {
+    Bulk {
+        flow: Flow::new(keyring(), support::portal_managed(), state).unwrap(),
+        portal: base_client(sim, None),
+    }
 }
 
 /// Completed backup pairs per wallet of a client.
@@ -258,7 +267,10 @@ async fn the_flow_clients_rate_limit_holds_across_every_line() {
     let state = tempfile::tempdir().unwrap();
     // One /v1/backup per line, at most one every 200 ms across the run.
     let limited = base_client(&sim, Some(RateLimit::per_minute(300).with_burst(1)));
-    let flow = Flow::new(limited, keyring(), CiphertextStore::Portal, state.path()).unwrap();
+    let flow = Bulk {
+        flow: Flow::new(keyring(), support::portal_managed(), state.path()).unwrap(),
+        portal: limited,
+    };
 
     let started = Instant::now();
     let (report, _, _) = run(&flow, &input, BulkOptions::new().with_concurrency(4)).await;

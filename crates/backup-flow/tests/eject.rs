@@ -17,7 +17,7 @@ use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURV
 use backup_flow::portal_api::client_api::ClientDetails;
 use backup_flow::portal_api::{ApiKey, BackupMethod, Curve, SecretShare};
 use backup_flow::storage::memory::MemoryStore;
-use backup_flow::{CiphertextStore, EjectOptions, EjectReport, Error};
+use backup_flow::{EjectOptions, EjectReport, Error};
 use custodian_webhook::{ShareVault, WebhookSecrets, WebhookServer};
 use envelope::{EncryptionContext, Keyring};
 use portal_sim::{BackupMode, PortalSim, SimConfig, WebhookConfig};
@@ -54,16 +54,16 @@ async fn portal_managed_eject_rebuilds_every_wallets_verified_key_and_marks_noth
     let outcome = flow(
         client,
         keyring.clone(),
-        CiphertextStore::Portal,
+        support::portal_managed(),
         state.path(),
     )
     .backup(&generate)
     .await
     .unwrap();
-    let custodian = flow(
+    let custodian = support::custodian_flow(
         custodian_client(&sim, &keys),
         keyring,
-        CiphertextStore::Portal,
+        support::portal_managed(),
         state.path(),
     );
     let report = custodian
@@ -134,7 +134,7 @@ async fn a_wallet_that_fails_its_check_stops_the_eject_before_anything_is_marked
     let outcome = flow(
         client,
         keyring.clone(),
-        CiphertextStore::Portal,
+        support::portal_managed(),
         state.path(),
     )
     .backup(&generate)
@@ -177,10 +177,10 @@ async fn a_wallet_that_fails_its_check_stops_the_eject_before_anything_is_marked
         .await
         .unwrap();
 
-    let custodian = flow(
+    let custodian = support::custodian_flow(
         custodian_client(&sim, &keys),
         keyring,
-        CiphertextStore::Portal,
+        support::portal_managed(),
         state.path(),
     );
     let err = custodian
@@ -227,7 +227,7 @@ async fn pair_choice_with_two_backup_methods() {
     let owner = flow(
         client,
         keyring.clone(),
-        CiphertextStore::Portal,
+        support::portal_managed(),
         state.path(),
     );
     let first = owner.backup(&generate).await.unwrap();
@@ -235,22 +235,18 @@ async fn pair_choice_with_two_backup_methods() {
     sim.set_backup_method(BackupMethod::Password);
     let state2 = tempfile::tempdir().unwrap();
     let client = support::portal_client(&sim, &keys.client_api_key);
-    let second = flow(
-        client,
-        keyring.clone(),
-        CiphertextStore::Portal,
-        state2.path(),
-    )
-    .forcing_new_backups(true)
-    .backup(&generate)
-    .await
-    .unwrap();
+    let second = support::stored(keyring.clone(), support::portal_managed(), state2.path())
+        .forcing_new_backups(true)
+        .session(client)
+        .backup(&generate)
+        .await
+        .unwrap();
     assert_ne!(first.backup_share_pair_ids, second.backup_share_pair_ids);
 
-    let custodian = flow(
+    let custodian = support::custodian_flow(
         custodian_client(&sim, &keys),
         keyring.clone(),
-        CiphertextStore::Portal,
+        support::portal_managed(),
         state.path(),
     );
     let details = sim.client_details(&keys.client_id).unwrap();
@@ -297,7 +293,7 @@ async fn pair_choice_with_two_backup_methods() {
     );
     // Recover takes the method too.
     let client = support::portal_client(&sim, &keys.client_api_key);
-    let recovered = flow(client, keyring, CiphertextStore::Portal, state.path())
+    let recovered = flow(client, keyring, support::portal_managed(), state.path())
         .recover_using(Some(&BackupMethod::Custom))
         .await
         .unwrap();
@@ -350,7 +346,6 @@ async fn offline_eject_of_a_self_managed_client_with_portal_stopped() {
         })
         .collect();
     assert_clean(&sim);
-    let api_url = sim.api_base_url().to_owned();
     let addr = sim.local_addr();
     sim.shutdown().await.unwrap();
     assert!(
@@ -367,13 +362,8 @@ async fn offline_eject_of_a_self_managed_client_with_portal_stopped() {
         .map(|s| SecretShare::new(s.expose_secret().to_owned()))
         .collect();
     assert_eq!(custodian_shares.len(), 2);
-    // A Portal client with no credential, pointing at the stopped simulator.
-    let offline_client = portal_api::Client::builder()
-        .with_api_base_url(&api_url)
-        .with_mpc_base_url(&api_url)
-        .build()
-        .unwrap();
-    let report = flow(offline_client, keyring, fs_store(data.path()), state.path())
+    // No Portal role at all: the flow cannot reach the (stopped) simulator.
+    let report = support::stored(keyring, fs_store(data.path()), state.path())
         .eject_offline(&keys.client_id, &custodian_shares)
         .await
         .unwrap();
@@ -421,8 +411,7 @@ async fn offline_eject_names_the_pair_whose_client_half_was_never_stored() {
         .into_iter()
         .map(|s| SecretShare::new(s.expose_secret().to_owned()))
         .collect();
-    let offline_client = portal_api::Client::builder().build().unwrap();
-    let err = flow(offline_client, keyring, fs_store(data.path()), state.path())
+    let err = support::stored(keyring, fs_store(data.path()), state.path())
         .eject_offline(&keys.client_id, &custodian_shares)
         .await
         .unwrap_err();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use backup_flow::portal_api::Curve;
 use backup_flow::storage::memory::MemoryStore;
 use backup_flow::storage::{BackupKey, BackupStore, PutOptions};
-use backup_flow::{CiphertextStore, Error, Finding};
+use backup_flow::{Error, Finding};
 use portal_sim::FaultRule;
 use support::{assert_clean, flow, fs_store, generated_client, keyring, sim};
 
@@ -17,7 +17,7 @@ async fn portal_managed_backup_verify_recover() {
     let sim = sim(false).await;
     let (keys, client, generate) = generated_client(&sim).await;
     let state = tempfile::tempdir().unwrap();
-    let flow = flow(client, keyring(), CiphertextStore::Portal, state.path());
+    let flow = flow(client, keyring(), support::portal_managed(), state.path());
 
     let outcome = flow.backup(&generate).await.unwrap();
     assert_eq!(outcome.status, "confirmed");
@@ -95,7 +95,7 @@ async fn a_failure_before_confirmation_resumes_without_a_new_backup() {
     let sim = sim(false).await;
     let (_keys, client, generate) = generated_client(&sim).await;
     let state = tempfile::tempdir().unwrap();
-    let flow = flow(client, keyring(), CiphertextStore::Portal, state.path());
+    let flow = flow(client, keyring(), support::portal_managed(), state.path());
 
     // Portal refuses the status update (beyond the client's retries): nothing is confirmed.
     sim.add_fault(
@@ -127,7 +127,7 @@ async fn backups_whose_unsynced_steps_are_lost_resume_from_sealed() {
         let target = if self_managed {
             fs_store(data.path())
         } else {
-            CiphertextStore::Portal
+            support::portal_managed()
         };
         let flow = flow(client, keyring(), target, state.path());
         let first = flow.backup(&generate).await.unwrap();
@@ -160,7 +160,7 @@ async fn a_lost_backup_answer_is_retried_and_nothing_unsealed_is_marked_stored()
     let sim = sim(false).await;
     let (_keys, client, generate) = generated_client(&sim).await;
     let state = tempfile::tempdir().unwrap();
-    let flow = flow(client, keyring(), CiphertextStore::Portal, state.path());
+    let flow = flow(client, keyring(), support::portal_managed(), state.path());
 
     // Portal makes the backup pairs but the answer never arrives.
     sim.add_fault(
@@ -180,11 +180,11 @@ async fn a_lost_backup_answer_is_retried_and_nothing_unsealed_is_marked_stored()
 async fn swapped_or_foreign_ciphertexts_fail_before_recover_reaches_portal() {
     let sim = sim(true).await;
     let store = Arc::new(MemoryStore::new());
-    let own = CiphertextStore::Own(Arc::clone(&store) as Arc<dyn BackupStore>);
+    let own = support::own(Arc::clone(&store) as Arc<dyn BackupStore>);
     let keyring = keyring();
     let (keys, client, generate) = generated_client(&sim).await;
     let state = tempfile::tempdir().unwrap();
-    let flow = flow(client, keyring.clone(), own.clone(), state.path());
+    let flow = flow(client, keyring.clone(), Arc::clone(&own), state.path());
     let outcome = flow.backup(&generate).await.unwrap();
 
     let key = |curve: &str| {
@@ -218,7 +218,7 @@ async fn swapped_or_foreign_ciphertexts_fail_before_recover_reaches_portal() {
             .all(|c| matches!(c.finding, Finding::WrongIdentity { .. }))
     );
     // The store-wide drill, without Portal, finds the same two.
-    let stored = flow.verify_stored(&keys.client_id).await.unwrap();
+    let stored = flow.flow().verify_stored(&keys.client_id).await.unwrap();
     assert_eq!(stored.checked.len(), 2);
     assert!(
         stored
@@ -274,11 +274,13 @@ async fn rotate_rewraps_every_share_and_resumes() {
 
     let new = keyring();
     let report = flow
+        .flow()
         .rotate(&new, std::slice::from_ref(&keys.client_id))
         .await
         .unwrap();
     assert_eq!((report.rewrapped, report.already_current), (2, 0));
     let again = flow
+        .flow()
         .rotate(&new, std::slice::from_ref(&keys.client_id))
         .await
         .unwrap();

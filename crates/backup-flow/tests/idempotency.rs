@@ -8,7 +8,6 @@ mod support;
 
 use std::sync::Arc;
 
-use backup_flow::CiphertextStore;
 use backup_flow::portal_api::SharePairStatus;
 use backup_flow::storage::BackupStore;
 use backup_flow::storage::memory::MemoryStore;
@@ -35,11 +34,11 @@ async fn a_fresh_state_directory_finds_the_backup_at_portal_and_in_the_store() {
         let target = if self_managed {
             fs_store(data.path())
         } else {
-            CiphertextStore::Portal
+            support::portal_managed()
         };
         let keyring = keyring();
         let first = tempfile::tempdir().unwrap();
-        let outcome = flow(client, keyring.clone(), target.clone(), first.path())
+        let outcome = flow(client, keyring.clone(), Arc::clone(&target), first.path())
             .backup(&generate)
             .await
             .unwrap();
@@ -52,7 +51,7 @@ async fn a_fresh_state_directory_finds_the_backup_at_portal_and_in_the_store() {
         let again = flow(
             client.clone(),
             keyring.clone(),
-            target.clone(),
+            Arc::clone(&target),
             fresh.path(),
         )
         .backup(&generate)
@@ -68,8 +67,9 @@ async fn a_fresh_state_directory_finds_the_backup_at_portal_and_in_the_store() {
 
         // Asked for explicitly, a new backup is made.
         let forced_dir = tempfile::tempdir().unwrap();
-        let forced = flow(client, keyring.clone(), target, forced_dir.path())
+        let forced = support::stored(keyring.clone(), target, forced_dir.path())
             .forcing_new_backups(true)
+            .session(client)
             .backup(&generate)
             .await
             .unwrap();
@@ -119,8 +119,9 @@ async fn a_backup_that_would_not_restore_is_made_again() {
     assert_eq!(completed(&sim, &keys.client_id), 6);
     let empty: Arc<dyn BackupStore> = Arc::new(MemoryStore::new());
     let dir = tempfile::tempdir().unwrap();
-    let without_custodian = flow(client, keyring, fs_store(store.path()), dir.path())
+    let without_custodian = support::stored(keyring, fs_store(store.path()), dir.path())
         .with_custodian_store(empty)
+        .session(client)
         .backup(&generate)
         .await
         .unwrap();

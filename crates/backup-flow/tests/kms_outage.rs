@@ -22,10 +22,10 @@ use backup_flow::envelope::{
     DATA_KEY_LEN, DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError,
     WrappedKey, local::LocalKek,
 };
-use backup_flow::portal_api::Client;
-use backup_flow::portal_api::client::RetryConfig;
-use backup_flow::portal_api::common::SharePairStatus;
-use backup_flow::{BulkOptions, BulkReport, CiphertextStore, Flow};
+use backup_flow::portal_api::Portal;
+use backup_flow::portal_api::RetryConfig;
+use backup_flow::portal_api::SharePairStatus;
+use backup_flow::{BulkOptions, BulkReport, Flow};
 use portal_sim::{PortalSim, SimClient};
 use serde_json::{Value, json};
 use support::{assert_clean, generated_client, portal_client, sim};
@@ -97,8 +97,8 @@ impl KeyEncryptionKey for FlakyKek {
     }
 }
 
-fn base_client(sim: &PortalSim) -> Client {
-    Client::builder()
+fn base_client(sim: &PortalSim) -> Portal {
+    Portal::builder()
         .with_api_base_url(sim.api_base_url())
         .with_mpc_base_url(sim.mpc_base_url())
         .with_retry(
@@ -112,10 +112,11 @@ fn base_client(sim: &PortalSim) -> Client {
         .unwrap()
 }
 
-async fn run(flow: &Flow, input: &str) -> (BulkReport, Vec<Value>) {
+async fn run(flow: &Flow, portal: &Portal, input: &str) -> (BulkReport, Vec<Value>) {
     let mut out = Vec::new();
     let report = flow
         .bulk_backup(
+            portal,
             Cursor::new(input.as_bytes().to_vec()),
             &mut out,
             BulkOptions::new().with_concurrency(4),
@@ -151,7 +152,7 @@ fn pairs(sim: &PortalSim, client_id: &str) -> Vec<(usize, usize)> {
 /// `keyring` (a healthy one): the restore drill, run independently of the bulk run.
 async fn assert_completed_pairs_open(sim: &PortalSim, flow: &Flow, client: &SimClient) {
     let report = flow
-        .for_client(portal_client(sim, &client.client_api_key))
+        .session(portal_client(sim, &client.client_api_key))
         .verify()
         .await
         .unwrap();
@@ -191,15 +192,10 @@ async fn a_kms_outage_mid_run_marks_nothing_stored_and_a_rerun_completes_every_c
     });
     let keyring = Keyring::new().with(Arc::clone(&flaky) as Arc<dyn KeyEncryptionKey>);
     let state = tempfile::tempdir().unwrap();
-    let flow = Flow::new(
-        base_client(&sim),
-        keyring,
-        CiphertextStore::Portal,
-        state.path(),
-    )
-    .unwrap();
+    let flow = Flow::new(keyring, support::portal_managed(), state.path()).unwrap();
+    let portal = base_client(&sim);
 
-    let (first, results) = run(&flow, &input).await;
+    let (first, results) = run(&flow, &portal, &input).await;
     let (wraps, unwraps) = (
         flaky.wrap_calls.load(Ordering::SeqCst),
         flaky.unwrap_calls.load(Ordering::SeqCst),
@@ -241,9 +237,8 @@ async fn a_kms_outage_mid_run_marks_nothing_stored_and_a_rerun_completes_every_c
     // wrap (it happens before Portal is asked).
     let healthy = Keyring::new().with(Arc::new(healthy_key) as Arc<dyn KeyEncryptionKey>);
     let checker = Flow::new(
-        base_client(&sim),
         healthy,
-        CiphertextStore::Portal,
+        support::portal_managed(),
         tempfile::tempdir().unwrap().path(),
     )
     .unwrap();
@@ -266,7 +261,7 @@ async fn a_kms_outage_mid_run_marks_nothing_stored_and_a_rerun_completes_every_c
 
     // The KMS is healthy now: a second run completes the rest, each client's backup asked
     // of Portal once over both runs.
-    let (second, results) = run(&flow, &input).await;
+    let (second, results) = run(&flow, &portal, &input).await;
     assert_eq!((second.confirmed, second.failed), (CLIENTS as u64, 0));
     assert_eq!(second.already_confirmed, first.confirmed);
     assert!(

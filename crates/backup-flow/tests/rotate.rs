@@ -6,6 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
+use backup_flow::Finding;
 use backup_flow::envelope::local::LocalKek;
 use backup_flow::envelope::{
     DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, WrappedKey,
@@ -15,7 +16,6 @@ use backup_flow::storage::memory::MemoryStore;
 use backup_flow::storage::{
     BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, ShareKind, StorageError,
 };
-use backup_flow::{CiphertextStore, Finding};
 use bytes::Bytes;
 use custodian_webhook::{Share, ShareVault};
 use portal_sim::FaultRule;
@@ -87,7 +87,7 @@ async fn rotation_to_an_alias_rewraps_what_the_alias_could_merely_open() {
     let (state, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (k1, k2) = (local(), local());
     let store = support::fs_store(data.path());
-    let flow = flow(client, ring(&k1), store.clone(), state.path());
+    let flow = flow(client, ring(&k1), Arc::clone(&store), state.path());
     flow.backup(&generate).await.unwrap();
 
     let alias: Arc<dyn KeyEncryptionKey> = Arc::new(AliasLike {
@@ -96,6 +96,7 @@ async fn rotation_to_an_alias_rewraps_what_the_alias_could_merely_open() {
     });
     let clients = [keys.client_id.clone()];
     let report = flow
+        .flow()
         .rotate(&Keyring::new().with(alias), &clients)
         .await
         .unwrap();
@@ -113,7 +114,7 @@ async fn rotation_to_an_alias_rewraps_what_the_alias_could_merely_open() {
 
     // Only K2 is needed now, and K1 opens nothing.
     let client = portal_client(&sim, &keys.client_api_key);
-    let only_k2 = support::flow(client.clone(), ring(&k2), store.clone(), state.path());
+    let only_k2 = support::flow(client.clone(), ring(&k2), Arc::clone(&store), state.path());
     assert!(only_k2.verify().await.unwrap().is_ok());
     let only_k1 = support::flow(client, ring(&k1), store, state.path());
     let report = only_k1.verify().await.unwrap();
@@ -139,7 +140,7 @@ async fn rotation_covers_custodian_shares_so_a_webhook_on_the_new_key_serves_the
     let flow = flow(
         client,
         ring(&old),
-        CiphertextStore::Own(Arc::clone(&fs)),
+        support::own(Arc::clone(&fs)),
         state.path(),
     );
     flow.backup(&generate).await.unwrap();
@@ -156,7 +157,7 @@ async fn rotation_covers_custodian_shares_so_a_webhook_on_the_new_key_serves_the
     }
 
     let clients = [keys.client_id.clone()];
-    let report = flow.rotate(&ring(&new), &clients).await.unwrap();
+    let report = flow.flow().rotate(&ring(&new), &clients).await.unwrap();
     assert_eq!(
         report.rewrapped, 4,
         "2 client and 2 custodian shares: {report:?}"
@@ -201,7 +202,7 @@ async fn unfinished_backups_in_the_journal_finish_after_the_rotation() {
         let flow = flow(
             client,
             ring(&old),
-            CiphertextStore::Own(Arc::clone(&flaky) as Arc<dyn BackupStore>),
+            support::own(Arc::clone(&flaky) as Arc<dyn BackupStore>),
             state.path(),
         );
         if stored_before {
@@ -219,6 +220,7 @@ async fn unfinished_backups_in_the_journal_finish_after_the_rotation() {
         flaky.fail_puts(false);
 
         let report = flow
+            .flow()
             .rotate(&ring(&new), std::slice::from_ref(&keys.client_id))
             .await
             .unwrap();
@@ -233,7 +235,7 @@ async fn unfinished_backups_in_the_journal_finish_after_the_rotation() {
         let with_new = support::flow(
             client,
             ring(&new),
-            CiphertextStore::Own(Arc::clone(&fs)),
+            support::own(Arc::clone(&fs)),
             state.path(),
         );
         let outcome = with_new.backup(&generate).await.unwrap();
@@ -256,7 +258,7 @@ async fn a_bad_object_is_reported_the_rest_rotate_and_the_proof_counts_it() {
     let flow = flow(
         client,
         ring(&old),
-        CiphertextStore::Own(Arc::clone(&fs)),
+        support::own(Arc::clone(&fs)),
         state.path(),
     );
     flow.backup(&generate).await.unwrap();
@@ -285,6 +287,7 @@ async fn a_bad_object_is_reported_the_rest_rotate_and_the_proof_counts_it() {
         .unwrap();
 
     let report = flow
+        .flow()
         .rotate(&ring(&new), std::slice::from_ref(&keys.client_id))
         .await
         .unwrap();
@@ -385,13 +388,9 @@ async fn a_share_replaced_during_the_rotation_is_never_put_back() {
         inner: Arc::clone(&memory),
         newer: std::sync::Mutex::new(Some(newer)),
     });
-    let flow = flow(
-        client,
-        ring(&old),
-        CiphertextStore::Own(racing),
-        state.path(),
-    );
+    let flow = flow(client, ring(&old), support::own(racing), state.path());
     let report = flow
+        .flow()
         .rotate(&ring(&new), std::slice::from_ref(&keys.client_id))
         .await
         .unwrap();
@@ -486,11 +485,12 @@ async fn a_backup_is_rotated_as_a_unit_with_one_unwrap_and_one_wrap() {
     let keyring =
         |k: &Arc<Counting>| Keyring::new().with(Arc::clone(k) as Arc<dyn KeyEncryptionKey>);
     let store = support::fs_store(data.path());
-    let flow = flow(client, keyring(&old), store.clone(), state.path());
+    let flow = flow(client, keyring(&old), Arc::clone(&store), state.path());
     flow.backup(&generate).await.unwrap();
     old.take();
 
     let report = flow
+        .flow()
         .rotate(&keyring(&new), std::slice::from_ref(&keys.client_id))
         .await
         .unwrap();

@@ -17,10 +17,9 @@ use backup_flow::envelope::{
     DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
 };
 use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURVE, PURPOSE};
-use backup_flow::portal_api::Client;
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::{BackupKey, BackupStore, PutOptions};
-use backup_flow::{CiphertextStore, Finding, Flow};
+use backup_flow::{Finding, Flow};
 use futures_util::StreamExt as _;
 
 /// A KEK that takes `delay` per call (a KMS round trip) and counts the calls in flight.
@@ -114,15 +113,9 @@ async fn seed(store: &dyn BackupStore, keyring: &Keyring, clients: usize) -> Vec
 }
 
 fn flow_over(store: Arc<dyn BackupStore>, kek: Arc<InFlight>, state: &std::path::Path) -> Flow {
-    // The store-wide drill never calls Portal.
-    let portal = Client::builder()
-        .with_api_base_url("http://127.0.0.1:9")
-        .with_mpc_base_url("http://127.0.0.1:9")
-        .without_rate_limits()
-        .build()
-        .unwrap();
+    // The store-wide drill never calls Portal: the flow has no Portal role at all.
     let keyring = Keyring::new().with(kek as Arc<dyn KeyEncryptionKey>);
-    Flow::new(portal, keyring, CiphertextStore::Own(store), state).unwrap()
+    Flow::new(keyring, store, state).unwrap()
 }
 
 fn in_flight(delay: Duration) -> Arc<InFlight> {

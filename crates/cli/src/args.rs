@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use backup_flow::bulk::Shard;
 use clap::{Args, Parser, Subcommand};
-use portal_api::client::{DEFAULT_API_BASE_URL, DEFAULT_MPC_BASE_URL};
+use portal_api::{DEFAULT_API_BASE_URL, DEFAULT_MPC_BASE_URL};
 
 const AFTER_HELP: &str = "\
 KMS URIs (--kms, --to-kms; PORTAL_BACKUP_KMS takes a comma-separated list):

@@ -4,16 +4,18 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use backup_flow::bulk::{
     BulkEvent, BulkOptions, BulkReport, JOB_COMPLETION_INDEX, LineStatus, Shard,
 };
-use backup_flow::{CiphertextStore, EjectOptions, Flow};
+use backup_flow::{EjectOptions, Flow, StoreFactory};
 use envelope::{KeyEncryptionKey as _, Keyring};
 use futures_util::StreamExt as _;
-use portal_api::client::RateLimit;
 use portal_api::mpc::GenerateResponse;
-use portal_api::{ApiKey, BackupMethod, Client, JsonError, SecretShare};
+use portal_api::{
+    ApiKey, BackupMethod, ClientApi, CustodianApi, JsonError, Portal, RateLimit, SecretShare,
+};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -38,17 +40,6 @@ pub(crate) struct Settings {
     state_dir: Option<PathBuf>,
 }
 
-/// Which credential a command acts with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Acting {
-    /// The client of `--api-key`.
-    Client,
-    /// The custodian of `--custodian-api-key`.
-    Custodian,
-    /// No credential (bulk runs bring one per line; rotate of a file store needs none).
-    Nobody,
-}
-
 fn secret(value: Option<String>) -> Option<ApiKey> {
     value.filter(|v| !v.is_empty()).map(ApiKey::new)
 }
@@ -70,28 +61,12 @@ impl Settings {
         }
     }
 
-    fn portal(&self, acting: Acting, rate: Option<RateLimitArg>) -> Result<Client, Failure> {
-        let mut builder = Client::builder()
+    /// The connection to Portal, with no credential.
+    fn transport(&self, rate: Option<RateLimitArg>) -> Result<Portal, Failure> {
+        let mut builder = Portal::builder()
             .with_api_base_url(&self.api_url)
             .with_mpc_base_url(&self.mpc_url)
             .with_user_agent(concat!("portal-backup/", env!("CARGO_PKG_VERSION")));
-        match acting {
-            Acting::Client => {
-                let key = self.api_key.as_ref().ok_or_else(|| {
-                    Failure::new("no Client API Key given")
-                        .hint("set PORTAL_CLIENT_API_KEY (or pass --api-key)")
-                })?;
-                builder = builder.with_client_api_key(ApiKey::from(key.expose_secret()));
-            }
-            Acting::Custodian => {
-                let key = self.custodian_api_key.as_ref().ok_or_else(|| {
-                    Failure::new("no Custodian API Key given")
-                        .hint("set PORTAL_CUSTODIAN_API_KEY (or pass --custodian-api-key)")
-                })?;
-                builder = builder.with_custodian_api_key(ApiKey::from(key.expose_secret()));
-            }
-            Acting::Nobody => {}
-        }
         match rate {
             None => {}
             Some(RateLimitArg::Off) => builder = builder.without_rate_limits(),
@@ -104,6 +79,28 @@ impl Settings {
         }
         builder
             .build()
+            .map_err(|e| Failure::caused_by("cannot set up the Portal client", e))
+    }
+
+    /// The client of `--api-key`.
+    fn client(&self) -> Result<ClientApi, Failure> {
+        let key = self.api_key.as_ref().ok_or_else(|| {
+            Failure::new("no Client API Key given")
+                .hint("set PORTAL_CLIENT_API_KEY (or pass --api-key)")
+        })?;
+        self.transport(None)?
+            .client_with_api_key(key)
+            .map_err(|e| Failure::caused_by("cannot set up the Portal client", e))
+    }
+
+    /// The custodian of `--custodian-api-key`.
+    fn custodian(&self) -> Result<CustodianApi, Failure> {
+        let key = self.custodian_api_key.as_ref().ok_or_else(|| {
+            Failure::new("no Custodian API Key given")
+                .hint("set PORTAL_CUSTODIAN_API_KEY (or pass --custodian-api-key)")
+        })?;
+        self.transport(None)?
+            .custodian(key)
             .map_err(|e| Failure::caused_by("cannot set up the Portal client", e))
     }
 
@@ -126,27 +123,21 @@ impl Settings {
             .hint("set PORTAL_BACKUP_STATE_DIR (or pass --state-dir)"))
     }
 
-    async fn store(&self) -> Result<(StoreUri, CiphertextStore), Failure> {
+    async fn store(&self) -> Result<(StoreUri, Arc<dyn StoreFactory>), Failure> {
         let uri = crate::store::parse(&self.store)?;
-        let store = crate::store::open(&uri).await?;
-        Ok((uri, store))
+        let stores = crate::store::open(&uri).await?;
+        Ok((uri, stores))
     }
 
-    async fn flow(&self, acting: Acting, rate: Option<RateLimitArg>) -> Result<Flow, Failure> {
-        let portal = self.portal(acting, rate)?;
+    async fn flow(&self) -> Result<Flow, Failure> {
         let keyring = kms::keyring(&self.kms, "--kms").await?;
-        let (_, store) = self.store().await?;
-        self.flow_with(portal, keyring, store)
+        let (_, stores) = self.store().await?;
+        self.flow_with(keyring, stores)
     }
 
-    fn flow_with(
-        &self,
-        portal: Client,
-        keyring: Keyring,
-        store: CiphertextStore,
-    ) -> Result<Flow, Failure> {
+    fn flow_with(&self, keyring: Keyring, stores: Arc<dyn StoreFactory>) -> Result<Flow, Failure> {
         let state = self.state_dir()?;
-        Flow::new(portal, keyring, store, &state).map_err(|e| {
+        Flow::new(keyring, stores, &state).map_err(|e| {
             Failure::flow(
                 format!("cannot use the state directory {}", state.display()),
                 e,
@@ -245,8 +236,10 @@ async fn backup(
     let text = output::read_secret_input(generate_response, "the generate response")?;
     let generate = parse_generate_response(&text)?;
     drop(text);
-    let flow = with_already(settings.flow(Acting::Client, None).await?, already).await?;
+    let client = settings.client()?;
+    let flow = with_already(settings.flow().await?, already).await?;
     let outcome = flow
+        .session(client)
         .backup(&generate)
         .await
         .map_err(|e| Failure::flow("backup failed", e))?;
@@ -298,7 +291,10 @@ async fn recover(
             None
         }
     };
-    let flow = settings.flow(Acting::Client, None).await;
+    let flow = match settings.client() {
+        Ok(client) => settings.flow().await.map(|flow| flow.session(client)),
+        Err(e) => Err(e),
+    };
     let recovered = match flow {
         // Portal is told the new signing shares are stored only after they are written.
         Ok(flow) => flow
@@ -344,8 +340,11 @@ async fn recover(
 }
 
 async fn verify(settings: &Settings) -> Result<ExitCode, Failure> {
-    let flow = settings.flow(Acting::Client, None).await?;
-    let report = flow
+    let client = settings.client()?;
+    let report = settings
+        .flow()
+        .await?
+        .session(client)
         .verify()
         .await
         .map_err(|e| Failure::flow("verify failed", e))?;
@@ -392,11 +391,11 @@ async fn verify_store_wide(
     concurrency: usize,
     kms_rate_limit: Option<u32>,
 ) -> Result<ExitCode, Failure> {
-    let (uri, store) = settings.store().await?;
-    let client_ids = match (&store, client_ids.is_empty()) {
+    let (uri, stores) = settings.store().await?;
+    let client_ids = match (stores.own_store(), client_ids.is_empty()) {
         (_, false) => client_ids,
-        (CiphertextStore::Own(own), true) => crate::store::clients(own.as_ref(), &uri).await?,
-        (_, true) => {
+        (Some(own), true) => crate::store::clients(own.as_ref(), &uri).await?,
+        (None, true) => {
             return Err(Failure::new(
                 "no client to verify: Portal's store cannot list its clients",
             )
@@ -407,7 +406,7 @@ async fn verify_store_wide(
     if let Some(calls) = kms_rate_limit {
         keyring = backup_flow::KmsRateLimit::per_second(calls).keyring(&keyring);
     }
-    let flow = settings.flow_with(settings.portal(Acting::Nobody, None)?, keyring, store)?;
+    let flow = settings.flow_with(keyring, stores)?;
     let mut tally = store_wide::Tally::default();
     let mut lines = std::pin::pin!(flow.verify_store_wide(&client_ids, concurrency));
     while let Some(client) = lines.next().await {
@@ -429,7 +428,8 @@ async fn eject(settings: &Settings, args: EjectArgs) -> Result<ExitCode, Failure
         if args.offline {
             eject_offline(settings, &client_id, &args.webhook_store, &args.webhook_kms).await
         } else {
-            let flow = settings.flow(Acting::Custodian, None).await?;
+            let custodian = settings.custodian()?;
+            let flow = settings.flow().await?.custodian(custodian);
             let mut options = EjectOptions::new();
             if let Some(method) = &args.backup_method {
                 options = options.with_backup_method(BackupMethod::from_wire(method));
@@ -572,10 +572,10 @@ async fn eject_offline(
     client_id: &str,
     webhook_store: &Option<String>,
     webhook_kms: &[String],
-) -> Result<(Option<Flow>, backup_flow::EjectReport), Failure> {
+) -> Result<(Option<backup_flow::CustodianFlow>, backup_flow::EjectReport), Failure> {
     let keyring = kms::keyring(&settings.kms, "--kms").await?;
-    let (uri, store) = settings.store().await?;
-    if matches!(uri, StoreUri::Portal) {
+    let (_, stores) = settings.store().await?;
+    if stores.own_store().is_none() {
         return Err(Failure::new(
             "offline eject reads the client ciphertexts from a store of your own, not portal",
         )
@@ -610,8 +610,8 @@ async fn eject_offline(
         ))
         .hint("pass the store serve-webhook uses with --webhook-store (and its keys with --webhook-kms)"));
     }
-    // No Portal call: the client has no credential and no base URL is contacted.
-    let flow = settings.flow_with(settings.portal(Acting::Nobody, None)?, keyring, store)?;
+    // No Portal call: no role is made and no base URL is contacted.
+    let flow = settings.flow_with(keyring, stores)?;
     let report = flow
         .eject_offline(client_id, &custodian_shares)
         .await
@@ -626,24 +626,23 @@ async fn rotate(
     concurrency: usize,
     kms_rate_limit: Option<u32>,
 ) -> Result<ExitCode, Failure> {
-    let (uri, store) = settings.store().await?;
-    if matches!(uri, StoreUri::Portal) {
+    let (uri, stores) = settings.store().await?;
+    let Some(own) = stores.own_store() else {
         return Err(Failure::new(
             "rotate needs a store of your own: Portal's store cannot list or rewrite ciphertexts",
         )
         .hint("pass --store file:<dir> (or postgres://…, s3://…)"));
-    }
+    };
     let mut from = kms::keyring(&settings.kms, "--kms").await?;
     let mut to = kms::keyring(to_kms, "--to-kms").await?;
     if let Some(calls) = kms_rate_limit {
         let limit = backup_flow::KmsRateLimit::per_second(calls);
         (from, to) = (limit.keyring(&from), limit.keyring(&to));
     }
-    let listed = match (&store, client_ids.is_empty()) {
-        (CiphertextStore::Own(own), true) if own.capabilities().list => {
-            Some(crate::store::clients(own.as_ref(), &uri).await?)
-        }
-        _ => None,
+    let listed = if client_ids.is_empty() && own.capabilities().list {
+        Some(crate::store::clients(own.as_ref(), &uri).await?)
+    } else {
+        None
     };
     let client_ids = if !client_ids.is_empty() {
         client_ids
@@ -651,7 +650,7 @@ async fn rotate(
         listed
     } else if settings.api_key.is_some() {
         let me = settings
-            .portal(Acting::Client, None)?
+            .client()?
             .client_me()
             .await
             .map_err(|e| Failure::caused_by("cannot find the client of the API key", e))?;
@@ -659,7 +658,7 @@ async fn rotate(
     } else {
         return Err(Failure::new("no client to rotate").hint("pass --client-id <id>"));
     };
-    let flow = settings.flow_with(settings.portal(Acting::Nobody, None)?, from, store)?;
+    let flow = settings.flow_with(from, stores)?;
     let report = flow
         .rotate_with(&to, &client_ids, concurrency)
         .await
@@ -763,11 +762,8 @@ async fn bulk_run(
     args: &BulkBackup,
     shard: Option<Shard>,
 ) -> Result<BulkReport, Failure> {
-    let flow = with_already(
-        settings.flow(Acting::Nobody, args.rate_limit).await?,
-        &args.already,
-    )
-    .await?;
+    let portal = settings.transport(args.rate_limit)?;
+    let flow = with_already(settings.flow().await?, &args.already).await?;
     let stdin = args.input == Path::new("-");
     let input: Box<dyn BufRead + Send> = if stdin {
         Box::new(BufReader::new(std::io::stdin()))
@@ -803,10 +799,13 @@ async fn bulk_run(
             let file = std::fs::File::create(path).map_err(|e| {
                 Failure::caused_by(format!("cannot create the output {}", path.display()), e)
             })?;
-            flow.bulk_backup(input, std::io::BufWriter::new(file), options)
+            flow.bulk_backup(&portal, input, std::io::BufWriter::new(file), options)
                 .await
         }
-        None => flow.bulk_backup(input, std::io::stdout(), options).await,
+        None => {
+            flow.bulk_backup(&portal, input, std::io::stdout(), options)
+                .await
+        }
     };
     bar.done();
     report.map_err(|e| Failure::caused_by("the bulk backup stopped", e))

@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Json, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use backup_flow::{CiphertextStore, Flow, VerifyReport};
+use backup_flow::{ClientFlow, Flow, PortalManaged, StoreFactory, VerifyReport};
 use envelope::Keyring;
-use portal_api::client::RetryConfig;
+use portal_api::RetryConfig;
 use portal_api::client_api::SharePairStatusUpdate;
 use portal_api::mpc::GenerateResponse;
-use portal_api::{ApiKey, Client, SecretShare};
+use portal_api::{ApiKey, ClientApi, Portal, SecretShare};
 use portal_sim::{FaultRule, PortalSim, Report, SimConfig, WebhookConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -52,11 +52,10 @@ fn portal_failure(what: &str) -> impl FnOnce(portal_api::Error) -> Failure + '_ 
 }
 
 /// A Portal client of the simulator: quick retries, no client-side rate limits.
-fn client(sim: &PortalSim, key: &ApiKey) -> Result<Client, Failure> {
-    Client::builder()
+fn client(sim: &PortalSim, key: &ApiKey) -> Result<ClientApi, Failure> {
+    Portal::builder()
         .with_api_base_url(sim.api_base_url())
         .with_mpc_base_url(sim.mpc_base_url())
-        .with_client_api_key(ApiKey::from(key.expose_secret()))
         .with_retry(
             RetryConfig::default()
                 .with_max_retries(2)
@@ -65,11 +64,12 @@ fn client(sim: &PortalSim, key: &ApiKey) -> Result<Client, Failure> {
         )
         .without_rate_limits()
         .build()
+        .and_then(|portal| portal.client_with_api_key(key))
         .map_err(|e| Failure::caused_by("cannot set up the Portal client", e))
 }
 
 /// A new client whose app generated its wallet and confirmed its signing shares.
-async fn app_client(sim: &PortalSim) -> Result<(String, Client, GenerateResponse), Failure> {
+async fn app_client(sim: &PortalSim) -> Result<(String, ClientApi, GenerateResponse), Failure> {
     let keys = sim.create_client();
     let client = client(sim, &keys.client_api_key)?;
     let generate = client
@@ -83,13 +83,16 @@ async fn app_client(sim: &PortalSim) -> Result<(String, Client, GenerateResponse
     Ok((keys.client_id.clone(), client, generate))
 }
 
+/// The operations of `client`'s session over `stores`.
 fn flow(
-    client: Client,
+    client: ClientApi,
     keyring: Keyring,
-    store: CiphertextStore,
+    stores: Arc<dyn StoreFactory>,
     state: &Path,
-) -> Result<Flow, Failure> {
-    Flow::new(client, keyring, store, state).map_err(|e| Failure::flow("cannot set up the flow", e))
+) -> Result<ClientFlow, Failure> {
+    Flow::new(keyring, stores, state)
+        .map(|flow| flow.session(client))
+        .map_err(|e| Failure::flow("cannot set up the flow", e))
 }
 
 fn verified(report: &VerifyReport) -> Result<String, Failure> {
@@ -159,7 +162,7 @@ async fn steps(dir: &Path, started: Instant) -> Result<Summary, Failure> {
     ));
 
     // 3. Backup, interrupted at the confirm step, then resumed.
-    let flow_a = flow(portal_a, keyring.clone(), CiphertextStore::Portal, &state)?;
+    let flow_a = flow(portal_a, keyring.clone(), Arc::new(PortalManaged), &state)?;
     let confirm: FaultRule = "PATCH /api/v3/clients/me/backup-share-pairs: error=1.0, status=503"
         .parse()
         .map_err(|e| Failure::caused_by("bad fault rule", e))?;
@@ -206,7 +209,12 @@ async fn steps(dir: &Path, started: Instant) -> Result<Summary, Failure> {
     let (client_b, portal_b, generate_b) = app_client(&self_managed).await?;
     let store_dir = dir.join("store");
     let store = crate::store::open(&StoreUri::File(store_dir.clone())).await?;
-    let flow_b = flow(portal_b.clone(), keyring.clone(), store.clone(), &state)?;
+    let flow_b = flow(
+        portal_b.clone(),
+        keyring.clone(),
+        Arc::clone(&store),
+        &state,
+    )?;
     let outcome_b = flow_b
         .backup(&generate_b)
         .await
@@ -243,6 +251,7 @@ async fn steps(dir: &Path, started: Instant) -> Result<Summary, Failure> {
     let new_uri = format!("local:{}", new_path.display());
     let new_keyring = kms::keyring(std::slice::from_ref(&new_uri), "--to-kms").await?;
     let rotated = flow_b
+        .flow()
         .rotate(&new_keyring, std::slice::from_ref(&client_b))
         .await
         .map_err(|e| Failure::flow("rotate failed", e))?;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use backup_flow::CiphertextStore;
+use backup_flow::{PortalManaged, StoreFactory};
 use storage::BackupStore;
 pub(crate) use storage::uri::StoreUri;
 use storage::uri::UriError;
@@ -35,12 +35,12 @@ fn looks_like_scheme(scheme: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
 }
 
-/// The store for the backup flow: Portal's, or one of our own.
-pub(crate) async fn open(uri: &StoreUri) -> Result<CiphertextStore, Failure> {
+/// The stores for the backup flow: Portal's (one per client session), or one of our own.
+pub(crate) async fn open(uri: &StoreUri) -> Result<Arc<dyn StoreFactory>, Failure> {
     if matches!(uri, StoreUri::Portal) {
-        return Ok(CiphertextStore::Portal);
+        return Ok(Arc::new(PortalManaged));
     }
-    Ok(CiphertextStore::Own(open_own(uri, "this command").await?))
+    Ok(Arc::new(open_own(uri, "this command").await?))
 }
 
 /// A store of our own; `portal` is refused, naming `what` needs one.

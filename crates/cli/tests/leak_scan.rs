@@ -40,7 +40,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::{ApiKey, Client};
+use portal_api::{ApiKey, Portal};
 use portal_sim::{BackupMode, PortalSim, SimClient, SimConfig, WebhookConfig};
 use serde_json::{Value, json};
 
@@ -334,12 +334,13 @@ async fn proxy(sim: &PortalSim, wire: &Wire) -> String {
 /// shares; returns the keys and the `/v1/generate` response as JSON.
 async fn app_client(sim: &PortalSim, base: &str) -> (SimClient, Value) {
     let keys = sim.create_client();
-    let client = Client::builder()
+    let client = Portal::builder()
         .with_api_base_url(base)
         .with_mpc_base_url(base)
-        .with_client_api_key(ApiKey::from(keys.client_api_key.expose_secret()))
         .without_rate_limits()
         .build()
+        .unwrap()
+        .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
         .unwrap();
     let generate = client.generate().await.unwrap();
     client

@@ -6,19 +6,18 @@ mod support;
 use std::sync::Arc;
 
 use custodian_webhook::storage::fs::FsStore;
-use portal_api::client::RetryConfig;
+use portal_api::RetryConfig;
 use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::{ApiKey, Client, SharePairUpdateStatus};
+use portal_api::{ApiKey, ClientApi, Portal, SharePairUpdateStatus};
 use portal_sim::{BackupMode, PortalSim, SimConfig, WebhookConfig};
 use support::{SECRET, builder, fetch, http, scan, start};
 
 // A helper outside #[test]: a broken fixture should panic.
 #[allow(clippy::unwrap_used, reason = "test helper")]
-fn client_for(sim: &PortalSim, key: &ApiKey) -> Client {
-    Client::builder()
+fn client_for(sim: &PortalSim, key: &ApiKey) -> ClientApi {
+    Portal::builder()
         .with_api_base_url(sim.api_base_url())
         .with_mpc_base_url(sim.mpc_base_url())
-        .with_client_api_key(ApiKey::from(key.expose_secret()))
         .with_retry(
             RetryConfig::default()
                 .with_initial_backoff(std::time::Duration::from_millis(5))
@@ -26,6 +25,8 @@ fn client_for(sim: &PortalSim, key: &ApiKey) -> Client {
         )
         .without_rate_limits()
         .build()
+        .unwrap()
+        .client_with_api_key(&ApiKey::from(key.expose_secret()))
         .unwrap()
 }
 

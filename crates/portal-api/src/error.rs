@@ -85,13 +85,6 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// The call needs a credential the client was not given.
-    #[error("no {credential} configured")]
-    MissingCredential {
-        /// The credential that is missing.
-        credential: &'static str,
-    },
-
     /// An argument was rejected before any request was made.
     #[error("invalid {name}: {reason}")]
     InvalidArgument {
@@ -479,8 +472,9 @@ mod tests {
         }
         let e = Error::transport(TransportKind::Connect, "refused");
         assert!(e.is_retryable());
-        let e = Error::MissingCredential {
-            credential: "client api key",
+        let e = Error::InvalidArgument {
+            name: "walletId",
+            reason: "must not be empty",
         };
         assert!(!e.is_retryable());
     }

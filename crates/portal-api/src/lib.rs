@@ -6,18 +6,22 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 #[cfg(feature = "client")]
-#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
-pub mod client;
+mod client;
 pub mod client_api;
-pub mod common;
+mod common;
 pub mod custodian_api;
-pub mod error;
+mod error;
 pub mod mpc;
 pub mod paths;
-pub mod secret;
+mod secret;
 
 #[cfg(feature = "client")]
-pub use client::{Client, ClientBuilder};
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use client::{
+    ClientApi, CustodianApi, DEFAULT_API_BASE_URL, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MPC_BASE_URL, DEFAULT_TIMEOUT, Portal, PortalBuilder,
+    RateLimit, RetryConfig,
+};
 pub use common::{BackupMethod, Curve, SharePairStatus, SharePairUpdateStatus};
 pub use error::{Error, ErrorBody, JsonError, Result, TransportKind};
 pub use secret::{ApiKey, SecretShare};

@@ -8,12 +8,12 @@
 //! They are deliberately **not** `Clone`:
 //!
 //! ```compile_fail
-//! let share = portal_api::secret::SecretShare::new("s3cr3t".to_owned());
+//! let share = portal_api::SecretShare::new("s3cr3t".to_owned());
 //! let _copy = share.clone();
 //! ```
 //!
 //! ```compile_fail
-//! let key = portal_api::secret::ApiKey::new("pk_live_x".to_owned());
+//! let key = portal_api::ApiKey::new("pk_live_x".to_owned());
 //! let _copy = key.clone();
 //! ```
 //!

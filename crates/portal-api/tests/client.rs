@@ -13,14 +13,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use portal_api::client::{RateLimit, RetryConfig};
 use portal_api::client_api::{EjectClientRequest, PrepareEjectRequest, SharePairStatusUpdate};
 use portal_api::custodian_api::{
     CreateClientRequest, CreateSessionRequest, EnableEjectRequest, ListClientsQuery,
 };
 use portal_api::mpc::{CurveShare, CurveShares};
 use portal_api::{
-    ApiKey, BackupMethod, Client, ClientBuilder, Error, SharePairUpdateStatus, TransportKind,
+    ApiKey, BackupMethod, ClientApi, CustodianApi, Error, PortalBuilder, RateLimit, RetryConfig,
+    SharePairUpdateStatus, TransportKind,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -166,14 +166,29 @@ fn fast_retry() -> RetryConfig {
         .with_max_backoff(Duration::from_millis(20))
 }
 
-fn builder(addr: SocketAddr) -> ClientBuilder {
-    ClientBuilder::new()
+fn builder(addr: SocketAddr) -> PortalBuilder {
+    PortalBuilder::new()
         .with_api_base_url(format!("http://{addr}"))
         .with_mpc_base_url(format!("http://localhost:{}/", addr.port()))
-        .with_client_api_key(ApiKey::from(CLIENT_KEY))
-        .with_custodian_api_key(ApiKey::from(CUSTODIAN_KEY))
         .with_retry(fast_retry())
         .without_rate_limits()
+}
+
+/// The client role over the transport `builder` makes.
+fn client(builder: PortalBuilder) -> ClientApi {
+    builder
+        .build()
+        .unwrap()
+        .client_with_api_key(&ApiKey::from(CLIENT_KEY))
+        .unwrap()
+}
+
+/// The custodian role over the same transport as `client`.
+fn custodian(client: &ClientApi) -> CustodianApi {
+    client
+        .portal()
+        .custodian(&ApiKey::from(CUSTODIAN_KEY))
+        .unwrap()
 }
 
 fn envelope(prefix: &str) -> Value {
@@ -199,7 +214,7 @@ fn client_json(id: &str) -> Value {
 #[tokio::test]
 async fn every_endpoint_sends_auth_path_and_body() {
     let (server, addr) = start().await;
-    let client = builder(addr).build().unwrap();
+    let client = client(builder(addr));
     let client_auth = format!("Bearer {CLIENT_KEY}");
     let custodian_auth = format!("Bearer {CUSTODIAN_KEY}");
 
@@ -401,7 +416,8 @@ async fn every_endpoint_sends_auth_path_and_body() {
     ];
     check(&seen, expect, &client_auth);
 
-    // Custodian API
+    // Custodian API, on the same transport
+    let custodian = custodian(&client);
     server.script(
         "/api/v3/custodians/me/clients",
         [
@@ -415,12 +431,12 @@ async fn every_endpoint_sends_auth_path_and_body() {
             ),
         ],
     );
-    let created = client
+    let created = custodian
         .create_client(&CreateClientRequest::default())
         .await
         .unwrap();
     assert_eq!(created.client_session_token.expose_secret(), "t");
-    let page = client
+    let page = custodian
         .list_clients(&ListClientsQuery {
             cursor: Some("c 0&x".into()),
             take: Some(10),
@@ -432,7 +448,7 @@ async fn every_endpoint_sends_auth_path_and_body() {
         "/api/v3/custodians/me/clients/c1",
         [Reply::json(200, &client_json("c1"))],
     );
-    assert_eq!(client.get_client("c1").await.unwrap().id, "c1");
+    assert_eq!(custodian.get_client("c1").await.unwrap().id, "c1");
     server.script(
         "/api/v3/custodians/me/clients/c1/sessions",
         [Reply::json(
@@ -440,7 +456,7 @@ async fn every_endpoint_sends_auth_path_and_body() {
             &json!({ "id": "c1", "clientSessionToken": "cst-new" }),
         )],
     );
-    let session = client
+    let session = custodian
         .create_client_session(
             "c1",
             &CreateSessionRequest {
@@ -456,7 +472,7 @@ async fn every_endpoint_sends_auth_path_and_body() {
             &json!({ "ejectableUntil": "2030-01-01T00:00:00.000Z" }),
         )],
     );
-    let window = client
+    let window = custodian
         .enable_eject(
             "c1",
             &EnableEjectRequest {
@@ -474,8 +490,8 @@ async fn every_endpoint_sends_auth_path_and_body() {
             &json!({ "encryptedClientBackupShare": null, "custodianBackupShare": "{}" }),
         )],
     );
-    let shares = client
-        .custodian_ejectable_backup_shares("c1", "w-secp")
+    let shares = custodian
+        .ejectable_backup_shares("c1", "w-secp")
         .await
         .unwrap();
     assert_eq!(shares.encrypted_client_backup_share, None);
@@ -508,13 +524,31 @@ async fn every_endpoint_sends_auth_path_and_body() {
     ];
     check(&seen, expect, &custodian_auth);
 
-    // A client derived with the new session token authenticates with it.
-    let as_session = client
-        .with_client_session_token(&session.client_session_token)
+    // A client role made with the new session token authenticates with it.
+    let as_session = custodian
+        .portal()
+        .client_with_session_token(&session.client_session_token)
         .unwrap();
     server.script("/api/v3/clients/me", [Reply::json(200, &client_json("c1"))]);
     as_session.client_me().await.unwrap();
     assert_eq!(server.seen()[0].auth.as_deref(), Some("Bearer cst-new"));
+
+    // The custodian opens a session and gets the client role on it in one step.
+    server.script(
+        "/api/v3/custodians/me/clients/c1/sessions",
+        [Reply::json(
+            200,
+            &json!({ "id": "c1", "clientSessionToken": "cst-opened" }),
+        )],
+    );
+    server.script("/api/v3/clients/me", [Reply::json(200, &client_json("c1"))]);
+    let opened = custodian.client_session("c1").await.unwrap();
+    opened.client_me().await.unwrap();
+    let seen = server.seen();
+    assert_eq!(seen[0].path, "/api/v3/custodians/me/clients/c1/sessions");
+    assert_eq!(seen[0].auth.as_deref(), Some(custodian_auth.as_str()));
+    assert_eq!(seen[1].path, "/api/v3/clients/me");
+    assert_eq!(seen[1].auth.as_deref(), Some("Bearer cst-opened"));
 }
 
 fn recovered_ids() -> Vec<String> {
@@ -537,7 +571,7 @@ fn check(seen: &[Seen], expect: &[(Method, &str, Option<Value>)], auth: &str) {
 #[tokio::test]
 async fn safe_requests_are_retried_on_503() {
     let (server, addr) = start().await;
-    let client = builder(addr).build().unwrap();
+    let client = client(builder(addr));
     server.script(
         "/api/v3/clients/me",
         [
@@ -572,7 +606,7 @@ async fn safe_requests_are_retried_on_503() {
 #[tokio::test]
 async fn retries_give_up_after_max_retries() {
     let (server, addr) = start().await;
-    let client = builder(addr).build().unwrap();
+    let client = client(builder(addr));
     server.script("/api/v3/clients/me", (0..10).map(|_| Reply::raw(503, "")));
     let err = client.client_me().await.unwrap_err();
     assert_eq!(err.status(), Some(503));
@@ -583,7 +617,7 @@ async fn retries_give_up_after_max_retries() {
 #[tokio::test]
 async fn retry_after_on_429_is_honoured() {
     let (server, addr) = start().await;
-    let client = builder(addr).build().unwrap();
+    let client = client(builder(addr));
     server.script(
         "/api/v3/clients/me",
         [
@@ -603,7 +637,7 @@ async fn retry_after_on_429_is_honoured() {
 #[tokio::test]
 async fn retry_after_beyond_the_cap_is_returned_not_waited() {
     let (server, addr) = start().await;
-    let client = builder(addr).build().unwrap();
+    let client = client(builder(addr));
     server.script(
         "/api/v3/clients/me",
         [Reply::raw(429, "").header("retry-after", "3600")],
@@ -617,7 +651,7 @@ async fn retry_after_beyond_the_cap_is_returned_not_waited() {
 #[tokio::test]
 async fn mpc_backup_is_not_retried_once_the_server_saw_it() {
     let (server, addr) = start().await;
-    let client = builder(addr).build().unwrap();
+    let client = client(builder(addr));
     let generated = generate_response();
     server.script(
         "/v1/backup",
@@ -646,10 +680,7 @@ async fn mpc_backup_is_not_retried_once_the_server_saw_it() {
 #[tokio::test]
 async fn mpc_backup_is_not_retried_after_a_timeout() {
     let (server, addr) = start().await;
-    let client = builder(addr)
-        .with_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let client = client(builder(addr).with_timeout(Duration::from_millis(200)));
     server.script(
         "/v1/backup",
         [Reply::json(200, &envelope("bp")).delayed(Duration::from_secs(2))],
@@ -695,7 +726,7 @@ async fn mpc_backup_is_not_retried_after_the_connection_dropped() {
             drop(stream);
         }
     });
-    let client = builder(addr).build().unwrap();
+    let client = client(builder(addr));
     let err = client.backup(&generate_response()).await.unwrap_err();
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert!(
@@ -718,15 +749,14 @@ async fn mpc_backup_is_retried_when_the_connection_was_refused() {
     let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
-    let client = builder(addr)
-        .with_retry(
+    let client = client(
+        builder(addr).with_retry(
             RetryConfig::default()
                 .with_max_retries(5)
                 .with_initial_backoff(Duration::from_millis(600))
                 .with_max_backoff(Duration::from_millis(600)),
-        )
-        .build()
-        .unwrap();
+        ),
+    );
     let call = tokio::spawn(async move { client.backup(&generate_response()).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -742,10 +772,7 @@ async fn connect_errors_surface_as_connect_without_the_url() {
     let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
-    let client = builder(addr)
-        .with_retry(RetryConfig::disabled())
-        .build()
-        .unwrap();
+    let client = client(builder(addr).with_retry(RetryConfig::disabled()));
     let err = client
         .cipher_text("pair-id-visible-only-in-url")
         .await
@@ -774,10 +801,7 @@ async fn connect_errors_surface_as_connect_without_the_url() {
 #[tokio::test]
 async fn error_bodies_are_parsed() {
     let (server, addr) = start().await;
-    let client = builder(addr)
-        .with_retry(RetryConfig::disabled())
-        .build()
-        .unwrap();
+    let client = client(builder(addr).with_retry(RetryConfig::disabled()));
     server.script(
         "/api/v3/clients/me",
         [
@@ -830,7 +854,7 @@ async fn error_bodies_are_parsed() {
 #[tokio::test]
 async fn decode_errors_never_echo_shares() {
     let (server, addr) = start().await;
-    let client = builder(addr).build().unwrap();
+    let client = client(builder(addr));
     // The share sits where an object was expected.
     server.script(
         "/v1/generate",
@@ -843,40 +867,34 @@ async fn decode_errors_never_echo_shares() {
 }
 
 #[tokio::test]
-async fn missing_credentials_send_nothing() {
+async fn route_changing_ids_send_nothing() {
     let (server, addr) = start().await;
-    let client = ClientBuilder::new()
-        .with_api_base_url(format!("http://{addr}"))
-        .build()
-        .unwrap();
-    let err = client
-        .create_client(&CreateClientRequest::default())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::MissingCredential { .. }), "{err:?}");
-    let err = client.client_me().await.unwrap_err();
-    assert!(matches!(err, Error::MissingCredential { .. }), "{err:?}");
+    let client = client(builder(addr));
+    let err = custodian(&client).get_client("..").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
     let err = client.cipher_text("..").await.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
     assert_eq!(server.count(), 0);
 }
 
 #[tokio::test]
-async fn rate_limit_is_shared_across_clones_and_counted_by_the_server() {
+async fn rate_limit_is_shared_across_clones_and_roles_and_counted_by_the_server() {
     let (server, addr) = start().await;
     // 600 a minute = one request every 100 ms, bursts of 2.
-    let client = builder(addr)
-        .with_api_rate_limit(RateLimit::per_minute(600).with_burst(2))
-        .build()
+    let client =
+        client(builder(addr).with_api_rate_limit(RateLimit::per_minute(600).with_burst(2)));
+    // Another client role on the same transport draws from the same bucket.
+    let clone = client
+        .portal()
+        .client_with_session_token(&ApiKey::from("cst-other"))
         .unwrap();
-    let clone = client.clone();
     server.script(
         "/api/v3/clients/me",
         (0..8).map(|_| Reply::json(200, &client_json("c1"))),
     );
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let c: Client = if i % 2 == 0 {
+        let c: ClientApi = if i % 2 == 0 {
             client.clone()
         } else {
             clone.clone()
@@ -917,7 +935,7 @@ async fn plain_http_is_refused_except_loopback() {
         "http://192.168.1.10:8080",
         "http://[2001:db8::1]",
     ] {
-        let err = ClientBuilder::new()
+        let err = PortalBuilder::new()
             .with_api_base_url(url)
             .build()
             .unwrap_err();
@@ -925,7 +943,7 @@ async fn plain_http_is_refused_except_loopback() {
             matches!(err, Error::InvalidBaseUrl { which: "api", .. }),
             "{url}"
         );
-        let err = ClientBuilder::new()
+        let err = PortalBuilder::new()
             .with_mpc_base_url(url)
             .build()
             .unwrap_err();
@@ -940,7 +958,7 @@ async fn plain_http_is_refused_except_loopback() {
         "http://localhost:1",
         "https://api.portalhq.io",
     ] {
-        ClientBuilder::new()
+        PortalBuilder::new()
             .with_api_base_url(url)
             .with_mpc_base_url(url)
             .build()

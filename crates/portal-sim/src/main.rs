@@ -24,10 +24,11 @@ GETTING KEYS
   Keys are never printed or logged.
 
 WITH THIS SDK
-  portal_api::ClientBuilder::new()
+  portal_api::Portal::builder()
       .with_api_base_url(\"http://127.0.0.1:8787\")
       .with_mpc_base_url(\"http://127.0.0.1:8787\")
-      .with_client_api_key(ApiKey::from(client_api_key))
+      .build()?
+      .client_with_api_key(&ApiKey::from(client_api_key))   (or .custodian(&key))
   (plain http is accepted for loopback hosts only.) Any other client: same base URL, header
   `Authorization: Bearer <key>`.
 

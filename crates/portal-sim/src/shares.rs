@@ -20,8 +20,8 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD_NO_PAD};
+use portal_api::Curve;
 use portal_api::SecretShare;
-use portal_api::common::Curve;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use portal_api::client::RetryConfig;
+use portal_api::RetryConfig;
 use portal_api::{Error, TransportKind, paths};
 use portal_sim::{FaultRule, RouteSelector, SimConfig};
 use support::{builder_for, client_for, copy_key, raw_client_me, start, start_with_client, wallet};
@@ -170,10 +170,11 @@ async fn a_seed_reproduces_the_same_faults() {
         .await;
         let keys = sim.create_client();
         let client = builder_for(&sim)
-            .with_client_api_key(copy_key(&keys.client_api_key))
             .with_retry(RetryConfig::disabled())
             .without_rate_limits()
             .build()
+            .unwrap()
+            .client_with_api_key(&copy_key(&keys.client_api_key))
             .unwrap();
         let mut out = Vec::new();
         for _ in 0..40 {

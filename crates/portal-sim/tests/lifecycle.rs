@@ -1,5 +1,5 @@
-//! Every endpoint through `portal_api::Client` against the simulator, the whole lifecycle, the
-//! custodian and eject routes, and the admin routes.
+//! Every endpoint through `portal_api`'s client and custodian roles against the simulator,
+//! the whole lifecycle, the custodian and eject routes, and the admin routes.
 
 mod support;
 
@@ -223,7 +223,8 @@ async fn raw_status_view_shows_lifecycle_states() {
 
 #[tokio::test]
 async fn custodian_routes_clients_sessions_and_paging() {
-    let (sim, keys, custodian) = start_with_client(SimConfig::new()).await;
+    let (sim, keys, both) = start_with_client(SimConfig::new()).await;
+    let custodian = both.custodian;
 
     let created = custodian
         .create_client(&CreateClientRequest {
@@ -233,11 +234,13 @@ async fn custodian_routes_clients_sessions_and_paging() {
         .unwrap();
     assert_eq!(created.is_account_abstracted, Some(true));
     let as_new = custodian
-        .with_client_api_key(&created.client_api_key)
+        .portal()
+        .client_with_api_key(&created.client_api_key)
         .unwrap();
     assert_eq!(as_new.client_me().await.unwrap().id, created.id);
     let with_token = custodian
-        .with_client_session_token(&created.client_session_token)
+        .portal()
+        .client_with_session_token(&created.client_session_token)
         .unwrap();
     assert_eq!(with_token.client_me().await.unwrap().id, created.id);
 
@@ -247,7 +250,8 @@ async fn custodian_routes_clients_sessions_and_paging() {
         .unwrap();
     assert_eq!(session.id, created.id);
     let with_session = custodian
-        .with_client_session_token(&session.client_session_token)
+        .portal()
+        .client_with_session_token(&session.client_session_token)
         .unwrap();
     assert_eq!(with_session.client_me().await.unwrap().id, created.id);
 
@@ -289,6 +293,7 @@ async fn custodian_routes_clients_sessions_and_paging() {
     let other_client = sim.create_client_for(&other.id).unwrap();
     let other = client_for(&sim, &other_client);
     let list = other
+        .custodian
         .list_clients(&ListClientsQuery::default())
         .await
         .unwrap();
@@ -337,7 +342,8 @@ async fn eject_window_custodian_and_client_routes() {
     );
 
     let from_custodian = client
-        .custodian_ejectable_backup_shares(&keys.client_id, &secp.id)
+        .custodian
+        .ejectable_backup_shares(&keys.client_id, &secp.id)
         .await
         .unwrap();
     let bp = &backup.secp256k1.as_ref().unwrap().id;
@@ -367,7 +373,8 @@ async fn eject_window_custodian_and_client_routes() {
     sim.advance_clock(Duration::from_secs(6 * 60));
     assert!(
         client
-            .custodian_ejectable_backup_shares(&keys.client_id, &secp.id)
+            .custodian
+            .ejectable_backup_shares(&keys.client_id, &secp.id)
             .await
             .is_err()
     );

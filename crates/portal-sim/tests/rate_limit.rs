@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use portal_api::client::{RateLimit, RetryConfig};
+use portal_api::{RateLimit, RetryConfig};
 use portal_sim::{Host, SimConfig};
 use support::{builder_for, client_for, copy_key, raw_client_me, start, start_with_client, wallet};
 
@@ -90,10 +90,11 @@ async fn a_client_side_rate_limit_keeps_under_the_simulators() {
     let sim = start(SimConfig::new().with_seed(7).with_rate_limit(Host::Api, 6)).await;
     let keys = sim.create_client();
     let client = builder_for(&sim)
-        .with_client_api_key(copy_key(&keys.client_api_key))
         .with_retry(RetryConfig::disabled())
         .with_api_rate_limit(RateLimit::per_minute(240).with_burst(2))
         .build()
+        .unwrap()
+        .client_with_api_key(&copy_key(&keys.client_api_key))
         .unwrap();
     let started = Instant::now();
     let mut calls = tokio::task::JoinSet::new();

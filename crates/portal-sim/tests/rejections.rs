@@ -34,6 +34,7 @@ async fn wrong_credentials_are_401_of_the_right_kind() {
 
     let client_as_custodian = client_with_key(&sim, keys.client_api_key.expose_secret());
     let err = client_as_custodian
+        .custodian
         .list_clients(&ListClientsQuery::default())
         .await
         .unwrap_err();
@@ -102,6 +103,7 @@ async fn foreign_ids_are_not_found() {
     let other_client = client_for(&sim, &other_keys);
     assert_eq!(
         other_client
+            .custodian
             .get_client(&ka.client_id)
             .await
             .unwrap_err()

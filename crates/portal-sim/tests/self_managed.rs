@@ -22,10 +22,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use portal_api::mpc::GenerateResponse;
-use portal_api::{ApiKey, Client, paths};
+use portal_api::{ApiKey, paths};
 use portal_sim::{PortalSim, SimClient, SimConfig, ViolationKind, WebhookConfig};
 use serde_json::{Value, json};
-use support::{client_for, complete_backup, start, wallet};
+use support::{Both, client_for, complete_backup, start, wallet};
 
 const SECRET: &str = "webhook-secret-for-tests";
 
@@ -121,7 +121,7 @@ async fn self_managed_sim(addr: SocketAddr, secret: &str, timeout: Duration) -> 
 /// A Self-Managed simulator whose webhook runs in `mode` (right secret, Portal's 10 s
 /// deadline): the webhook's state, the simulator, a client's keys, its portal-api client and its
 /// confirmed wallet.
-async fn setup(mode: Mode) -> (Shared, PortalSim, SimClient, Client, GenerateResponse) {
+async fn setup(mode: Mode) -> (Shared, PortalSim, SimClient, Both, GenerateResponse) {
     setup_with(mode, SECRET, Duration::from_secs(10)).await
 }
 
@@ -130,7 +130,7 @@ async fn setup_with(
     mode: Mode,
     secret: &str,
     timeout: Duration,
-) -> (Shared, PortalSim, SimClient, Client, GenerateResponse) {
+) -> (Shared, PortalSim, SimClient, Both, GenerateResponse) {
     let (addr, hook) = webhook(mode).await;
     let sim = self_managed_sim(addr, secret, timeout).await;
     let keys = sim.create_client();

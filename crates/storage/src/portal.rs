@@ -19,23 +19,27 @@ const NAME: &str = "portal";
 /// envelope's text form), because `clientCipherText` is a string.
 ///
 /// ```no_run
-/// # async fn demo(portal: portal_api::Client) -> Result<(), storage::StorageError> {
+/// # async fn demo(client: portal_api::ClientApi) -> Result<(), storage::StorageError> {
 /// use storage::{BackupKey, BackupStore, PutOptions, portal::PortalStore};
-/// let store = PortalStore::new(portal); // authenticated as the client
+/// let store = PortalStore::new(client); // one client's session: keeps that client's ciphertexts
 /// let key = BackupKey::client_backup("cl_1", "bsp_1", "SECP256K1")?;
 /// store.put(&key, "pbe1.…".into(), PutOptions::overwrite()).await?;
 /// let back = store.get(&key).await?;
 /// # Ok(()) }
 /// ```
+///
+/// A `PortalStore` belongs to one client session: Portal's routes are `clients/me/...`, so
+/// the client of a key is the client whose [`ClientApi`](portal_api::ClientApi) the store was
+/// made with, whatever client id the key names. Make one per client session.
 #[derive(Clone, Debug)]
 pub struct PortalStore {
-    client: portal_api::Client,
+    client: portal_api::ClientApi,
 }
 
 impl PortalStore {
-    /// A store over a Portal client authenticated as the client (API key or session token).
+    /// The store of the client that `client` acts as (Client API Key or session token).
     #[must_use]
-    pub fn new(client: portal_api::Client) -> Self {
+    pub fn new(client: portal_api::ClientApi) -> Self {
         Self { client }
     }
 

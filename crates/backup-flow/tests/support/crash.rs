@@ -39,14 +39,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
-use backup_flow::portal_api::client::RetryConfig;
+use backup_flow::portal_api::RetryConfig;
+use backup_flow::portal_api::SharePairStatus;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
-use backup_flow::portal_api::common::SharePairStatus;
-use backup_flow::portal_api::{ApiKey, Client};
+use backup_flow::portal_api::{ApiKey, Portal};
 use backup_flow::storage::BackupStore;
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::memory::MemoryStore;
-use backup_flow::{BulkOptions, CiphertextStore, Flow};
+use backup_flow::{BulkOptions, Flow, PortalManaged, StoreFactory};
 use custodian_webhook::{WebhookSecrets, WebhookServer};
 use portal_sim::{BackupMode, PortalSim, SimClient, SimConfig, WebhookConfig};
 use serde::{Deserialize, Serialize};
@@ -166,8 +166,8 @@ impl fmt::Display for Outcome {
     }
 }
 
-fn portal_base(api_url: &str, mpc_url: &str) -> Client {
-    Client::builder()
+fn portal_base(api_url: &str, mpc_url: &str) -> Portal {
+    Portal::builder()
         .with_api_base_url(api_url)
         .with_mpc_base_url(mpc_url)
         .with_retry(
@@ -180,10 +180,10 @@ fn portal_base(api_url: &str, mpc_url: &str) -> Client {
         .unwrap()
 }
 
-fn target(store_dir: Option<&Path>) -> CiphertextStore {
+fn target(store_dir: Option<&Path>) -> Arc<dyn StoreFactory> {
     match store_dir {
-        Some(dir) => CiphertextStore::Own(Arc::new(FsStore::new(dir).unwrap())),
-        None => CiphertextStore::Portal,
+        Some(dir) => Arc::new(Arc::new(FsStore::new(dir).unwrap()) as Arc<dyn BackupStore>),
+        None => Arc::new(PortalManaged),
     }
 }
 
@@ -219,7 +219,6 @@ pub fn child_main(config: &str) -> ! {
         .unwrap();
     let report = runtime.block_on(async {
         let flow = Flow::new(
-            portal_base(&config.api_url, &config.mpc_url),
             keyring(&config.kek_file),
             target(config.store_dir.as_deref()),
             &config.state_dir,
@@ -228,6 +227,7 @@ pub fn child_main(config: &str) -> ! {
         let input = BufReader::new(std::fs::File::open(&config.input).unwrap());
         let output = std::fs::File::create(&config.output).unwrap();
         flow.bulk_backup(
+            &portal_base(&config.api_url, &config.mpc_url),
             input,
             output,
             BulkOptions::new().with_concurrency(config.concurrency),
@@ -278,12 +278,13 @@ pub async fn crash_soak(params: Params, child: impl Fn() -> Command + Send + Syn
     let mut input = String::new();
     for _ in 0..params.clients {
         let keys = sim.create_client();
-        let app = Client::builder()
+        let app = Portal::builder()
             .with_api_base_url(sim.api_base_url())
             .with_mpc_base_url(sim.mpc_base_url())
-            .with_client_api_key(ApiKey::from(keys.client_api_key.expose_secret()))
             .without_rate_limits()
             .build()
+            .unwrap()
+            .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
             .unwrap();
         let generate = app.generate().await.unwrap();
         app.update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
@@ -446,11 +447,10 @@ pub async fn crash_soak(params: Params, child: impl Fn() -> Command + Send + Syn
         .map(|dir| Arc::new(FsStore::new(dir).unwrap()) as Arc<dyn BackupStore>);
     let checker_state = tempfile::tempdir().unwrap();
     let checker = Flow::new(
-        portal_base(sim.api_base_url(), sim.mpc_base_url()),
         keyring(&kek_file),
         match &store {
-            Some(store) => CiphertextStore::Own(Arc::clone(store)),
-            None => CiphertextStore::Portal,
+            Some(store) => Arc::new(Arc::clone(store)) as Arc<dyn StoreFactory>,
+            None => Arc::new(PortalManaged),
         },
         checker_state.path(),
     )
@@ -502,13 +502,14 @@ pub async fn crash_soak(params: Params, child: impl Fn() -> Command + Send + Syn
             assert_eq!(keys_stored.len(), 2, "client {id}: {keys_stored:?}");
         }
         let report = checker
-            .for_client(
-                Client::builder()
+            .session(
+                Portal::builder()
                     .with_api_base_url(sim.api_base_url())
                     .with_mpc_base_url(sim.mpc_base_url())
-                    .with_client_api_key(ApiKey::from(keys.client_api_key.expose_secret()))
                     .without_rate_limits()
                     .build()
+                    .unwrap()
+                    .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
                     .unwrap(),
             )
             .verify()

@@ -12,16 +12,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
-use backup_flow::portal_api::client::RetryConfig;
+use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::mpc::GenerateResponse;
-use backup_flow::portal_api::{ApiKey, Client};
+use backup_flow::portal_api::{ApiKey, ClientApi, CustodianApi, Portal};
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::memory::MemoryStore;
 use backup_flow::storage::{
     BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, StorageError,
 };
-use backup_flow::{CiphertextStore, Flow};
+use backup_flow::{ClientFlow, CustodianFlow, Flow, PortalManaged, StoreFactory};
 use bytes::Bytes;
 use custodian_webhook::{WebhookSecrets, WebhookServer};
 use portal_sim::{BackupMode, PortalSim, SimClient, SimConfig, WebhookConfig};
@@ -45,11 +45,11 @@ pub async fn sim(self_managed: bool) -> PortalSim {
     PortalSim::start(config).await.unwrap()
 }
 
-pub fn portal_client(sim: &PortalSim, key: &ApiKey) -> Client {
-    Client::builder()
+/// The transport to `sim`: quick retries, no client-side rate limits.
+pub fn portal(sim: &PortalSim) -> Portal {
+    Portal::builder()
         .with_api_base_url(sim.api_base_url())
         .with_mpc_base_url(sim.mpc_base_url())
-        .with_client_api_key(ApiKey::from(key.expose_secret()))
         .with_retry(
             RetryConfig::default()
                 .with_initial_backoff(std::time::Duration::from_millis(5))
@@ -60,19 +60,17 @@ pub fn portal_client(sim: &PortalSim, key: &ApiKey) -> Client {
         .unwrap()
 }
 
-pub fn custodian_client(sim: &PortalSim, keys: &SimClient) -> Client {
-    Client::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
-        .with_custodian_api_key(ApiKey::from(keys.custodian_api_key.expose_secret()))
-        .without_rate_limits()
-        .build()
-        .unwrap()
+pub fn portal_client(sim: &PortalSim, key: &ApiKey) -> ClientApi {
+    portal(sim).client_with_api_key(key).unwrap()
+}
+
+pub fn custodian_client(sim: &PortalSim, keys: &SimClient) -> CustodianApi {
+    portal(sim).custodian(&keys.custodian_api_key).unwrap()
 }
 
 /// A new client whose app has generated its wallet and confirmed its signing shares: the
 /// state in which an integrator's backend backs it up.
-pub async fn generated_client(sim: &PortalSim) -> (SimClient, Client, GenerateResponse) {
+pub async fn generated_client(sim: &PortalSim) -> (SimClient, ClientApi, GenerateResponse) {
     let keys = sim.create_client();
     let client = portal_client(sim, &keys.client_api_key);
     let generate = client.generate().await.unwrap();
@@ -83,8 +81,39 @@ pub async fn generated_client(sim: &PortalSim) -> (SimClient, Client, GenerateRe
     (keys, client, generate)
 }
 
-pub fn flow(client: Client, keyring: Keyring, target: CiphertextStore, state: &Path) -> Flow {
-    Flow::new(client, keyring, target, state).unwrap()
+/// The session of `client` over `stores`.
+pub fn flow(
+    client: ClientApi,
+    keyring: Keyring,
+    stores: Arc<dyn StoreFactory>,
+    state: &Path,
+) -> ClientFlow {
+    stored(keyring, stores, state).session(client)
+}
+
+/// The custodian's operations over `stores`.
+pub fn custodian_flow(
+    custodian: CustodianApi,
+    keyring: Keyring,
+    stores: Arc<dyn StoreFactory>,
+    state: &Path,
+) -> CustodianFlow {
+    stored(keyring, stores, state).custodian(custodian)
+}
+
+/// A flow with no Portal role, for the store-only operations.
+pub fn stored(keyring: Keyring, stores: Arc<dyn StoreFactory>, state: &Path) -> Flow {
+    Flow::new(keyring, stores, state).unwrap()
+}
+
+/// Portal-Managed Backups: each session's ciphertexts with Portal.
+pub fn portal_managed() -> Arc<dyn StoreFactory> {
+    Arc::new(PortalManaged)
+}
+
+/// A store of our own, the same for every session.
+pub fn own(store: Arc<dyn BackupStore>) -> Arc<dyn StoreFactory> {
+    Arc::new(store)
 }
 
 /// The real Self-Managed Backups webhook (`custodian-webhook`), keeping the custodian shares
@@ -108,8 +137,8 @@ pub fn assert_clean(sim: &PortalSim) {
     assert!(report.is_clean(), "{report}");
 }
 
-pub fn fs_store(dir: &Path) -> CiphertextStore {
-    CiphertextStore::Own(Arc::new(FsStore::new(dir).unwrap()))
+pub fn fs_store(dir: &Path) -> Arc<dyn StoreFactory> {
+    own(Arc::new(FsStore::new(dir).unwrap()))
 }
 
 /// A store whose puts can be made to fail (as an outage would), forwarding everything else.

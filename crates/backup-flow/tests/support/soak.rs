@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
-use backup_flow::portal_api::client::RetryConfig;
+use backup_flow::portal_api::RetryConfig;
+use backup_flow::portal_api::SharePairStatus;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
-use backup_flow::portal_api::common::SharePairStatus;
-use backup_flow::portal_api::{ApiKey, Client};
-use backup_flow::{BulkOptions, BulkReport, CiphertextStore, Flow};
+use backup_flow::portal_api::{ApiKey, Portal};
+use backup_flow::{BulkOptions, BulkReport, Flow, PortalManaged};
 use portal_sim::{FaultRule, PortalSim, SimConfig};
 use serde_json::{Value, json};
 
@@ -88,10 +88,16 @@ impl fmt::Display for Outcome {
     }
 }
 
-async fn run(flow: &Flow, input: &str, concurrency: usize) -> (BulkReport, Vec<Value>) {
+async fn run(
+    flow: &Flow,
+    base: &Portal,
+    input: &str,
+    concurrency: usize,
+) -> (BulkReport, Vec<Value>) {
     let mut out = Vec::new();
     let report = flow
         .bulk_backup(
+            base,
             Cursor::new(input.as_bytes().to_vec()),
             &mut out,
             BulkOptions::new().with_concurrency(concurrency),
@@ -116,12 +122,13 @@ pub async fn soak(clients: usize, concurrency: usize) -> Outcome {
     let mut ids = Vec::new();
     for _ in 0..clients {
         let keys = sim.create_client();
-        let app = Client::builder()
+        let app = Portal::builder()
             .with_api_base_url(sim.api_base_url())
             .with_mpc_base_url(sim.mpc_base_url())
-            .with_client_api_key(ApiKey::from(keys.client_api_key.expose_secret()))
             .without_rate_limits()
             .build()
+            .unwrap()
+            .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
             .unwrap();
         let generate = app.generate().await.unwrap();
         app.update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
@@ -138,7 +145,7 @@ pub async fn soak(clients: usize, concurrency: usize) -> Outcome {
 
     // Two retries, short backoff: under 20% faults some clients run out of attempts and must
     // come out as retryable failures.
-    let base = Client::builder()
+    let base = Portal::builder()
         .with_api_base_url(sim.api_base_url())
         .with_mpc_base_url(sim.mpc_base_url())
         .with_retry(
@@ -154,7 +161,7 @@ pub async fn soak(clients: usize, concurrency: usize) -> Outcome {
     let state = tempfile::tempdir().unwrap();
     let keyring =
         Keyring::new().with(Arc::new(LocalKek::generate().unwrap()) as Arc<dyn KeyEncryptionKey>);
-    let flow = Flow::new(base, keyring, CiphertextStore::Portal, state.path()).unwrap();
+    let flow = Flow::new(keyring, PortalManaged, state.path()).unwrap();
 
     let faults: Vec<FaultRule> = FAULTS.iter().map(|r| r.parse().unwrap()).collect();
     let spiky = {
@@ -175,7 +182,7 @@ pub async fn soak(clients: usize, concurrency: usize) -> Outcome {
         })
     };
     let started = Instant::now();
-    let (first, results) = run(&flow, &input, concurrency).await;
+    let (first, results) = run(&flow, &base, &input, concurrency).await;
     let first_time = started.elapsed();
     spikes.abort();
     let _ = spikes.await;
@@ -199,7 +206,7 @@ pub async fn soak(clients: usize, concurrency: usize) -> Outcome {
     }
 
     let started = Instant::now();
-    let (second, results) = run(&flow, &input, concurrency).await;
+    let (second, results) = run(&flow, &base, &input, concurrency).await;
     let second_time = started.elapsed();
     assert_eq!(
         (second.confirmed, second.failed),

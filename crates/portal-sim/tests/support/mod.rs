@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use portal_api::client::RetryConfig;
+use portal_api::RetryConfig;
 use portal_api::client_api::SharePairStatusUpdate;
 use portal_api::custodian_api::{EnableEjectRequest, EnableEjectResponse};
 use portal_api::mpc::{BackupResponse, GenerateResponse};
-use portal_api::{ApiKey, Client, ClientBuilder, SharePairUpdateStatus, paths};
+use portal_api::{ApiKey, ClientApi, CustodianApi, PortalBuilder, SharePairUpdateStatus, paths};
 use portal_sim::{PortalSim, SimClient, SimConfig};
 
 /// Retries fast and often, so injected faults are absorbed quickly.
@@ -26,33 +26,53 @@ pub(crate) fn copy_key(key: &ApiKey) -> ApiKey {
     ApiKey::from(key.expose_secret())
 }
 
-/// A portal-api client builder with both hosts on `sim`.
-pub(crate) fn builder_for(sim: &PortalSim) -> ClientBuilder {
-    ClientBuilder::new()
+/// A portal-api transport builder with both hosts on `sim`.
+pub(crate) fn builder_for(sim: &PortalSim) -> PortalBuilder {
+    PortalBuilder::new()
         .with_api_base_url(sim.api_base_url())
         .with_mpc_base_url(sim.mpc_base_url())
 }
 
-/// A portal-api client for `keys` against `sim` (both hosts on the simulator).
-pub(crate) fn client_for(sim: &PortalSim, keys: &SimClient) -> Client {
-    builder_for(sim)
-        .with_client_api_key(copy_key(&keys.client_api_key))
-        .with_custodian_api_key(copy_key(&keys.custodian_api_key))
+/// Both Portal roles of one simulated client over one transport: the client's own (the
+/// `Deref` target, for the MPC and Client API routes) and its custodian's.
+#[derive(Clone, Debug)]
+pub(crate) struct Both {
+    pub(crate) client: ClientApi,
+    pub(crate) custodian: CustodianApi,
+}
+
+impl std::ops::Deref for Both {
+    type Target = ClientApi;
+
+    fn deref(&self) -> &ClientApi {
+        &self.client
+    }
+}
+
+/// Both roles of `keys` against `sim` (both hosts on the simulator).
+pub(crate) fn client_for(sim: &PortalSim, keys: &SimClient) -> Both {
+    let portal = builder_for(sim)
         .with_retry(fast_retry())
         .without_rate_limits()
         .build()
-        .unwrap()
+        .unwrap();
+    Both {
+        client: portal.client_with_api_key(&keys.client_api_key).unwrap(),
+        custodian: portal.custodian(&keys.custodian_api_key).unwrap(),
+    }
 }
 
-/// A client with only a (possibly wrong) client key.
-pub(crate) fn client_with_key(sim: &PortalSim, key: &str) -> Client {
-    builder_for(sim)
-        .with_client_api_key(ApiKey::from(key))
-        .with_custodian_api_key(ApiKey::from(key))
+/// Both roles with one (possibly wrong) key.
+pub(crate) fn client_with_key(sim: &PortalSim, key: &str) -> Both {
+    let portal = builder_for(sim)
         .with_retry(RetryConfig::disabled())
         .without_rate_limits()
         .build()
-        .unwrap()
+        .unwrap();
+    Both {
+        client: portal.client_with_api_key(&ApiKey::from(key)).unwrap(),
+        custodian: portal.custodian(&ApiKey::from(key)).unwrap(),
+    }
 }
 
 pub(crate) async fn start(config: SimConfig) -> PortalSim {
@@ -60,7 +80,7 @@ pub(crate) async fn start(config: SimConfig) -> PortalSim {
 }
 
 /// A simulator, a client of its default custodian, and a portal-api client with every key.
-pub(crate) async fn start_with_client(config: SimConfig) -> (PortalSim, SimClient, Client) {
+pub(crate) async fn start_with_client(config: SimConfig) -> (PortalSim, SimClient, Both) {
     let sim = start(config).await;
     let keys = sim.create_client();
     let client = client_for(&sim, &keys);
@@ -68,7 +88,7 @@ pub(crate) async fn start_with_client(config: SimConfig) -> (PortalSim, SimClien
 }
 
 /// generate + confirm STORED_CLIENT.
-pub(crate) async fn wallet(client: &Client) -> GenerateResponse {
+pub(crate) async fn wallet(client: &ClientApi) -> GenerateResponse {
     let generated = client.generate().await.unwrap();
     client
         .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generated.ids()))
@@ -78,7 +98,7 @@ pub(crate) async fn wallet(client: &Client) -> GenerateResponse {
 }
 
 /// backup + store each ciphertext + mark STORED_CLIENT_BACKUP_SHARE (the DESIGN.md order).
-pub(crate) async fn backed_up(client: &Client, generated: &GenerateResponse) -> BackupResponse {
+pub(crate) async fn backed_up(client: &ClientApi, generated: &GenerateResponse) -> BackupResponse {
     let backup = client.backup(generated).await.unwrap();
     for (curve, share) in backup.iter() {
         client
@@ -92,7 +112,7 @@ pub(crate) async fn backed_up(client: &Client, generated: &GenerateResponse) -> 
 
 /// Marks every pair of `backup` `STORED_CLIENT_BACKUP_SHARE` (completed).
 pub(crate) async fn complete_backup(
-    client: &Client,
+    client: &ClientApi,
     backup: &BackupResponse,
 ) -> Result<(), portal_api::Error> {
     mark_backup(
@@ -105,7 +125,7 @@ pub(crate) async fn complete_backup(
 
 /// `PATCH …/backup-share-pairs`: every pair of `backup` to `status`.
 pub(crate) async fn mark_backup(
-    client: &Client,
+    client: &ClientApi,
     backup: &BackupResponse,
     status: SharePairUpdateStatus,
 ) -> Result<(), portal_api::Error> {
@@ -157,7 +177,7 @@ pub(crate) async fn send_text(request: reqwest::RequestBuilder) -> String {
 /// The custodian opens an eject window for `wallet_id` (Portal's default length when `until`
 /// is `None`).
 pub(crate) async fn enable_eject(
-    client: &Client,
+    client: &Both,
     client_id: &str,
     wallet_id: &str,
     until: Option<&str>,
@@ -166,7 +186,7 @@ pub(crate) async fn enable_eject(
         wallet_id: wallet_id.to_owned(),
         ejectable_until: until.map(str::to_owned),
     };
-    client.enable_eject(client_id, &request).await
+    client.custodian.enable_eject(client_id, &request).await
 }
 
 /// Checks Portal's answer to a missing or malformed `Authorization` header: 401 with a bare

@@ -62,6 +62,10 @@ pub(crate) const SECTIONS: &[(&str, &str)] = &[
         "custodian webhook: 1 and 3 replicas over one PostgreSQL and one S3 store, one replica killed",
     ),
     (
+        "fleet",
+        "store-wide verify, rotate and migrate of 10,000 backups on the file store, PostgreSQL and S3 behind KEKs with 5 ms per call, and the peak RSS of store-wide verify",
+    ),
+    (
         "build",
         "clean build time and dependency count, minimal versus all features (slow)",
     ),
@@ -69,7 +73,7 @@ pub(crate) const SECTIONS: &[(&str, &str)] = &[
 
 /// What `cargo xtask bench` runs without arguments: every section but `build`.
 const DEFAULT_SECTIONS: &[&str] = &[
-    "envelope", "bulk", "rate", "verify", "rss", "stores", "replicas",
+    "envelope", "bulk", "rate", "verify", "rss", "stores", "replicas", "fleet",
 ];
 
 /// The id prefix that marks a group's reference benchmark (see the module docs).
@@ -156,6 +160,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
             "rss" => doc.rss = Some(measure::rss(root, &target_dir)?),
             "stores" => doc.stores = Some(measure::stores(root, &target_dir)?),
             "replicas" => doc.replicas = Some(replicas(root, &target_dir)?),
+            "fleet" => doc.fleet = Some(crate::fleet::run(root, &target_dir)?),
             "build" => doc.build = Some(measure::build(root, &target_dir)?),
             other => return Err(Error::msg(format!("unknown bench section `{other}`"))),
         }
@@ -397,6 +402,7 @@ struct Doc {
     rss: Option<Value>,
     stores: Option<Value>,
     replicas: Option<Value>,
+    fleet: Option<Value>,
     build: Option<Value>,
 }
 
@@ -457,6 +463,7 @@ impl Doc {
             rss: value.get("rss").cloned(),
             stores: value.get("stores").cloned(),
             replicas: value.get("replicas").cloned(),
+            fleet: value.get("fleet").cloned(),
             build: value.get("build").cloned(),
         }
     }
@@ -521,6 +528,7 @@ impl Doc {
             ("rss", &self.rss),
             ("stores", &self.stores),
             ("replicas", &self.replicas),
+            ("fleet", &self.fleet),
             ("build", &self.build),
         ] {
             if let Some(value) = value {
@@ -608,6 +616,9 @@ impl Doc {
         }
         if let Some(replicas) = &self.replicas {
             replicas_markdown(replicas, &mut md);
+        }
+        if let Some(fleet) = &self.fleet {
+            crate::fleet::markdown(fleet, &mut md);
         }
         if let Some(build) = &self.build {
             measure::build_markdown(build, &mut md);

@@ -11,6 +11,7 @@ mod azurite;
 mod bench;
 mod ci;
 mod cmd;
+mod fleet;
 mod json;
 mod measure;
 mod postgres;
@@ -40,7 +41,9 @@ Commands:
                 held), rss (peak RSS at 1k/10k/100k clients), stores (latency and
                 throughput of every store, fs as baseline), replicas (the custodian
                 webhook as 1 and 3 replicas over one PostgreSQL and one S3 store, one
-                killed mid-run), build (clean build time and
+                killed mid-run), fleet (store-wide verify, rotate and migrate of 10,000
+                backups on every store behind KEKs with 5 ms per call; peak RSS of
+                store-wide verify at 10k/100k), build (clean build time and
                 dependency count by feature set; slow). No section: all but build; `all`:
                 every one.
   services      Lists the services the tests need, and how the test step provides them.

@@ -1,0 +1,671 @@
+//! Store-wide work at KMS speed on every kind of store: `verify --store-wide`
+//! (`Flow::verify_store_wide`) and `rotate` (`Flow::rotate_with`) of [`BACKUPS`] backups (one
+//! client each, two shares sealed under one data key) on the file store, PostgreSQL and S3
+//! (moto), behind local KEKs with [`LATENCY_MS`] ms added to every call, at concurrency 1 and
+//! 64; `migrate` file → PostgreSQL at concurrency 64; and the peak RSS of a store-wide verify
+//! of 10,000 and 100,000 backups (seeded on tmpfs, each measured in a child process).
+//!
+//! Each level is set against its ideal, min(KMS bound, the store's own rate measured alone in
+//! the same run at the same concurrency):
+//!
+//! * verify: KMS bound = concurrency / 5 ms (one unwrap per backup); store alone = list each
+//!   client and read its two objects;
+//! * rotate: KMS bound = concurrency / (2 × 5 ms) (one unwrap and one wrap per backup, one
+//!   after the other); store alone = overwrite each client's two objects;
+//! * migrate: KMS bound = concurrency / 5 ms; store alone = read each client's two objects from
+//!   the file store and create them in a fresh PostgreSQL database.
+//!
+//! Concurrency 1 runs on the first [`C1_BACKUPS`] backups (a rate; 10,000 at 5 ms a call would
+//! take minutes per store), concurrency 64 on all of them. PostgreSQL and moto are started on
+//! loopback (`test-services`); moto is a Python development server, so its rows measure the
+//! client plus an emulator, not S3.
+//!
+//! Prints a Markdown table (lines starting with `|`) and one JSON line for `cargo xtask bench
+//! fleet`. `cargo test --benches` runs a smoke-sized pass.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::print_stdout,
+    missing_docs
+)] // a benchmark program: a broken fixture should panic; counts are small
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use backup_flow::envelope::local::LocalKek;
+use backup_flow::envelope::{
+    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
+};
+use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURVE, PURPOSE};
+use backup_flow::migrate::{Migration, Moved};
+use backup_flow::portal_api::Client;
+use backup_flow::storage::fs::FsStore;
+use backup_flow::storage::object::ObjectStoreStore;
+use backup_flow::storage::postgres::PostgresStore;
+use backup_flow::storage::{BackupKey, BackupStore, PutOptions};
+use backup_flow::{CiphertextStore, Finding, Flow};
+use futures_util::StreamExt as _;
+use futures_util::stream;
+
+const LATENCY_MS: u64 = 5;
+const BACKUPS: usize = 10_000;
+const C1_BACKUPS: usize = 1_000;
+const RSS_SIZES: [usize; 2] = [10_000, 100_000];
+const CURVES: [&str; 2] = ["SECP256K1", "ED25519"];
+/// Set in the child process that measures peak RSS: `<store dir>`.
+const RSS_CHILD_ENV: &str = "FLEET_BENCH_RSS_STORE";
+/// The key file of the RSS child.
+const RSS_KEY_ENV: &str = "FLEET_BENCH_RSS_KEY";
+
+/// A KEK with a latency added to every call (a KMS round trip), counting the calls.
+#[derive(Debug)]
+struct Latency {
+    inner: LocalKek,
+    latency_ms: AtomicU64,
+    calls: AtomicUsize,
+}
+
+impl Latency {
+    fn new(inner: LocalKek) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            latency_ms: AtomicU64::new(0),
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    async fn call<T>(&self, work: impl Future<Output = T>) -> T {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let latency = self.latency_ms.load(Ordering::Relaxed);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        work.await
+    }
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl KeyEncryptionKey for Latency {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
+        self.inner.can_unwrap(key_ref)
+    }
+    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
+        self.call(self.inner.current_key_ref()).await
+    }
+    async fn wrap(
+        &self,
+        key: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey, KmsError> {
+        self.call(self.inner.wrap(key, context)).await
+    }
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        self.call(self.inner.unwrap(wrapped, context)).await
+    }
+    async fn generate_data_key(
+        &self,
+        context: &EncryptionContext,
+    ) -> Result<(DataKey, WrappedKey), KmsError> {
+        self.call(self.inner.generate_data_key(context)).await
+    }
+}
+
+/// Three KEKs: the one the backups are sealed under, and two to rotate to.
+struct Keks {
+    all: [Arc<Latency>; 3],
+}
+
+impl Keks {
+    fn new() -> Self {
+        Self {
+            all: [0, 1, 2].map(|_| Latency::new(LocalKek::generate().unwrap())),
+        }
+    }
+    fn ring(&self, which: &[usize]) -> Keyring {
+        which.iter().fold(Keyring::new(), |ring, &i| {
+            ring.with(Arc::clone(&self.all[i]) as Arc<dyn KeyEncryptionKey>)
+        })
+    }
+    fn set_latency(&self, ms: u64) {
+        for kek in &self.all {
+            kek.latency_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+    /// Calls since the last reset, and resets.
+    fn take_calls(&self) -> usize {
+        self.all
+            .iter()
+            .map(|k| k.calls.swap(0, Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// `backups` clients of one backup each, sealed with `keyring` at concurrency 64.
+async fn seed(store: &dyn BackupStore, keyring: &Keyring, backups: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..backups).map(|i| format!("client-{i:06}")).collect();
+    stream::iter(&ids)
+        .for_each_concurrent(64, |client_id| async move {
+            let kek_context = EncryptionContext::new()
+                .with(CLIENT_ID, client_id.as_str())
+                .and_then(|c| c.with(PURPOSE, CLIENT_BACKUP))
+                .unwrap();
+            let sealer = Sealer::new(keyring, kek_context.clone()).await.unwrap();
+            for curve in CURVES {
+                let pair = format!("{client_id}-{curve}");
+                let context = kek_context
+                    .clone()
+                    .with(BACKUP_SHARE_PAIR_ID, pair.as_str())
+                    .and_then(|c| c.with(CURVE, curve))
+                    .unwrap();
+                let sealed = sealer.seal(&context, &[7; 64]).unwrap();
+                let key = BackupKey::client_backup(client_id, &pair, curve).unwrap();
+                store
+                    .put(
+                        &key,
+                        envelope::to_text(&sealed).into_bytes().into(),
+                        PutOptions::create(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    ids
+}
+
+/// Backups a second of `work` over each client, `concurrency` clients at once.
+async fn rate<'a, F, Fut>(clients: &'a [String], concurrency: usize, work: F) -> f64
+where
+    F: FnMut(&'a String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let started = Instant::now();
+    stream::iter(clients)
+        .for_each_concurrent(concurrency, work)
+        .await;
+    clients.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The store alone, reading: list each client and read its objects.
+async fn read_rate(store: &dyn BackupStore, clients: &[String], concurrency: usize) -> f64 {
+    rate(clients, concurrency, |client| async move {
+        for key in store.list(client).await.unwrap() {
+            store.get(&key).await.unwrap();
+        }
+    })
+    .await
+}
+
+/// The store alone, writing: overwrite each client's objects with what they hold.
+async fn write_rate(store: &dyn BackupStore, clients: &[String], concurrency: usize) -> f64 {
+    let bodies: Vec<(BackupKey, bytes::Bytes)> = stream::iter(clients)
+        .then(|client| async move {
+            let mut out = Vec::new();
+            for key in store.list(client).await.unwrap() {
+                let body = store.get(&key).await.unwrap();
+                out.push((key, body));
+            }
+            out
+        })
+        .flat_map(stream::iter)
+        .collect()
+        .await;
+    let per_client = CURVES.len();
+    let started = Instant::now();
+    stream::iter(bodies.chunks(per_client))
+        .for_each_concurrent(concurrency, |chunk| async move {
+            for (key, body) in chunk {
+                store
+                    .put(key, body.clone(), PutOptions::overwrite())
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    clients.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+fn flow(store: Arc<dyn BackupStore>, keyring: Keyring, state: &Path) -> Flow {
+    // Store-wide work never calls Portal.
+    let portal = Client::builder()
+        .with_api_base_url("http://127.0.0.1:9")
+        .with_mpc_base_url("http://127.0.0.1:9")
+        .without_rate_limits()
+        .build()
+        .unwrap();
+    Flow::new(portal, keyring, CiphertextStore::Own(store), state).unwrap()
+}
+
+/// One measured level.
+struct Level {
+    store: &'static str,
+    command: &'static str,
+    concurrency: usize,
+    backups: usize,
+    achieved: f64,
+    kms_bound: f64,
+    store_alone: f64,
+    kms_calls_per_backup: f64,
+}
+
+impl Level {
+    fn ideal(&self) -> f64 {
+        self.kms_bound.min(self.store_alone)
+    }
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} |",
+            self.command,
+            self.store,
+            self.concurrency,
+            self.backups,
+            self.kms_calls_per_backup,
+            self.store_alone,
+            self.kms_bound,
+            self.achieved,
+            self.ideal(),
+            self.achieved / self.ideal()
+        )
+    }
+    fn json(&self) -> String {
+        format!(
+            "{{\"command\":\"{}\",\"store\":\"{}\",\"concurrency\":{},\"backups\":{},\"kmsCallsPerBackup\":{:.3},\"storeAlone\":{:.1},\"kmsBound\":{:.1},\"achieved\":{:.1},\"ideal\":{:.1},\"ratio\":{:.3}}}",
+            self.command,
+            self.store,
+            self.concurrency,
+            self.backups,
+            self.kms_calls_per_backup,
+            self.store_alone,
+            self.kms_bound,
+            self.achieved,
+            self.ideal(),
+            self.achieved / self.ideal()
+        )
+    }
+}
+
+async fn verify_level(
+    name: &'static str,
+    store: &Arc<dyn BackupStore>,
+    keks: &Keks,
+    keyring: Keyring,
+    clients: &[String],
+    concurrency: usize,
+    state: &Path,
+) -> Level {
+    let store_alone = read_rate(store.as_ref(), clients, concurrency).await;
+    let flow = flow(Arc::clone(store), keyring, state);
+    keks.take_calls();
+    let started = Instant::now();
+    let mut shares = 0usize;
+    let mut drill = std::pin::pin!(flow.verify_store_wide(clients, concurrency));
+    while let Some(client) = drill.next().await {
+        for share in client.shares.unwrap() {
+            assert_eq!(share.result.unwrap().finding, Finding::Ok);
+            shares += 1;
+        }
+    }
+    let achieved = clients.len() as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(shares, clients.len() * CURVES.len());
+    Level {
+        store: name,
+        command: "verify",
+        concurrency,
+        backups: clients.len(),
+        achieved,
+        kms_bound: concurrency as f64 * 1000.0 / LATENCY_MS as f64,
+        store_alone,
+        kms_calls_per_backup: keks.take_calls() as f64 / clients.len() as f64,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn rotate_level(
+    name: &'static str,
+    store: &Arc<dyn BackupStore>,
+    keks: &Keks,
+    from: Keyring,
+    to: Keyring,
+    clients: &[String],
+    concurrency: usize,
+    state: &Path,
+) -> Level {
+    keks.set_latency(0);
+    let store_alone = write_rate(store.as_ref(), clients, concurrency).await;
+    keks.set_latency(LATENCY_MS);
+    let flow = flow(Arc::clone(store), from, state);
+    keks.take_calls();
+    let started = Instant::now();
+    let report = flow.rotate_with(&to, clients, concurrency).await.unwrap();
+    let achieved = clients.len() as f64 / started.elapsed().as_secs_f64();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.rewrapped, clients.len() * CURVES.len());
+    // One call resolves the target's current key, once per run.
+    let calls = keks.take_calls().saturating_sub(to.keks().len());
+    Level {
+        store: name,
+        command: "rotate",
+        concurrency,
+        backups: clients.len(),
+        achieved,
+        kms_bound: concurrency as f64 * 1000.0 / (2 * LATENCY_MS) as f64,
+        store_alone,
+        kms_calls_per_backup: calls as f64 / clients.len() as f64,
+    }
+}
+
+/// Verify and rotate at each level on one store; returns the levels.
+async fn store_levels(
+    name: &'static str,
+    store: Arc<dyn BackupStore>,
+    backups: usize,
+    c1_backups: usize,
+) -> (Vec<Level>, Keks, Vec<String>) {
+    let keks = Keks::new();
+    keks.set_latency(0);
+    let seeded = Instant::now();
+    let clients = seed(store.as_ref(), &keks.ring(&[0]), backups).await;
+    eprintln!(
+        "{name}: seeded {backups} backups in {:.1} s",
+        seeded.elapsed().as_secs_f64()
+    );
+    let state = tempfile::tempdir().unwrap();
+    let mut levels = Vec::new();
+    let few = &clients[..c1_backups.min(clients.len())];
+    keks.set_latency(LATENCY_MS);
+    for (concurrency, subset) in [(1, few), (64, &clients[..])] {
+        levels.push(
+            verify_level(
+                name,
+                &store,
+                &keks,
+                keks.ring(&[0, 1]),
+                subset,
+                concurrency,
+                state.path(),
+            )
+            .await,
+        );
+        eprintln!("{}", levels.last().unwrap().row());
+    }
+    // Rotate the few 0 → 1 at concurrency 1, then everything {0, 1} → 2 at 64.
+    for (concurrency, subset, from, to) in [(1, few, vec![0], 1), (64, &clients[..], vec![0, 1], 2)]
+    {
+        levels.push(
+            rotate_level(
+                name,
+                &store,
+                &keks,
+                keks.ring(&from),
+                keks.ring(&[to]),
+                subset,
+                concurrency,
+                state.path(),
+            )
+            .await,
+        );
+        eprintln!("{}", levels.last().unwrap().row());
+    }
+    (levels, keks, clients)
+}
+
+/// `migrate` of the file store (everything under KEK 2 after the rotations) to a fresh
+/// PostgreSQL database, against the copy alone into another fresh database.
+async fn migrate_level(
+    from: &Arc<dyn BackupStore>,
+    keks: &Keks,
+    clients: &[String],
+    pg: &test_services::postgres::Postgres,
+) -> Level {
+    let concurrency = 64;
+    keks.set_latency(0);
+    let (_, scratch) = pg.create_database("fleet_copy");
+    let scratch = PostgresStore::connect(&scratch).await.unwrap();
+    let copy_alone = rate(clients, concurrency, |client| {
+        let (from, scratch) = (from.as_ref(), &scratch);
+        async move {
+            for key in from.list(client).await.unwrap() {
+                let body = from.get(&key).await.unwrap();
+                scratch.put(&key, body, PutOptions::create()).await.unwrap();
+            }
+        }
+    })
+    .await;
+    let (_, url) = pg.create_database("fleet_migrate");
+    let to: Arc<dyn BackupStore> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    keks.set_latency(LATENCY_MS);
+    let migration = Migration::new(keks.ring(&[2]), Arc::clone(from), to).unwrap();
+    keks.take_calls();
+    let started = Instant::now();
+    let mut moved = 0usize;
+    let mut done = std::pin::pin!(migration.run(from.stream_clients(), concurrency));
+    while let Some(client) = done.next().await {
+        for object in client.unwrap().objects.unwrap() {
+            assert_eq!(object.result.unwrap(), Moved::Moved);
+            moved += 1;
+        }
+    }
+    let achieved = clients.len() as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(moved, clients.len() * CURVES.len());
+    Level {
+        store: "file → postgres",
+        command: "migrate",
+        concurrency,
+        backups: clients.len(),
+        achieved,
+        kms_bound: concurrency as f64 * 1000.0 / LATENCY_MS as f64,
+        store_alone: copy_alone,
+        kms_calls_per_backup: keks.take_calls() as f64 / clients.len() as f64,
+    }
+}
+
+/// An S3 store over a new bucket on moto.
+fn s3_store(moto: &test_services::moto::Moto) -> Arc<dyn BackupStore> {
+    let bucket = format!("fleet-bench-{}", std::process::id());
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        moto.port
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&moto.endpoint)
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .with_region("us-east-1")
+        .with_bucket_name(&bucket)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .build()
+        .unwrap();
+    Arc::new(
+        ObjectStoreStore::new(Arc::new(s3), "backups")
+            .unwrap()
+            .with_name("s3"),
+    )
+}
+
+/// Peak RSS (kB) of this process, from `/proc/self/status`.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The RSS child: a store-wide verify of the store at `dir` as the CLI runs it (clients listed
+/// by the store, concurrency 64, a count kept per line), then its peak RSS on stdout.
+fn rss_child(dir: &str, key: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store: Arc<dyn BackupStore> = Arc::new(FsStore::new(dir).unwrap());
+    let keyring = Keyring::new()
+        .with(Arc::new(LocalKek::from_file(Path::new(key)).unwrap()) as Arc<dyn KeyEncryptionKey>);
+    let state = tempfile::tempdir().unwrap();
+    let flow = flow(Arc::clone(&store), keyring, state.path());
+    let ok = runtime.block_on(async {
+        let clients = store.list_clients().await.unwrap();
+        let mut ok = 0usize;
+        let mut drill = std::pin::pin!(flow.verify_store_wide(&clients, 64));
+        while let Some(client) = drill.next().await {
+            for share in client.shares.unwrap() {
+                if share.result.unwrap().finding == Finding::Ok {
+                    ok += 1;
+                }
+            }
+        }
+        ok
+    });
+    println!("{ok} {}", peak_rss_kb());
+}
+
+/// Seeds `backups` on tmpfs and measures a verify child's peak RSS: `(shares ok, kB)`.
+fn rss_of(runtime: &tokio::runtime::Runtime, backups: usize) -> (usize, u64) {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let key = base.path().join("kek");
+    let kek = LocalKek::generate_file(&key).unwrap();
+    let dir = base.path().join("store");
+    let store = FsStore::new(&dir).unwrap();
+    let keyring = Keyring::new().with(Arc::new(kek) as Arc<dyn KeyEncryptionKey>);
+    runtime.block_on(seed(&store, &keyring, backups));
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(RSS_CHILD_ENV, &dir)
+        .env(RSS_KEY_ENV, &key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut parts = text.split_whitespace();
+    let ok = parts.next().unwrap().parse().unwrap();
+    let kb = parts.next().unwrap().parse().unwrap();
+    (ok, kb)
+}
+
+fn main() {
+    if let (Ok(dir), Ok(key)) = (std::env::var(RSS_CHILD_ENV), std::env::var(RSS_KEY_ENV)) {
+        return rss_child(&dir, &key);
+    }
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: a smoke pass.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let (backups, c1_backups, rss_sizes) = if smoke {
+        (40, 8, [20, 40])
+    } else {
+        (BACKUPS, C1_BACKUPS, RSS_SIZES)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?").to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+
+    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
+    let mut levels = Vec::new();
+    let (file_levels, file_keks, file_clients) =
+        runtime.block_on(store_levels("file", Arc::clone(&file), backups, c1_backups));
+    levels.extend(file_levels);
+
+    let pg = test_services::postgres::shared();
+    if let Some(pg) = pg {
+        let (_, url) = pg.create_database("fleet_store");
+        let store: Arc<dyn BackupStore> =
+            Arc::new(runtime.block_on(PostgresStore::connect(&url)).unwrap());
+        levels.extend(
+            runtime
+                .block_on(store_levels("postgres", store, backups, c1_backups))
+                .0,
+        );
+    }
+    if let Some(moto) = test_services::moto::shared() {
+        let store = s3_store(moto);
+        levels.extend(
+            runtime
+                .block_on(store_levels("s3 (moto)", store, backups, c1_backups))
+                .0,
+        );
+    }
+    if let Some(pg) = pg {
+        let level = runtime.block_on(migrate_level(&file, &file_keks, &file_clients, pg));
+        eprintln!("{}", level.row());
+        levels.push(level);
+    }
+
+    let rss: Vec<(usize, usize, u64)> = rss_sizes
+        .iter()
+        .map(|&n| {
+            let (ok, kb) = rss_of(&runtime, n);
+            assert_eq!(ok, n * CURVES.len());
+            eprintln!("rss: {n} backups, peak {kb} kB");
+            (n, ok, kb)
+        })
+        .collect();
+
+    println!(
+        "store-wide work, {backups} backups (2 shares each; concurrency 1 on the first {c1_backups}), \
+         local KEKs + {LATENCY_MS} ms per call; {cores} cores, load average {load} at the start"
+    );
+    println!(
+        "| command | store | concurrency | backups | KMS calls/backup | store alone/s | KMS bound/s | achieved/s | ideal/s | achieved/ideal |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for level in &levels {
+        println!("{}", level.row());
+    }
+    println!();
+    println!("| store-wide verify | backups | peak RSS | vs the smallest |");
+    println!("|---|---:|---:|---:|");
+    let base = rss.first().map_or(1, |r| r.2.max(1));
+    for (n, _, kb) in &rss {
+        println!(
+            "| file store on tmpfs, concurrency 64 | {n} | {:.1} MiB | {:.2}x |",
+            *kb as f64 / 1024.0,
+            *kb as f64 / base as f64
+        );
+    }
+    let json_levels: Vec<String> = levels.iter().map(Level::json).collect();
+    let json_rss: Vec<String> = rss
+        .iter()
+        .map(|(n, _, kb)| format!("{{\"backups\":{n},\"peakRssKb\":{kb}}}"))
+        .collect();
+    println!(
+        "{{\"backups\":{backups},\"c1Backups\":{c1_backups},\"latencyMs\":{LATENCY_MS},\"cores\":{cores},\"loadAverage\":{load},\"levels\":[{}],\"rss\":[{}]}}",
+        json_levels.join(","),
+        json_rss.join(",")
+    );
+}

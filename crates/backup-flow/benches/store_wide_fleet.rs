@@ -45,12 +45,11 @@ use backup_flow::envelope::{
 };
 use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::migrate::{Migration, Moved};
-use backup_flow::portal_api::Client;
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::object::ObjectStoreStore;
 use backup_flow::storage::postgres::PostgresStore;
 use backup_flow::storage::{BackupKey, BackupStore, PutOptions};
-use backup_flow::{CiphertextStore, Finding, Flow};
+use backup_flow::{Finding, Flow};
 use futures_util::StreamExt as _;
 use futures_util::stream;
 
@@ -244,14 +243,8 @@ async fn write_rate(store: &dyn BackupStore, clients: &[String], concurrency: us
 }
 
 fn flow(store: Arc<dyn BackupStore>, keyring: Keyring, state: &Path) -> Flow {
-    // Store-wide work never calls Portal.
-    let portal = Client::builder()
-        .with_api_base_url("http://127.0.0.1:9")
-        .with_mpc_base_url("http://127.0.0.1:9")
-        .without_rate_limits()
-        .build()
-        .unwrap();
-    Flow::new(portal, keyring, CiphertextStore::Own(store), state).unwrap()
+    // Store-wide work takes no Portal role.
+    Flow::new(keyring, store, state).unwrap()
 }
 
 /// One measured level.

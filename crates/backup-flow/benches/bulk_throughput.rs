@@ -48,11 +48,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backup_flow::bulk::BulkOptions;
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
 use backup_flow::portal_api::RateLimit;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::{ApiKey, Portal, PortalBuilder};
-use backup_flow::{BulkOptions, Flow, PortalManaged};
+use backup_flow::{Flow, PortalManaged};
 use portal_sim::{Host, HostTraffic, PortalSim, SimConfig};
 use serde_json::json;
 

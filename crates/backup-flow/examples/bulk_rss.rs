@@ -32,11 +32,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use backup_flow::bulk::BulkOptions;
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::custodian_api::CreateClientRequest;
 use backup_flow::portal_api::{ApiKey, CustodianApi, Portal};
-use backup_flow::{BulkOptions, Flow, PortalManaged};
+use backup_flow::{Flow, PortalManaged};
 use serde_json::json;
 use tokio::task::JoinSet;
 

@@ -20,7 +20,6 @@ mod stores;
 mod verify;
 
 pub use backup::BackupOutcome;
-pub use bulk::{BulkEvent, BulkOptions, BulkReport, LineResult, LineStatus, Shard};
 pub use eject::{EjectOptions, EjectReport, EjectedWallet};
 pub use error::{Error, Result};
 pub use flow::{ClientFlow, CustodianFlow, Flow};

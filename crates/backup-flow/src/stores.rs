@@ -77,3 +77,65 @@ impl StoreFactory for PortalManaged {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::sync::Arc;
+
+    use envelope::local::LocalKek;
+    use envelope::{KeyEncryptionKey, Keyring};
+    use portal_api::{ApiKey, Portal};
+    use storage::BackupStore;
+    use storage::memory::MemoryStore;
+
+    use super::{PortalManaged, StoreFactory};
+    use crate::{Error, Flow};
+
+    fn session() -> portal_api::ClientApi {
+        // Never called: building a role sends nothing.
+        Portal::builder()
+            .build()
+            .unwrap()
+            .client_with_api_key(&ApiKey::from("unused"))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_store_of_ones_own_is_the_same_for_every_session() {
+        let own: Arc<dyn BackupStore> = Arc::new(MemoryStore::new());
+        let factory: Arc<dyn BackupStore> = Arc::clone(&own);
+        assert!(Arc::ptr_eq(&factory.session_store(&session()), &own));
+        assert!(Arc::ptr_eq(&factory.own_store().unwrap(), &own));
+        assert!(!factory.ciphertext_kept_by_portal());
+    }
+
+    #[test]
+    fn portal_managed_is_per_session_with_no_store_of_ones_own() {
+        assert_eq!(PortalManaged.session_store(&session()).name(), "portal");
+        assert!(PortalManaged.own_store().is_none());
+        assert!(PortalManaged.ciphertext_kept_by_portal());
+        let dynamic: Arc<dyn StoreFactory> = Arc::new(PortalManaged);
+        assert!(dynamic.ciphertext_kept_by_portal() && dynamic.own_store().is_none());
+    }
+
+    #[tokio::test]
+    async fn store_only_operations_refuse_portal_managed_stores_without_calling_anything() {
+        let keyring = Keyring::new()
+            .with(Arc::new(LocalKek::generate().unwrap()) as Arc<dyn KeyEncryptionKey>);
+        let state = tempfile::tempdir().unwrap();
+        let flow = Flow::new(keyring.clone(), PortalManaged, state.path()).unwrap();
+        let clients = ["cl_1".to_owned()];
+        for err in [
+            flow.rotate(&keyring, &clients).await.unwrap_err(),
+            flow.verify_stored("cl_1").await.unwrap_err(),
+            flow.eject_offline("cl_1", &[]).await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, Error::Invalid(reason) if reason.contains("a store of your own")),
+                "{err}"
+            );
+        }
+    }
+}

@@ -11,10 +11,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backup_flow::Flow;
+use backup_flow::bulk::{BulkEvent, BulkOptions, BulkReport, Shard};
 use backup_flow::portal_api::Portal;
 use backup_flow::portal_api::SharePairStatus;
 use backup_flow::portal_api::{RateLimit, RetryConfig};
-use backup_flow::{BulkEvent, BulkOptions, BulkReport, Flow, Shard};
 use portal_sim::{FaultRule, PortalSim, SimClient};
 use serde_json::{Value, json};
 use support::{assert_clean, generated_client, keyring, sim};

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use backup_flow::Flow;
+use backup_flow::bulk::{BulkOptions, BulkReport};
 use backup_flow::envelope::{
     DATA_KEY_LEN, DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError,
     WrappedKey, local::LocalKek,
@@ -25,7 +27,6 @@ use backup_flow::envelope::{
 use backup_flow::portal_api::Portal;
 use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::SharePairStatus;
-use backup_flow::{BulkOptions, BulkReport, Flow};
 use portal_sim::{PortalSim, SimClient};
 use serde_json::{Value, json};
 use support::{assert_clean, generated_client, portal_client, sim};

@@ -38,6 +38,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backup_flow::bulk::BulkOptions;
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
 use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::SharePairStatus;
@@ -46,7 +47,7 @@ use backup_flow::portal_api::{ApiKey, Portal};
 use backup_flow::storage::BackupStore;
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::memory::MemoryStore;
-use backup_flow::{BulkOptions, Flow, PortalManaged, StoreFactory};
+use backup_flow::{Flow, PortalManaged, StoreFactory};
 use custodian_webhook::{WebhookSecrets, WebhookServer};
 use portal_sim::{BackupMode, PortalSim, SimClient, SimConfig, WebhookConfig};
 use serde::{Deserialize, Serialize};

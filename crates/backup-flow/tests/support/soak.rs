@@ -26,12 +26,13 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backup_flow::bulk::{BulkOptions, BulkReport};
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
 use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::SharePairStatus;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::{ApiKey, Portal};
-use backup_flow::{BulkOptions, BulkReport, Flow, PortalManaged};
+use backup_flow::{Flow, PortalManaged};
 use portal_sim::{FaultRule, PortalSim, SimConfig};
 use serde_json::{Value, json};
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::portal_api::client_api::ClientDetails;
-use backup_flow::portal_api::{ApiKey, BackupMethod, Curve, SecretShare};
+use backup_flow::portal_api::{ApiKey, BackupMethod, Curve, SecretShare, paths};
 use backup_flow::storage::memory::MemoryStore;
 use backup_flow::{EjectOptions, EjectReport, Error};
 use custodian_webhook::{ShareVault, WebhookSecrets, WebhookServer};
@@ -66,10 +66,29 @@ async fn portal_managed_eject_rebuilds_every_wallets_verified_key_and_marks_noth
         support::portal_managed(),
         state.path(),
     );
+    // Portal keeps the client ciphertexts (the store factory says so), so the custodian's
+    // ejectable-shares answer carries them: no client session is opened and no ciphertext is
+    // read through the Client API. Both routes fail here, and the eject still succeeds.
+    sim.set_faults(vec![
+        format!(
+            "POST {}: error=1, status=500",
+            paths::CUSTODIAN_CLIENT_SESSIONS
+        )
+        .parse()
+        .unwrap(),
+        format!(
+            "GET {}: error=1, status=500",
+            paths::BACKUP_SHARE_PAIR_CIPHER_TEXT
+        )
+        .parse()
+        .unwrap(),
+    ])
+    .unwrap();
     let report = custodian
         .eject(&keys.client_id, &EjectOptions::new())
         .await
         .unwrap();
+    sim.set_faults(Vec::new()).unwrap();
     let details = sim.client_details(&keys.client_id).unwrap();
     assert_true_keys(&sim, &details, &report);
     for w in &report.wallets {

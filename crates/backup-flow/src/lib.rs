@@ -10,7 +10,7 @@ pub mod bulk;
 mod eject;
 mod error;
 mod flow;
-pub mod identity;
+mod identity;
 mod journal;
 mod kms_rate;
 pub mod migrate;

@@ -13,7 +13,6 @@ mod support;
 
 use std::sync::Arc;
 
-use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::portal_api::client_api::ClientDetails;
 use backup_flow::portal_api::{ApiKey, BackupMethod, Curve, SecretShare, paths};
 use backup_flow::storage::memory::MemoryStore;
@@ -21,6 +20,8 @@ use backup_flow::{EjectOptions, EjectReport, Error};
 use custodian_webhook::{ShareVault, WebhookSecrets, WebhookServer};
 use envelope::{EncryptionContext, Keyring};
 use portal_sim::{BackupMode, PortalSim, SimConfig, WebhookConfig};
+use storage::ShareKind;
+use storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
 use support::{assert_clean, custodian_client, flow, fs_store, generated_client, keyring, sim};
 
 /// Every wallet of the report carries the key the simulator dealt, verified.
@@ -127,7 +128,7 @@ fn share_context(client_id: &str, pair: &str, curve: &Curve) -> EncryptionContex
     EncryptionContext::new()
         .with(CLIENT_ID, client_id)
         .unwrap()
-        .with(PURPOSE, CLIENT_BACKUP)
+        .with(PURPOSE, ShareKind::ClientBackup.as_str())
         .unwrap()
         .with(BACKUP_SHARE_PAIR_ID, pair)
         .unwrap()

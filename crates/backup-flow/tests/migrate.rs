@@ -17,11 +17,11 @@ use backup_flow::envelope::local::LocalKek;
 use backup_flow::envelope::{
     DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
 };
-use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::migrate::{MigratedClient, Migration, Moved};
 use backup_flow::storage::memory::MemoryStore;
+use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::storage::{
-    BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, StorageError,
+    BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, ShareKind, StorageError,
 };
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -132,7 +132,7 @@ async fn seed(store: &dyn BackupStore, keyring: &Keyring) {
         let client_id = format!("client-{i:03}");
         let kek_context = EncryptionContext::new()
             .with(CLIENT_ID, client_id.as_str())
-            .and_then(|c| c.with(PURPOSE, CLIENT_BACKUP))
+            .and_then(|c| c.with(PURPOSE, ShareKind::ClientBackup.as_str()))
             .unwrap();
         let sealer = Sealer::new(keyring, kek_context.clone()).await.unwrap();
         for curve in ["SECP256K1", "ED25519"] {

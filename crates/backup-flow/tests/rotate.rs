@@ -17,7 +17,8 @@ use backup_flow::storage::{
     BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, ShareKind, StorageError,
 };
 use bytes::Bytes;
-use custodian_webhook::{Share, ShareVault};
+use custodian_webhook::ShareVault;
+use portal_api::SecretShare;
 use portal_sim::FaultRule;
 use support::{assert_clean, flow, generated_client, portal_client, sim};
 
@@ -150,7 +151,7 @@ async fn rotation_covers_custodian_shares_so_a_webhook_on_the_new_key_serves_the
             .store(
                 &keys.client_id,
                 method,
-                &Share::new(format!("{{\"share\":\"custodian-{method}\"}}")),
+                &SecretShare::new(format!("{{\"share\":\"custodian-{method}\"}}")),
             )
             .await
             .unwrap();
@@ -269,7 +270,7 @@ async fn a_bad_object_is_reported_the_rest_rotate_and_the_proof_counts_it() {
         .store(
             &keys.client_id,
             "GDRIVE",
-            &Share::new("{\"share\":\"x\"}".into()),
+            &SecretShare::new("{\"share\":\"x\"}".into()),
         )
         .await
         .unwrap();
@@ -369,12 +370,12 @@ async fn a_share_replaced_during_the_rotation_is_never_put_back() {
         ShareVault::new(keyring, Arc::clone(store)).unwrap()
     };
     vault(ring(&old), &memory)
-        .store(&keys.client_id, "GDRIVE", &Share::new("older".into()))
+        .store(&keys.client_id, "GDRIVE", &SecretShare::new("older".into()))
         .await
         .unwrap();
     let scratch: Arc<dyn BackupStore> = Arc::new(MemoryStore::new());
     vault(ring(&old), &scratch)
-        .store(&keys.client_id, "GDRIVE", &Share::new("newer".into()))
+        .store(&keys.client_id, "GDRIVE", &SecretShare::new("newer".into()))
         .await
         .unwrap();
     let scratch_key = scratch.list(&keys.client_id).await.unwrap().remove(0);

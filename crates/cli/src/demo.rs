@@ -7,8 +7,8 @@
 //!    (retryable), and running it again resumes after the restore drill, without a second
 //!    `/v1/backup`.
 //! 4. Verify.
-//! 5. A second simulated Portal (Self-Managed Backups, with a small stand-in webhook for the
-//!    custodian shares) and a client backed up into a file store; verify; recover.
+//! 5. A second simulated Portal (Self-Managed Backups, with the custodian webhook keeping the
+//!    custodian shares in memory) and a client backed up into a file store; verify; recover.
 //! 6. Rotation of the file store to a new key: the new key opens everything, the old one
 //!    nothing.
 //! 7. The simulators' invariant reports must be clean, or the demo fails.
@@ -18,19 +18,17 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Json, State};
-use axum::http::{HeaderMap, StatusCode, header};
 use backup_flow::{ClientFlow, Flow, PortalManaged, StoreFactory, VerifyReport};
 use envelope::Keyring;
 use portal_api::RetryConfig;
 use portal_api::client_api::SharePairStatusUpdate;
 use portal_api::mpc::GenerateResponse;
-use portal_api::{ApiKey, ClientApi, Portal, SecretShare};
+use portal_api::{ApiKey, ClientApi, Portal};
 use portal_sim::{FaultRule, PortalSim, Report, SimConfig, WebhookConfig};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::failure::{Failure, one_line};
@@ -200,7 +198,7 @@ async fn steps(dir: &Path, started: Instant) -> Result<Summary, Failure> {
     step(format!("6. verify: {verify_a}"));
 
     // 5. Self-managed: a second client into a file store.
-    let webhook = webhook().await?;
+    let webhook = webhook(&keyring).await?;
     let self_managed = PortalSim::start(
         SimConfig::new().with_webhook(WebhookConfig::new(webhook, ApiKey::from(WEBHOOK_SECRET))),
     )
@@ -220,7 +218,7 @@ async fn steps(dir: &Path, started: Instant) -> Result<Summary, Failure> {
         .await
         .map_err(|e| Failure::flow("the file-store backup failed", e))?;
     step(format!(
-        "7. second portal-sim (Self-Managed Backups, custodian shares to a stand-in webhook); client {client_b} backed up into a file store ({})",
+        "7. second portal-sim (Self-Managed Backups, custodian shares to the custodian webhook); client {client_b} backed up into a file store ({})",
         pairs(&outcome_b.backup_share_pair_ids)
     ));
     let verify_b = verified(
@@ -355,84 +353,27 @@ fn first_line(report: &Report) -> String {
         .to_owned()
 }
 
-type Shares = Arc<Mutex<BTreeMap<String, Vec<SecretShare>>>>;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BackupCall {
-    client_id: String,
-    share: SecretShare,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FetchCall {
-    client_id: String,
-}
-
-fn authorized(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-webhook-secret")
-        .is_some_and(|v| v.as_bytes() == WEBHOOK_SECRET.as_bytes())
-}
-
-/// A stand-in for the Self-Managed Backups webhook (`custodian-webhook`): keeps the custodian
-/// shares in memory for the demo's few seconds. Returns its base URL.
-async fn webhook() -> Result<String, Failure> {
-    async fn backup(
-        State(shares): State<Shares>,
-        headers: HeaderMap,
-        Json(call): Json<BackupCall>,
-    ) -> StatusCode {
-        if !authorized(&headers) {
-            return StatusCode::UNAUTHORIZED;
-        }
-        shares
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(call.client_id)
-            .or_default()
-            .push(call.share);
-        StatusCode::OK
-    }
-    async fn fetch(
-        State(shares): State<Shares>,
-        headers: HeaderMap,
-        Json(call): Json<FetchCall>,
-    ) -> (StatusCode, [(header::HeaderName, &'static str); 1], Vec<u8>) {
-        let json = [(header::CONTENT_TYPE, "application/json")];
-        if !authorized(&headers) {
-            return (StatusCode::UNAUTHORIZED, json, Vec::new());
-        }
-        let shares = shares.lock().unwrap_or_else(PoisonError::into_inner);
-        let list: Vec<&SecretShare> = shares
-            .get(&call.client_id)
-            .map(|v| v.iter().collect())
-            .unwrap_or_default();
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Fetched<'a> {
-            backup_shares: Vec<&'a SecretShare>,
-        }
-        match serde_json::to_vec(&Fetched {
-            backup_shares: list,
-        }) {
-            Ok(body) => (StatusCode::OK, json, body),
-            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, json, Vec::new()),
-        }
-    }
-    let app = axum::Router::new()
-        .route("/backup", axum::routing::post(backup))
-        .route("/backup/fetch", axum::routing::post(fetch))
-        .with_state(Shares::default());
+/// The custodian webhook, as `serve-webhook` runs it, over a store in memory: it seals the
+/// custodian backup shares under the demo's key for the demo's few seconds. Returns its base
+/// URL.
+async fn webhook(keyring: &Keyring) -> Result<String, Failure> {
+    const FAILED: &str = "cannot start the demo webhook";
+    let secrets = custodian_webhook::WebhookSecrets::parse(WEBHOOK_SECRET)
+        .map_err(|e| Failure::caused_by(FAILED, e))?;
+    let server = custodian_webhook::WebhookServer::builder()
+        .with_keyring(keyring.clone())
+        .with_store(Arc::new(storage::memory::MemoryStore::new()))
+        .with_secrets(secrets)
+        .build()
+        .map_err(|e| Failure::caused_by(FAILED, e))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| Failure::caused_by("cannot start the demo webhook", e))?;
+        .map_err(|e| Failure::caused_by(FAILED, e))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| Failure::caused_by("cannot start the demo webhook", e))?;
+        .map_err(|e| Failure::caused_by(FAILED, e))?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = server.serve(listener, std::future::pending()).await {
             tracing::error!(error = %e, "the demo webhook stopped");
         }
     });

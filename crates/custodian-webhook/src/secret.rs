@@ -3,8 +3,6 @@
 use std::fmt;
 use std::path::Path;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
@@ -183,89 +181,6 @@ fn check_secret(secret: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// One custodian backup share, as Portal sends it (a JSON string, opaque to this crate).
-///
-/// Zeroized on drop, not `Clone`, not `Serialize`, and `Debug` prints `Share([REDACTED])`;
-/// read it with [`expose_secret`](Self::expose_secret).
-///
-/// ```compile_fail
-/// let share = custodian_webhook::Share::new("s".to_owned());
-/// let _copy = share.clone();
-/// ```
-pub struct Share(Zeroizing<String>);
-
-impl Share {
-    /// Wraps a share; the string is moved, not copied.
-    #[must_use]
-    pub fn new(share: String) -> Self {
-        Self(Zeroizing::new(share))
-    }
-
-    /// The share, exactly as received. The one audited way to read it.
-    #[must_use]
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-
-    /// Length in bytes (safe to log).
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether the share is empty.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Decodes UTF-8 bytes (a decrypted share) without leaving an unwiped copy behind.
-    pub(crate) fn from_utf8(bytes: Zeroizing<Vec<u8>>) -> Option<Self> {
-        let mut bytes = bytes;
-        match String::from_utf8(std::mem::take(&mut *bytes)) {
-            Ok(s) => Some(Self::new(s)),
-            Err(e) => {
-                drop(Zeroizing::new(e.into_bytes()));
-                None
-            }
-        }
-    }
-}
-
-impl fmt::Debug for Share {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Share([REDACTED])")
-    }
-}
-
-impl PartialEq for Share {
-    /// Constant time in the contents (the length is not hidden).
-    fn eq(&self, other: &Self) -> bool {
-        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
-    }
-}
-
-impl Eq for Share {}
-
-impl<'de> Deserialize<'de> for Share {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ShareVisitor;
-        impl Visitor<'_> for ShareVisitor {
-            type Value = Share;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Share, E> {
-                Ok(Share::new(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Share, E> {
-                Ok(Share::new(v))
-            }
-        }
-        deserializer.deserialize_string(ShareVisitor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,22 +210,8 @@ mod tests {
     #[test]
     fn debug_is_redacted() {
         let s = WebhookSecrets::parse("hunter2-hunter2").unwrap();
-        let share = Share::new("the-share-bytes".to_owned());
-        for text in [
-            format!("{s:?}"),
-            format!("{s:#?}"),
-            format!("{share:?}"),
-            format!("{share:#?}"),
-        ] {
+        for text in [format!("{s:?}"), format!("{s:#?}")] {
             assert!(!text.contains("hunter2"), "{text}");
-            assert!(!text.contains("the-share-bytes"), "{text}");
         }
-    }
-
-    #[test]
-    fn share_from_utf8() {
-        let ok = Share::from_utf8(Zeroizing::new(b"abc".to_vec())).unwrap();
-        assert_eq!(ok.expose_secret(), "abc");
-        assert!(Share::from_utf8(Zeroizing::new(vec![0xff, 0xfe])).is_none());
     }
 }

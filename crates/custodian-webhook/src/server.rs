@@ -20,6 +20,10 @@ use futures_util::StreamExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use portal_api::SecretShare;
+use portal_api::webhook::{
+    BACKUP_PATH, BackupRequest, FETCH_PATH, FetchRequest, FetchResponse, SECRET_HEADER,
+};
 use serde::{Deserialize, Serialize};
 use storage::BackupStore;
 use tokio::net::TcpListener;
@@ -32,7 +36,7 @@ use crate::allow::{Allowlist, source_address};
 use crate::error::Error;
 use crate::metrics::WebhookMetrics;
 use crate::ready::{DEFAULT_KMS_CHECK_INTERVAL, READY_PATH, Readiness, ReadinessProbe};
-use crate::secret::{Share, WebhookSecrets};
+use crate::secret::WebhookSecrets;
 use crate::tls::TlsConfig;
 use crate::vault::ShareVault;
 
@@ -61,8 +65,6 @@ pub const HEALTH_PATH: &str = "/healthz";
 pub const METRICS_PATH: &str = "/metrics";
 /// The content type of the metrics answer.
 const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-const SECRET_HEADER: &str = "x-webhook-secret";
 
 /// Builds a [`WebhookServer`]; made by [`WebhookServer::builder`]. The keyring, the store
 /// and the secrets are required; everything else has a safe default.
@@ -310,8 +312,8 @@ impl WebhookServerBuilder {
                 trust_forwarded_for: self.trust_forwarded_for,
                 body_limit: self.body_limit,
                 request_timeout: self.request_timeout,
-                backup_path: format!("{base_path}/backup"),
-                fetch_path: format!("{base_path}/backup/fetch"),
+                backup_path: format!("{base_path}{BACKUP_PATH}"),
+                fetch_path: format!("{base_path}{FETCH_PATH}"),
                 metrics,
                 readiness,
             }),
@@ -852,26 +854,6 @@ fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], expected: &'static str) -> Res
     })
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BackupRequest {
-    backup_method: String,
-    client_id: String,
-    share: Share,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FetchRequest {
-    client_id: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FetchResponse<'a> {
-    backup_shares: Vec<&'a str>,
-}
-
 async fn with_deadline<F>(app: &App, work: F) -> Response
 where
     F: Future<Output = Result<Response, Rejection>>,
@@ -960,8 +942,8 @@ async fn fetch(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> R
                 .fetch(&request.client_id)
                 .await
                 .map_err(|e| vault_rejection(&app, &e))?;
-            let answer = FetchResponse {
-                backup_shares: shares.iter().map(Share::expose_secret).collect(),
+            let answer: FetchResponse<&str> = FetchResponse {
+                backup_shares: shares.iter().map(SecretShare::expose_secret).collect(),
             };
             let encoded = encode_exact(&answer).map_err(|_| {
                 Rejection::new(

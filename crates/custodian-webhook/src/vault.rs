@@ -6,13 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use envelope::{EncryptionContext, Keyring};
+use portal_api::SecretShare;
 use storage::{BackupKey, BackupStore, ObjectVersion, PutOptions, ShareKind, StorageError};
 
 use crate::error::Error;
-use crate::secret::Share;
-
-/// The `purpose` entry of every custodian share's encryption context.
-pub const PURPOSE: &str = "custodian-backup";
 
 /// The backup methods probed by [`ShareVault::fetch`] when the store cannot list: Portal's
 /// documented methods, bare and per curve (`GDRIVE`, `GDRIVE-SECP256K1`, `GDRIVE-ED25519`,
@@ -81,20 +78,22 @@ enum Arrival {
 /// Custodian backup shares, envelope-encrypted with a [`Keyring`] and kept in a
 /// [`BackupStore`]: the storage half of the webhook server, usable on its own.
 ///
-/// Each share is sealed with the encryption context `client-id`, `backup-method` and
-/// `purpose` = [`PURPOSE`] (so a ciphertext moved to another client or method does not open)
-/// and stored under [`BackupKey::custodian_backup`]`(client, method)`.
+/// Each share is sealed with the encryption context of its key ([`storage::context`]:
+/// `client-id`, `purpose` = `custodian-backup`, `backup-method`), so a ciphertext moved to
+/// another client or method does not open, and stored under
+/// [`BackupKey::custodian_backup`]`(client, method)`.
 ///
 /// ```
 /// use std::sync::Arc;
-/// use custodian_webhook::{Share, ShareVault};
+/// use custodian_webhook::ShareVault;
+/// use custodian_webhook::portal_api::SecretShare;
 /// use envelope::{Keyring, local::LocalKek};
 /// use storage::memory::MemoryStore;
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let keyring = Keyring::new().with(Arc::new(LocalKek::generate()?));
 /// let vault = ShareVault::new(keyring, Arc::new(MemoryStore::new()))?;
-/// vault.store("cl_1", "GDRIVE-SECP256K1", &Share::new("{\"share\":\"…\"}".into())).await?;
+/// vault.store("cl_1", "GDRIVE-SECP256K1", &SecretShare::new("{\"share\":\"…\"}".into())).await?;
 /// let shares = vault.fetch("cl_1").await?;
 /// assert_eq!(shares[0].expose_secret(), "{\"share\":\"…\"}");
 /// # Ok::<_, Box<dyn std::error::Error>>(()) }).unwrap();
@@ -219,7 +218,7 @@ impl ShareVault {
         &self,
         client_id: &str,
         backup_method: &str,
-        share: &Share,
+        share: &SecretShare,
     ) -> Result<(), Error> {
         self.check(client_id, backup_method)?;
         // Before sealing (a KMS round trip): the write replaces only what is stored now.
@@ -337,7 +336,7 @@ impl ShareVault {
     /// # Errors
     /// [`Error::InvalidId`] for a client id that cannot name a stored object;
     /// [`Error::Open`]; [`Error::Store`].
-    pub async fn fetch(&self, client_id: &str) -> Result<Vec<Share>, Error> {
+    pub async fn fetch(&self, client_id: &str) -> Result<Vec<SecretShare>, Error> {
         BackupKey::check_client_id(client_id).map_err(|source| Error::InvalidId {
             field: "clientId",
             source: Box::new(source),
@@ -380,7 +379,7 @@ impl ShareVault {
             };
             let context = context(client_id, &method).map_err(Error::Open)?;
             match envelope::open(&self.keyring, &context, &body).await {
-                Ok(plain) => match Share::from_utf8(plain.into_zeroizing()) {
+                Ok(plain) => match SecretShare::from_utf8(plain.into_zeroizing()) {
                     Some(share) => shares.push(share),
                     None => {
                         tracing::error!(key = %key, "stored custodian share is not UTF-8; skipped")
@@ -414,12 +413,15 @@ impl ShareVault {
     }
 }
 
-/// The encryption context of one client's share for one backup method.
+/// The encryption context of one client's share for one backup method: the shared
+/// vocabulary of [`storage::context`], so the backup flow's rotation and verification open
+/// what the webhook sealed.
 fn context(client_id: &str, backup_method: &str) -> Result<EncryptionContext, envelope::Error> {
-    EncryptionContext::new()
-        .with("client-id", client_id)?
-        .with("backup-method", backup_method)?
-        .with("purpose", PURPOSE)
+    let key = BackupKey::custodian_backup(client_id, backup_method)
+        .map_err(|e| envelope::Error::Invalid(e.to_string()))?;
+    let entries =
+        storage::context::entries(&key).map_err(|e| envelope::Error::Invalid(e.to_string()))?;
+    EncryptionContext::from_entries(entries)
 }
 
 fn custodian_key(

@@ -80,7 +80,7 @@ async fn logs_and_debug_never_show_shares_or_secrets() {
 
     // Debug of the other secret-holding types.
     let secrets = WebhookSecrets::parse(SECRET).unwrap();
-    let share = custodian_webhook::Share::new(share.to_owned());
+    let share = portal_api::SecretShare::new(share.to_owned());
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let key_pem = cert.signing_key.serialize_pem();
     let tls = TlsConfig::from_pem(cert.cert.pem().as_bytes(), key_pem.as_bytes()).unwrap();

@@ -77,6 +77,33 @@ impl EncryptionContext {
         Ok(self)
     }
 
+    /// A context of the given entries (a later entry with the same key replaces an earlier
+    /// one).
+    ///
+    /// ```
+    /// use envelope::EncryptionContext;
+    ///
+    /// let ctx = EncryptionContext::from_entries([("client-id", "cl_1"), ("purpose", "x")])?;
+    /// assert_eq!(ctx, EncryptionContext::new().with("client-id", "cl_1")?.with("purpose", "x")?);
+    /// # Ok::<_, envelope::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`insert`](Self::insert), for the first entry that breaks a rule.
+    pub fn from_entries<K, V>(
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, crate::Error>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut context = Self::new();
+        for (key, value) in entries {
+            context.insert(key, value)?;
+        }
+        Ok(context)
+    }
+
     /// The value of an entry.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<&str> {

@@ -14,6 +14,7 @@ mod error;
 pub mod mpc;
 pub mod paths;
 mod secret;
+pub mod webhook;
 
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]

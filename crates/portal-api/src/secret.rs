@@ -60,6 +60,21 @@ macro_rules! secret_string {
             pub fn is_empty(&self) -> bool {
                 self.0.is_empty()
             }
+
+            /// Takes decrypted UTF-8 bytes without leaving an unwiped copy behind: the
+            /// buffer becomes the string, and bytes that are not UTF-8 are wiped and give
+            /// `None`.
+            #[must_use]
+            pub fn from_utf8(bytes: Zeroizing<Vec<u8>>) -> Option<Self> {
+                let mut bytes = bytes;
+                match String::from_utf8(std::mem::take(&mut *bytes)) {
+                    Ok(text) => Some(Self::new(text)),
+                    Err(e) => {
+                        drop(Zeroizing::new(e.into_bytes()));
+                        None
+                    }
+                }
+            }
         }
 
         impl From<String> for $name {
@@ -202,5 +217,12 @@ mod tests {
         assert_ne!(SecretShare::from("abc"), SecretShare::from("abd"));
         assert_ne!(SecretShare::from("abc"), SecretShare::from("abcd"));
         assert!(SecretShare::from("").is_empty());
+    }
+
+    #[test]
+    fn from_utf8_takes_text_and_refuses_the_rest() {
+        let text = SecretShare::from_utf8(Zeroizing::new(b"abc".to_vec())).unwrap();
+        assert_eq!(text.expose_secret(), "abc");
+        assert!(SecretShare::from_utf8(Zeroizing::new(vec![0xff, 0xfe])).is_none());
     }
 }

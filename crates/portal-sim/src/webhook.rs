@@ -8,13 +8,13 @@
 
 use axum::http::{HeaderName, HeaderValue};
 use portal_api::SecretShare;
-use serde::Deserialize;
-use serde_json::json;
+use portal_api::webhook::{BACKUP_PATH, BackupRequest, FETCH_PATH, FetchRequest, FetchResponse};
 use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::config::WebhookConfig;
 
+/// `X-Webhook-Secret`, in the lower case a `HeaderName` constant must have.
 const SECRET_HEADER: HeaderName = HeaderName::from_static("x-webhook-secret");
 /// Largest fetch answer read (shares are a few KiB each).
 const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
@@ -26,12 +26,6 @@ pub(crate) struct Webhook {
     backup_url: String,
     fetch_url: String,
     secret: HeaderValue,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FetchAnswer {
-    backup_shares: Vec<SecretShare>,
 }
 
 impl Webhook {
@@ -60,8 +54,8 @@ impl Webhook {
             })?;
         Ok(Self {
             http,
-            backup_url: format!("{base}/backup"),
-            fetch_url: format!("{base}/backup/fetch"),
+            backup_url: format!("{base}{BACKUP_PATH}"),
+            fetch_url: format!("{base}{FETCH_PATH}"),
             secret,
         })
     }
@@ -92,13 +86,12 @@ impl Webhook {
         backup_method: &str,
         share: &SecretShare,
     ) -> Result<(), String> {
-        let body = json!({
-            "backupMethod": backup_method,
-            "clientId": client_id,
-            "share": share.expose_secret(),
-        });
+        let body = BackupRequest {
+            backup_method: backup_method.to_owned(),
+            client_id: client_id.to_owned(),
+            share,
+        };
         let bytes = Zeroizing::new(serde_json::to_vec(&body).map_err(|_| "encode".to_owned())?);
-        drop(body);
         let response = self
             .post(&self.backup_url, bytes)
             .await
@@ -119,7 +112,10 @@ impl Webhook {
         share: &SecretShare,
     ) -> Result<(), String> {
         let body = Zeroizing::new(
-            serde_json::to_vec(&json!({"clientId": client_id})).map_err(|_| "encode".to_owned())?,
+            serde_json::to_vec(&FetchRequest {
+                client_id: client_id.to_owned(),
+            })
+            .map_err(|_| "encode".to_owned())?,
         );
         let mut response = self
             .post(&self.fetch_url, body)
@@ -142,7 +138,7 @@ impl Webhook {
                 Err(_) => return Err("POST /backup/fetch: body could not be read".to_owned()),
             }
         }
-        let answer: FetchAnswer = serde_json::from_slice(&bytes)
+        let answer: FetchResponse = serde_json::from_slice(&bytes)
             .map_err(|_| "POST /backup/fetch answer is not {\"backupShares\": [...]}".to_owned())?;
         if answer.backup_shares.iter().any(|s| s == share) {
             Ok(())

@@ -11,6 +11,7 @@ mod store;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod context;
 #[cfg(feature = "conformance")]
 pub mod docs;
 #[cfg(all(feature = "fs", unix))]

@@ -2,7 +2,7 @@
 //! dropped connections (closed without a response, before or after the request took effect).
 //!
 //! Rules are set at start ([`SimConfig::faults`](crate::SimConfig::faults), `--fault` on the
-//! command line) and changed at run time ([`PortalSim::set_faults`](crate::PortalSim::set_faults),
+//! command line) and changed at run time ([`Simulator::set_faults`](crate::Simulator::set_faults),
 //! `PUT /_sim/faults`). Each rule is written as text too:
 //!
 //! ```text

@@ -32,8 +32,8 @@ use backup_flow::envelope::local::LocalKek;
 use backup_flow::envelope::{
     DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
 };
-use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
+use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::{BackupKey, BackupStore, PutOptions, ShareKind};
 use backup_flow::{Finding, Flow};
 use futures_util::StreamExt as _;

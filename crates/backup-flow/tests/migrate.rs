@@ -18,8 +18,8 @@ use backup_flow::envelope::{
     DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
 };
 use backup_flow::migrate::{MigratedClient, Migration, Moved};
-use backup_flow::storage::memory::MemoryStore;
 use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
+use backup_flow::storage::memory::MemoryStore;
 use backup_flow::storage::{
     BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, ShareKind, StorageError,
 };

@@ -43,12 +43,12 @@ use backup_flow::envelope::local::LocalKek;
 use backup_flow::envelope::{
     DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
 };
-use backup_flow::identity::{BACKUP_SHARE_PAIR_ID, CLIENT_BACKUP, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::migrate::{Migration, Moved};
+use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::object::ObjectStoreStore;
 use backup_flow::storage::postgres::PostgresStore;
-use backup_flow::storage::{BackupKey, BackupStore, PutOptions};
+use backup_flow::storage::{BackupKey, BackupStore, PutOptions, ShareKind};
 use backup_flow::{Finding, Flow};
 use futures_util::StreamExt as _;
 use futures_util::stream;
@@ -164,7 +164,7 @@ async fn seed(store: &dyn BackupStore, keyring: &Keyring, backups: usize) -> Vec
         .for_each_concurrent(64, |client_id| async move {
             let kek_context = EncryptionContext::new()
                 .with(CLIENT_ID, client_id.as_str())
-                .and_then(|c| c.with(PURPOSE, CLIENT_BACKUP))
+                .and_then(|c| c.with(PURPOSE, ShareKind::ClientBackup.as_str()))
                 .unwrap();
             let sealer = Sealer::new(keyring, kek_context.clone()).await.unwrap();
             for curve in CURVES {

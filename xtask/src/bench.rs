@@ -111,7 +111,14 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
         let machine = measure::machine();
         match section {
             "envelope" => {
-                let rows = criterion(root, &criterion_dir, floor, "envelope", "envelope", &[])?;
+                let rows = criterion(
+                    root,
+                    &criterion_dir,
+                    floor,
+                    "portal-backup-envelope",
+                    "envelope",
+                    &[],
+                )?;
                 doc.replace_rows(section, rows);
             }
             "bulk" => {
@@ -119,7 +126,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
                     root,
                     &criterion_dir,
                     floor,
-                    "backup-flow",
+                    "portal-backup-flow",
                     "bulk_throughput",
                     &["throughput"],
                 )?;
@@ -131,7 +138,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
                     root,
                     &criterion_dir,
                     floor,
-                    "backup-flow",
+                    "portal-backup-flow",
                     "bulk_throughput",
                     &["rate-limit"],
                 )?;
@@ -151,7 +158,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
                     root,
                     &criterion_dir,
                     floor,
-                    "backup-flow",
+                    "portal-backup-flow",
                     "store_wide_verify",
                     &[],
                 )?;
@@ -662,7 +669,13 @@ fn replicas(root: &Path, target_dir: &Path) -> Result<Value> {
     };
     crate::postgres::install(root)?;
     cmd::cargo(root)
-        .args(["build", "--release", "--locked", "-p", "custodian-webhook"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "portal-backup-custodian-webhook",
+        ])
         .args(["--example", "replicas"])
         .run()?;
     let example = target_dir.join("release").join("examples").join("replicas");

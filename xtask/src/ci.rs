@@ -22,7 +22,7 @@ const FUZZ_INPUT_TIMEOUT_SECONDS: u64 = 10;
 
 /// Packages whose default-feature-free normal dependency tree must not pull in a cloud SDK or
 /// an HTTP stack (so integrators writing a KMS backend compile only what they use).
-const ISOLATED_PACKAGES: &[&str] = &["envelope"];
+const ISOLATED_PACKAGES: &[&str] = &["portal-backup-envelope"];
 
 struct Step {
     name: &'static str,
@@ -57,9 +57,24 @@ const STEPS: &[Step] = &[
         run: doc,
     },
     Step {
+        name: "public-api",
+        what: "the public API of every publishable library against docs/public-api/",
+        run: public_api,
+    },
+    Step {
+        name: "guides",
+        what: "the guides' dependency lines and code, built as a crate outside the workspace",
+        run: guides,
+    },
+    Step {
         name: "guard",
         what: "feature isolation: no cloud SDK or HTTP stack without features",
         run: guard,
+    },
+    Step {
+        name: "package",
+        what: "cargo package --no-verify of every publishable crate, together",
+        run: package,
     },
     Step {
         name: "deny",
@@ -84,7 +99,13 @@ struct Ctx {
 
 struct Package {
     name: String,
+    /// The directory of its `Cargo.toml`.
+    dir: PathBuf,
     has_lib: bool,
+    /// The crate name of its library target (`-` as `_`), if it has one.
+    lib_name: Option<String>,
+    /// `publish` is not `false` (cargo metadata: `null`, or a non-empty registry list).
+    publishable: bool,
 }
 
 /// Runs the named steps (all when `only` is empty) in their fixed order.
@@ -138,12 +159,12 @@ pub(crate) fn run(root: &Path, only: &[&str]) -> Result {
 fn summary(done: &[(&str, Duration)], failed: Option<(&str, Duration)>, total: Duration) {
     println!("\nci summary:");
     for (name, took) in done {
-        println!("  {name:<8} ok     {:>8}", secs(*took));
+        println!("  {name:<10} ok     {:>8}", secs(*took));
     }
     if let Some((name, took)) = failed {
-        println!("  {name:<8} FAILED {:>8}", secs(took));
+        println!("  {name:<10} FAILED {:>8}", secs(took));
     }
-    println!("  {:<8}        {:>8}", "total", secs(total));
+    println!("  {:<10}        {:>8}", "total", secs(total));
 }
 
 fn secs(d: Duration) -> String {
@@ -198,7 +219,30 @@ impl Ctx {
                     .filter_map(|t| t.get("kind"))
                     .flat_map(json::Value::as_array)
                     .any(|k| k.as_str().is_some_and(|k| k.ends_with("lib")));
-                Some(Package { name, has_lib })
+                let lib_name = p
+                    .get("targets")
+                    .map(json::Value::as_array)
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|t| {
+                        t.get("kind")
+                            .map(json::Value::as_array)
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|k| k.as_str() == Some("lib"))
+                    })
+                    .and_then(|t| t.get("name")?.as_str())
+                    .map(|name| name.replace('-', "_"));
+                let dir = PathBuf::from(p.get("manifest_path")?.as_str()?)
+                    .parent()?
+                    .to_path_buf();
+                Some(Package {
+                    name,
+                    dir,
+                    has_lib,
+                    lib_name,
+                    publishable: publishable(p),
+                })
             })
             .collect();
         Ok(Self {
@@ -206,6 +250,20 @@ impl Ctx {
             packages,
             target_dir,
         })
+    }
+
+    /// The publishable packages that have a library, with its crate name.
+    fn libraries(&self) -> Vec<crate::public_api::Library> {
+        self.packages
+            .iter()
+            .filter(|p| p.publishable)
+            .filter_map(|p| {
+                Some(crate::public_api::Library {
+                    package: p.name.clone(),
+                    crate_name: p.lib_name.clone()?,
+                })
+            })
+            .collect()
     }
 
     fn has_package(&self, name: &str) -> bool {
@@ -353,6 +411,81 @@ fn isolation_offenders(tree: &str) -> Vec<String> {
     offenders
 }
 
+/// The public-API listings must match the committed ones (see [`crate::public_api`]).
+fn public_api(ctx: &Ctx) -> Result {
+    crate::public_api::run(&ctx.root, &ctx.target_dir, &ctx.libraries(), false)
+}
+
+/// `cargo xtask public-api [--bless]`, outside `ci`.
+pub(crate) fn public_api_listing(root: &Path, bless: bool) -> Result {
+    let ctx = Ctx::load(root)?;
+    crate::public_api::run(&ctx.root, &ctx.target_dir, &ctx.libraries(), bless)
+}
+
+/// Every guide's dependency lines and code as a crate of its own (see [`crate::guides`]).
+fn guides(ctx: &Ctx) -> Result {
+    let publishable: Vec<(String, PathBuf)> = ctx
+        .packages
+        .iter()
+        .filter(|p| p.publishable)
+        .map(|p| (p.name.clone(), p.dir.clone()))
+        .collect();
+    let libraries: Vec<(String, String)> = ctx
+        .libraries()
+        .into_iter()
+        .map(|l| (l.crate_name.replace('_', "-"), l.package))
+        .collect();
+    crate::guides::dependency_lines(&ctx.root, &libraries)?;
+    for guide in crate::guides::GUIDES {
+        crate::guides::check(&ctx.root, &ctx.target_dir, guide, &publishable)?;
+    }
+    Ok(())
+}
+
+/// Whether a `cargo metadata` package may be published: `publish` is `null` (any registry) or
+/// lists registries; `publish = false` shows as `[]`.
+fn publishable(package: &json::Value) -> bool {
+    match package.get("publish") {
+        None | Some(json::Value::Null) => true,
+        Some(registries) => !registries.as_array().is_empty(),
+    }
+}
+
+/// `cargo package --no-verify` of every publishable package in ONE invocation: cargo orders
+/// them by dependency and resolves each one's workspace dependencies against the `.crate`
+/// files it has just made (a local registry overlay), so a crate whose siblings are not on
+/// crates.io yet still packages; one `cargo package -p` at a time would look them up on
+/// crates.io and fail. This checks what a publish checks before the upload: metadata,
+/// versioned (and renamed) dependencies, path-only dev-dependencies stripped, the file list.
+/// `--no-verify` because building every package again from its `.crate` would cost minutes;
+/// the tests build the same sources. Offline: the test step has fetched every dependency.
+fn package(ctx: &Ctx) -> Result {
+    let publishable: Vec<&str> = ctx
+        .packages
+        .iter()
+        .filter(|p| p.publishable)
+        .map(|p| p.name.as_str())
+        .collect();
+    if publishable.is_empty() {
+        return Err(Error::msg(
+            "no workspace package is publishable (cargo metadata says `publish = false` for all)",
+        ));
+    }
+    println!("publishable packages: {}", publishable.join(", "));
+    ctx.cargo().args(["fetch", "--locked"]).run()?;
+    ctx.cargo()
+        // A local run packages uncommitted edits too; CI's checkout is clean anyway.
+        .args([
+            "package",
+            "--no-verify",
+            "--allow-dirty",
+            "--locked",
+            "--offline",
+        ])
+        .args(publishable.iter().flat_map(|name| ["-p", name]))
+        .run()
+}
+
 fn deny(ctx: &Ctx) -> Result {
     let cargo_deny = tools::cargo_deny(&ctx.root, &ctx.tools_dir())?;
     // Advisories need the RustSec database from GitHub, which CI cannot reach.
@@ -469,12 +602,32 @@ mod tests {
     }
 
     #[test]
+    fn publish_false_is_an_empty_registry_list() {
+        let parse = |text: &str| json::parse(text).unwrap();
+        assert!(publishable(&parse(r#"{"name":"a","publish":null}"#)));
+        assert!(publishable(&parse(
+            r#"{"name":"a","publish":["crates-io"]}"#
+        )));
+        assert!(!publishable(&parse(r#"{"name":"a","publish":[]}"#)));
+    }
+
+    #[test]
     fn step_names_are_unique_and_in_ci_order() {
         let names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
         assert_eq!(
             names,
             [
-                "fmt", "clippy", "test", "spec", "doc", "guard", "deny", "fuzz"
+                "fmt",
+                "clippy",
+                "test",
+                "spec",
+                "doc",
+                "public-api",
+                "guides",
+                "guard",
+                "package",
+                "deny",
+                "fuzz"
             ]
         );
     }

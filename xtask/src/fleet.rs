@@ -24,7 +24,7 @@ pub(crate) fn run(root: &Path, target_dir: &Path) -> Result<Value> {
             "bench",
             "--locked",
             "-p",
-            "backup-flow",
+            "portal-backup-flow",
             "--bench",
             "store_wide_fleet",
         ])

@@ -12,9 +12,11 @@ mod bench;
 mod ci;
 mod cmd;
 mod fleet;
+mod guides;
 mod json;
 mod measure;
 mod postgres;
+mod public_api;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +29,8 @@ Usage: cargo xtask <command> [args]
 
 Commands:
   ci [STEP...]  The CI entry point (.ci/run calls it). Runs every step in order, fails fast:
-                  fmt, clippy, test, doc, guard, deny, fuzz
+                  fmt, clippy, test, spec, doc, public-api, guides, guard, package,
+                  deny, fuzz
                 Names given as arguments run only those steps (for local iteration).
   test          Only the test step: nextest (or cargo test) plus doctests, with
                 PORTAL_BACKUP_XTASK=1 so that tests needing a service fail instead of skip.
@@ -46,6 +49,10 @@ Commands:
                 store-wide verify at 10k/100k), build (clean build time and
                 dependency count by feature set; slow). No section: all but build; `all`:
                 every one.
+  public-api [--bless]
+                Lists the public API of every publishable library (rustdoc JSON) and
+                compares it with docs/public-api/<package>.txt; --bless rewrites the files.
+                CI runs the comparison (step public-api).
   services      Lists the services the tests need, and how the test step provides them.
   help          This text.
 
@@ -61,6 +68,8 @@ fn main() -> ExitCode {
         ["ci", steps @ ..] => ci::run(&root(), steps),
         ["test"] => ci::run(&root(), &["test"]),
         ["demo"] => demo(&root()),
+        ["public-api"] => ci::public_api_listing(&root(), false),
+        ["public-api", "--bless"] => ci::public_api_listing(&root(), true),
         ["bench", sections @ ..] => bench::run(&root(), sections),
         ["services"] => {
             services();
@@ -155,7 +164,15 @@ mod tests {
     /// Every command the README mentions is one `main` knows.
     #[test]
     fn help_lists_every_command() {
-        for command in ["ci", "test", "demo", "bench", "services", "help"] {
+        for command in [
+            "ci",
+            "test",
+            "demo",
+            "bench",
+            "public-api",
+            "services",
+            "help",
+        ] {
             assert!(
                 HELP.lines().any(|l| l.trim_start().starts_with(command)),
                 "{command}"

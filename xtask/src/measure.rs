@@ -243,8 +243,8 @@ fn start_sim(binary: &Path, custodian_key: &str) -> Result<Sim> {
 /// own (its state grows with the clients), the journal on tmpfs when there is one.
 pub(crate) fn rss(root: &Path, target_dir: &Path) -> Result<Value> {
     for (package, kind, name) in [
-        ("portal-sim", "--bin", "portal-sim"),
-        ("backup-flow", "--example", "bulk_rss"),
+        ("portal-backup-sim", "--bin", "portal-sim"),
+        ("portal-backup-flow", "--example", "bulk_rss"),
     ] {
         cmd::cargo(root)
             .args(["build", "--release", "--locked", "-p", package, kind, name])
@@ -431,7 +431,13 @@ pub(crate) fn stores(root: &Path, target_dir: &Path) -> Result<Value> {
     };
     crate::postgres::install(root)?;
     cmd::cargo(root)
-        .args(["build", "--release", "--locked", "-p", "storage"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "portal-backup-storage",
+        ])
         .args(["--example", "store_latency", "--features", STORE_FEATURES])
         .run()?;
     let example = target_dir
@@ -512,12 +518,12 @@ pub(crate) fn stores_markdown(value: &Value, md: &mut String) {
 /// `(crate, variant, cargo feature arguments)`: what a team that picks features pays.
 const BUILDS: &[(&str, &str, &[&str])] = &[
     (
-        "envelope",
+        "portal-backup-envelope",
         "minimal (local key only)",
         &["--no-default-features"],
     ),
     (
-        "envelope",
+        "portal-backup-envelope",
         "all KMS backends (aws-kms gcp-kms pkcs11)",
         &[
             "--no-default-features",
@@ -526,12 +532,12 @@ const BUILDS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
-        "storage",
+        "portal-backup-storage",
         "minimal (no features)",
         &["--no-default-features"],
     ),
     (
-        "storage",
+        "portal-backup-storage",
         "all stores (fs portal postgres s3 gcs azure)",
         &[
             "--no-default-features",

@@ -34,7 +34,7 @@
 //! backup at the rate the limits allow (min over hosts of rate ÷ that host's requests per
 //! backup) next to the achieved `bulk_backup`.
 //!
-//! Run alone: `cargo bench -p backup-flow --bench bulk_throughput` (prints the tables); add
+//! Run alone: `cargo bench -p portal-backup-flow --bench bulk_throughput` (prints the tables); add
 //! `-- throughput` or `-- rate-limit` for one part.
 #![allow(
     clippy::unwrap_used,

@@ -14,7 +14,7 @@
 //! `CRITERION_HOME` when set, group `verify_store_wide_5ms`, so that `baseline_ideal/cNNN`
 //! (the ideal time per backup) stands next to `verify/cNNN` (the achieved one).
 //!
-//! Run: `cargo bench -p backup-flow --bench store_wide_verify` (prints the table);
+//! Run: `cargo bench -p portal-backup-flow --bench store_wide_verify` (prints the table);
 //! `cargo test --benches` runs a smoke-sized pass.
 #![allow(
     clippy::unwrap_used,

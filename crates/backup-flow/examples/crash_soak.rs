@@ -1,7 +1,7 @@
 //! The crash soak at full size:
 //!
 //! ```text
-//! cargo run --release -p backup-flow --example crash_soak -- \
+//! cargo run --release -p portal-backup-flow --example crash_soak -- \
 //!     [--clients 1000] [--kills 20] [--concurrency 16] [--store file|portal] [--latency-ms 2]
 //! ```
 //!

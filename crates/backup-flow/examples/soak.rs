@@ -1,4 +1,4 @@
-//! The fault soak at full size: `cargo run --release -p backup-flow --example soak -- 1000 [concurrency]`.
+//! The fault soak at full size: `cargo run --release -p portal-backup-flow --example soak -- 1000 [concurrency]`.
 //!
 //! A bulk backup of that many clients through `Flow::bulk_backup` while `portal-sim` fails
 //! about 20% of requests on every route (503/502, 429 with `Retry-After` 0 and 1, dropped

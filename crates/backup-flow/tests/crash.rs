@@ -1,7 +1,7 @@
 //! Crash soak (see `support/crash.rs`): a bulk backup of 150 clients into a file store, in a
 //! child process killed with SIGKILL at random moments 12 times, then run to completion;
 //! `portal-sim` and the webhook live in this process through every kill. The full size:
-//! `cargo run --release -p backup-flow --example crash_soak -- --clients 1000 --kills 20`.
+//! `cargo run --release -p portal-backup-flow --example crash_soak -- --clients 1000 --kills 20`.
 #![cfg(unix)]
 
 #[path = "support/crash.rs"]

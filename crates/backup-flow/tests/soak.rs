@@ -1,6 +1,6 @@
 //! Fault soak (see `support/soak.rs`): 200 clients backed up in bulk while `portal-sim` fails
 //! about 20% of requests on every route, then a second run without faults. The full 1,000:
-//! `cargo run --release -p backup-flow --example soak -- 1000`.
+//! `cargo run --release -p portal-backup-flow --example soak -- 1000`.
 
 #[path = "support/soak.rs"]
 mod soak;

@@ -2,8 +2,8 @@
 //! on loopback.
 //!
 //! ```text
-//! cargo run --release -p custodian-webhook --example load [-- --pairs 10000 --concurrency 50 --deadline-secs 300]
-//! cargo run --release -p custodian-webhook --example load --features postgres -- --store postgres
+//! cargo run --release -p portal-backup-custodian-webhook --example load [-- --pairs 10000 --concurrency 50 --deadline-secs 300]
+//! cargo run --release -p portal-backup-custodian-webhook --example load --features postgres -- --store postgres
 //! ```
 //!
 //! The program starts itself a second time as the server (`--serve <dir>`: a local key file

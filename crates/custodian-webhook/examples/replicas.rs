@@ -1,7 +1,7 @@
 //! Webhook replicas over one store, the full run of `cargo xtask bench replicas`.
 //!
 //! ```text
-//! cargo run --release -p custodian-webhook --example replicas [-- --pairs 10000 --races 1000 --concurrency 32 --stores postgres,s3]
+//! cargo run --release -p portal-backup-custodian-webhook --example replicas [-- --pairs 10000 --races 1000 --concurrency 32 --stores postgres,s3]
 //! ```
 //!
 //! For each store (one throwaway PostgreSQL, one bucket on moto, both on loopback and

@@ -1,4 +1,4 @@
-//! A small version of the load test (`cargo run --release -p custodian-webhook --example
+//! A small version of the load test (`cargo run --release -p portal-backup-custodian-webhook --example
 //! load` runs the full one from a separate process): 500 backup+fetch pairs at 50 concurrent
 //! connections against the file store, no errors, every share fetchable afterwards, nothing
 //! plaintext on disk.

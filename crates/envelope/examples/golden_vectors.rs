@@ -2,7 +2,7 @@
 //! `tests/vectors/v1.json` was made by this program once and is frozen: every later version of
 //! the crate must still open it. Regenerate only to add a new file for a new format version.
 //!
-//! `cargo run -p envelope --example golden_vectors > v1.json`
+//! `cargo run -p portal-backup-envelope --example golden_vectors > v1.json`
 
 #![allow(
     clippy::unwrap_used,

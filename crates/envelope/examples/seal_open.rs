@@ -1,5 +1,5 @@
 //! Seals a share with a local key-encryption key, prints what the envelope's header says, and
-//! opens it again. Run with `cargo run -p envelope --example seal_open`.
+//! opens it again. Run with `cargo run -p portal-backup-envelope --example seal_open`.
 //!
 //! The key file is written to a fresh temporary directory (mode 0600) and removed at the end;
 //! nothing secret is printed.

@@ -153,7 +153,15 @@ pub async fn context_bound(kek: &dyn KeyEncryptionKey) -> Outcome {
     ] {
         match kek.unwrap(&wrapped, &other).await {
             Err(KmsError::UnwrapFailed) => {}
-            Ok(_) => return Err(fail(CHECK, format!("unwrapped under {name}"))),
+            Ok(_) => {
+                return Err(fail(
+                    CHECK,
+                    format!(
+                        "a key wrapped under one context was unwrapped under {name}; \
+                         unwrap under any other context must fail with KmsError::UnwrapFailed"
+                    ),
+                ));
+            }
             Err(e) => {
                 return Err(fail(
                     CHECK,
@@ -179,7 +187,8 @@ pub async fn tampered_wrap_rejected(kek: &dyn KeyEncryptionKey) -> Outcome {
     let dek = key(CHECK)?;
     let wrapped = wrap(CHECK, kek, &dek, &ctx).await?;
     let bytes = wrapped.bytes();
-    let last = bytes.len().saturating_sub(1);
+    let len = bytes.len();
+    let last = len.saturating_sub(1);
     let mut variants: Vec<(String, Vec<u8>)> = [0, last / 2, last]
         .into_iter()
         .map(|i| {
@@ -187,25 +196,33 @@ pub async fn tampered_wrap_rejected(kek: &dyn KeyEncryptionKey) -> Outcome {
             if let Some(byte) = b.get_mut(i) {
                 *byte ^= 0x01;
             }
-            (format!("a bit flipped in byte {i}"), b)
+            (format!("the lowest bit of byte {i} (of {len}) flipped"), b)
         })
         .collect();
     variants.push((
-        "truncated".into(),
+        format!("its last byte cut off ({len} bytes made {last})"),
         bytes.get(..last).unwrap_or_default().to_vec(),
     ));
     let mut extended = bytes.to_vec();
     extended.push(0);
-    variants.push(("extended".into(), extended));
+    variants.push((format!("a zero byte appended to its {len} bytes"), extended));
     for (name, tampered) in variants {
         let Ok(tampered) = WrappedKey::new(wrapped.key_ref().clone(), tampered) else {
             continue; // an empty wrapped key cannot even be constructed
         };
         if let Ok(got) = kek.unwrap(&tampered, &ctx).await {
-            let same = got.expose_secret() == dek.expose_secret();
+            let got = if got.expose_secret() == dek.expose_secret() {
+                "the original data key"
+            } else {
+                "a different data key"
+            };
             return Err(fail(
                 CHECK,
-                format!("a wrapped key {name} unwrapped (to the original key: {same})"),
+                format!(
+                    "a wrapped key altered by having {name} was unwrapped, to {got}; \
+                     any change to a wrapped key must make unwrap fail with \
+                     KmsError::UnwrapFailed"
+                ),
             ));
         }
     }
@@ -234,7 +251,13 @@ pub async fn foreign_wrap_rejected(kek: &dyn KeyEncryptionKey) -> Outcome {
         let relabelled = WrappedKey::new(own.key_ref().clone(), bytes)
             .map_err(|e| fail(CHECK, e.to_string()))?;
         if kek.unwrap(&relabelled, &ctx).await.is_ok() {
-            return Err(fail(CHECK, format!("{name} unwrapped")));
+            return Err(fail(
+                CHECK,
+                format!(
+                    "{name}, labelled with this KEK's key reference, was unwrapped; \
+                     it must fail with KmsError::UnwrapFailed"
+                ),
+            ));
         }
     }
     Ok(())

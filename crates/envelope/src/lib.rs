@@ -28,7 +28,8 @@ pub mod local;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 
-/// Guides whose code compiles and runs as doctests.
+/// Guides whose code compiles and runs as doctests (with the conformance kit they use).
+#[cfg(feature = "conformance")]
 pub mod docs {
     #[doc = include_str!("docs/writing_a_kms_backend.md")]
     pub mod writing_a_kms_backend {}

@@ -207,6 +207,25 @@ async fn a_kek_that_stores_the_key_in_the_clear_is_caught() {
     // Binds the context, so the first check it fails is tampering (a flipped bit in the
     // key part still "unwraps").
     assert_eq!(failure.check, "tampered_wrap_rejected");
+    // Says what was done to the wrapped key and what was expected instead.
+    assert!(
+        failure
+            .reason
+            .starts_with("a wrapped key altered by having the lowest bit of byte "),
+        "{failure}"
+    );
+    assert!(
+        failure
+            .reason
+            .contains("was unwrapped, to a different data key"),
+        "{failure}"
+    );
+    assert!(
+        failure
+            .reason
+            .ends_with("must make unwrap fail with KmsError::UnwrapFailed"),
+        "{failure}"
+    );
     let failure = conformance::key_ref_recorded(&Plain).await.unwrap_err();
     assert_eq!(failure.check, "key_ref_recorded");
     assert!(failure.reason.contains("in the clear"));

@@ -1,6 +1,6 @@
 //! A complete `BackupStore` over a key-value service, the example of the guide
 //! `storage::docs::writing_a_store`. Run it with
-//! `cargo run -p storage --example kv_store --features conformance`.
+//! `cargo run -p portal-backup-storage --example kv_store --features conformance`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

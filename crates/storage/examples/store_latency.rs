@@ -2,8 +2,8 @@
 //! table with the file-system store as the baseline:
 //!
 //! ```text
-//! cargo run --release -p storage --example store_latency --features fs
-//! cargo run --release -p storage --example store_latency \
+//! cargo run --release -p portal-backup-storage --example store_latency --features fs
+//! cargo run --release -p portal-backup-storage --example store_latency \
 //!     --features fs,postgres,s3,azure,gcs,replicated      # every row; `cargo xtask bench stores`
 //! ```
 //!

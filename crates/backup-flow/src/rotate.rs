@@ -166,21 +166,10 @@ impl OnStore {
         }
 
         self.rotate_journal(to, &current, &mut report).await?;
-        report.not_under_target = self.count_not_under(client_ids, &current).await?;
+        report.not_under_target = self
+            .count_not_under(client_ids, &current, concurrency)
+            .await?;
         Ok(report)
-    }
-
-    /// Every key the store holds for `client_ids`, listed one client at a time.
-    fn keys_of<'a>(
-        &'a self,
-        client_ids: &'a [String],
-    ) -> impl futures_util::Stream<Item = Result<BackupKey>> + 'a {
-        stream::iter(client_ids)
-            .then(move |client_id| self.list_client(client_id))
-            .flat_map(|listed| match listed {
-                Ok(keys) => stream::iter(keys.into_iter().map(Ok).collect::<Vec<_>>()),
-                Err(e) => stream::iter(vec![Err(e)]),
-            })
     }
 
     /// Every object of one client, in turn, through one [`Rewrapper`].
@@ -329,11 +318,40 @@ impl OnStore {
 
     /// The proof: how many objects of `client_ids` in the store, and sealed shares in the
     /// journal, carry a wrapped key that is not exactly `current`. Headers only, no KMS call.
-    async fn count_not_under(&self, client_ids: &[String], current: &[KeyRef]) -> Result<usize> {
+    async fn count_not_under(
+        &self,
+        client_ids: &[String],
+        current: &[KeyRef],
+        concurrency: usize,
+    ) -> Result<usize> {
+        // As many clients at once as the rewrap: the proof reads every object again, and one
+        // client at a time it would take longer than the rotation itself.
         let mut count = 0usize;
-        let mut keys = std::pin::pin!(self.keys_of(client_ids));
-        while let Some(key) = keys.next().await {
-            let key = key?;
+        let mut clients = std::pin::pin!(
+            stream::iter(client_ids)
+                .map(|client_id| self.count_client_not_under(client_id, current))
+                .buffer_unordered(concurrency)
+        );
+        while let Some(client) = clients.next().await {
+            count = count.saturating_add(client?);
+        }
+        for record in self.flow.journal.unfinished().await? {
+            for share in &record.shares {
+                let under_target = envelope::from_text(&share.ciphertext).is_ok_and(|sealed| {
+                    envelope::inspect(&sealed).is_ok_and(|info| info.is_wrapped_only_by(current))
+                });
+                if !under_target {
+                    count = count.saturating_add(1);
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// How many objects of one client carry a wrapped key that is not exactly `current`.
+    async fn count_client_not_under(&self, client_id: &str, current: &[KeyRef]) -> Result<usize> {
+        let mut count = 0usize;
+        for key in self.list_client(client_id).await? {
             let under_target = match self.store.get(&key).await {
                 Ok(body) => decode(&key, &body).is_ok_and(|(sealed, _)| {
                     envelope::inspect(&sealed).is_ok_and(|info| info.is_wrapped_only_by(current))
@@ -344,16 +362,6 @@ impl OnStore {
             };
             if !under_target {
                 count = count.saturating_add(1);
-            }
-        }
-        for record in self.flow.journal.unfinished().await? {
-            for share in &record.shares {
-                let under_target = envelope::from_text(&share.ciphertext).is_ok_and(|sealed| {
-                    envelope::inspect(&sealed).is_ok_and(|info| info.is_wrapped_only_by(current))
-                });
-                if !under_target {
-                    count = count.saturating_add(1);
-                }
             }
         }
         Ok(count)

@@ -110,7 +110,7 @@ fn post(path: &str, secret: Option<&str>, body: &serde_json::Value) -> String {
 const HEALTH: &str = "GET /healthz HTTP/1.1\r\nHost: webhook\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_allowed_caller_is_answered_within_1s_while_2000_refused_connections_are_held() {
+async fn an_allowed_caller_is_answered_within_3s_while_2000_refused_connections_are_held() {
     raise_open_file_limit(8192);
     let server = builder(Arc::new(MemoryStore::new()))
         .with_allowlist(Allowlist::parse(["127.0.0.1/32"]).unwrap())
@@ -171,7 +171,9 @@ async fn an_allowed_caller_is_answered_within_1s_while_2000_refused_connections_
         .collect();
 
     // The allowed caller, on a new connection each time, is answered well within Portal's
-    // deadline (1 s is a liveness bound with a wide margin, not a benchmark).
+    // deadline of 10 s. 3 s is a liveness bound, not a benchmark: the old code kept it
+    // waiting for the flood's header timeout (5 s), and a loaded 2-core CI machine has taken
+    // just over 1 s.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(15))
@@ -199,7 +201,7 @@ async fn an_allowed_caller_is_answered_within_1s_while_2000_refused_connections_
         assert_eq!(resp.status().as_u16(), 200);
         let elapsed = started.elapsed();
         assert!(
-            elapsed < Duration::from_secs(1),
+            elapsed < Duration::from_secs(3),
             "backup + fetch took {elapsed:?} during the flood"
         );
         slowest = slowest.max(elapsed);

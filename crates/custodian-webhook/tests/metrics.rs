@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use custodian_webhook::envelope::{KeyEncryptionKey, Keyring};
 use custodian_webhook::storage::memory::MemoryStore;
 use custodian_webhook::{Allowlist, WebhookMetrics, prometheus_client};
 use serde_json::{Value, json};
@@ -48,9 +47,9 @@ async fn connect_from(source: &str, server: SocketAddr) -> tokio::net::TcpStream
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_counts_exactly_the_requests_that_were_sent() {
     let store = Arc::new(FlakyStore::default());
-    let kek = Arc::new(FlakyKek::new());
+    let kek = FlakyKek::new();
     let server = builder(Arc::clone(&store))
-        .with_keyring(Keyring::new().with(Arc::clone(&kek) as Arc<dyn KeyEncryptionKey>))
+        .with_keyring(kek.keyring())
         .with_allowlist(Allowlist::parse(["127.0.0.1/32"]).unwrap())
         .build()
         .unwrap();
@@ -332,9 +331,9 @@ async fn poll_ready(addr: SocketAddr, status: u16, deadline: Duration) -> (Insta
 async fn readiness_follows_the_store_and_the_kms_and_caches_the_kms_check() {
     const KMS_INTERVAL: Duration = Duration::from_secs(3);
     let store = Arc::new(FlakyStore::default());
-    let kek = Arc::new(FlakyKek::new());
+    let kek = FlakyKek::new();
     let server = builder(Arc::clone(&store))
-        .with_keyring(Keyring::new().with(Arc::clone(&kek) as Arc<dyn KeyEncryptionKey>))
+        .with_keyring(kek.keyring())
         .with_kms_check_interval(KMS_INTERVAL)
         .build()
         .unwrap();

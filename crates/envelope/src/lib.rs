@@ -27,6 +27,8 @@ pub mod gcp;
 pub mod local;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// Guides whose code compiles and runs as doctests (with the conformance kit they use).
 #[cfg(feature = "conformance")]

@@ -47,6 +47,10 @@ impl Webhook {
         secret.set_sensitive(true);
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            // Idle connections are dropped before a webhook closes them on its side (the
+            // custodian webhook after 5 s): reusing one the server is closing at that moment
+            // fails the delivery with a transport error that no webhook could prevent.
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|_| Error::InvalidConfig {

@@ -20,10 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use custodian_webhook::envelope::{
-    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, WrappedKey,
-    local::LocalKek,
-};
+use custodian_webhook::envelope::testing::{CallCounter, HookedKek, Outage};
+use custodian_webhook::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
 use custodian_webhook::storage::{
     BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, StorageError,
     memory::MemoryStore,
@@ -236,53 +234,6 @@ impl BackupStore for CountingStore {
     }
 }
 
-/// A KEK that counts its calls (to prove rejections never reach the KMS).
-#[derive(Debug)]
-pub struct CountingKek {
-    pub inner: LocalKek,
-    pub calls: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
-impl KeyEncryptionKey for CountingKek {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
-        self.inner.current_key_ref().await
-    }
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey), KmsError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.generate_data_key(context).await
-    }
-    async fn wrap(
-        &self,
-        key: &DataKey,
-        context: &EncryptionContext,
-    ) -> Result<WrappedKey, KmsError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.wrap(key, context).await
-    }
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.unwrap(wrapped, context).await
-    }
-}
-
 /// Sends raw bytes as one HTTP/1.1 request and returns the status of the answer.
 pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -372,81 +323,42 @@ impl BackupStore for FlakyStore {
     }
 }
 
-/// A local KEK that counts its calls and fails them (as unavailable) while `failing` is set.
+/// A local KEK whose KMS calls are counted and which a test switches off (as unavailable):
+/// envelope's shared test double, with the two hooks this suite needs.
 #[derive(Debug)]
 pub struct FlakyKek {
-    pub inner: LocalKek,
-    pub calls: AtomicUsize,
-    pub failing: std::sync::atomic::AtomicBool,
+    kek: Arc<HookedKek>,
+    counter: Arc<CallCounter>,
+    outage: Arc<Outage>,
 }
 
 impl FlakyKek {
     pub fn new() -> Self {
+        let counter = Arc::new(CallCounter::default());
+        let outage = Arc::new(Outage::default());
+        // Counted first, so a call the outage refuses still counts as one that reached for
+        // the KMS.
+        let kek = HookedKek::new(Arc::new(LocalKek::generate().unwrap()))
+            .with_hook(Arc::clone(&counter))
+            .with_hook(Arc::clone(&outage));
         Self {
-            inner: LocalKek::generate().unwrap(),
-            calls: AtomicUsize::new(0),
-            failing: std::sync::atomic::AtomicBool::new(false),
+            kek: Arc::new(kek),
+            counter,
+            outage,
         }
+    }
+
+    /// A keyring of this one KEK.
+    pub fn keyring(&self) -> Keyring {
+        Keyring::new().with(Arc::clone(&self.kek) as Arc<dyn KeyEncryptionKey>)
     }
 
     pub fn fail(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
+        self.outage.set_down(failing);
     }
 
     pub fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn check(&self) -> Result<(), KmsError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.failing.load(Ordering::SeqCst) {
-            Err(KmsError::Unavailable {
-                source: "the test switched the KMS off".into(),
-            })
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
-impl KeyEncryptionKey for FlakyKek {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
-        self.check()?;
-        self.inner.current_key_ref().await
-    }
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey), KmsError> {
-        self.check()?;
-        self.inner.generate_data_key(context).await
-    }
-    async fn wrap(
-        &self,
-        key: &DataKey,
-        context: &EncryptionContext,
-    ) -> Result<WrappedKey, KmsError> {
-        self.check()?;
-        self.inner.wrap(key, context).await
-    }
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        self.check()?;
-        self.inner.unwrap(wrapped, context).await
+        self.counter.total()
     }
 }
 

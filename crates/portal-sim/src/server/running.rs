@@ -24,7 +24,7 @@ use crate::config::SimConfig;
 ///
 /// let sim = PortalSim::start(SimConfig::new().with_seed(1)).await?;
 /// let keys = sim.create_client();
-/// // Point portal_api::ClientBuilder's api and mpc base urls at sim.base_url(), use
+/// // Point portal_api::Portal::builder()'s api and mpc base urls at sim.base_url(), use
 /// // keys.client_api_key / keys.custodian_api_key, run the flow, then:
 /// assert!(sim.report().is_clean(), "{}", sim.report());
 /// sim.shutdown().await?;

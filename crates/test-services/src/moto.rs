@@ -34,8 +34,21 @@ def watch():
     sys.stdin.read()
     os._exit(0)
 threading.Thread(target=watch, daemon=True).start()
-from moto.server import main
-main(["-H", "127.0.0.1", "-p", sys.argv[1]])
+import moto.server as server
+# S3 makes a conditional write (If-Match, If-None-Match) atomic; moto's threaded server checks
+# the condition and writes in two steps, so two racing conditional puts could both win.
+# Conditional requests are served one at a time, the rest stay concurrent.
+conditional = threading.Lock()
+serve = server.run_simple
+def run_simple(host, port, app, *args, **kwargs):
+    def atomic_conditions(environ, start_response):
+        if "HTTP_IF_MATCH" in environ or "HTTP_IF_NONE_MATCH" in environ:
+            with conditional:
+                return list(app(environ, start_response))
+        return app(environ, start_response)
+    return serve(host, port, atomic_conditions, *args, **kwargs)
+server.run_simple = run_simple
+server.main(["-H", "127.0.0.1", "-p", sys.argv[1]])
 "#;
 
 /// A moto server on loopback; stopped on drop unless it came from [`ENDPOINT_ENV`].

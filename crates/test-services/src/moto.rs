@@ -35,18 +35,18 @@ def watch():
     os._exit(0)
 threading.Thread(target=watch, daemon=True).start()
 import moto.server as server
-# S3 makes a conditional write (If-Match, If-None-Match) atomic; moto's threaded server checks
-# the condition and writes in two steps, so two racing conditional puts could both win.
-# Conditional requests are served one at a time, the rest stay concurrent.
-conditional = threading.Lock()
+# Real S3 and KMS are linearizable: a conditional write (If-Match, If-None-Match) is atomic and
+# a listing sees whole writes. moto's threaded server is not: two racing compare-and-swap puts
+# could both win, and a request could fail while another one changed the same bucket. So
+# moto serves one request at a time here; tests get S3's semantics, at moto's single-thread
+# speed.
+one_at_a_time = threading.Lock()
 serve = server.run_simple
 def run_simple(host, port, app, *args, **kwargs):
-    def atomic_conditions(environ, start_response):
-        if "HTTP_IF_MATCH" in environ or "HTTP_IF_NONE_MATCH" in environ:
-            with conditional:
-                return list(app(environ, start_response))
-        return app(environ, start_response)
-    return serve(host, port, atomic_conditions, *args, **kwargs)
+    def linearized(environ, start_response):
+        with one_at_a_time:
+            return list(app(environ, start_response))
+    return serve(host, port, linearized, *args, **kwargs)
 server.run_simple = run_simple
 server.main(["-H", "127.0.0.1", "-p", sys.argv[1]])
 "#;

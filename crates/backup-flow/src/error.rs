@@ -164,14 +164,7 @@ impl Error {
     }
 }
 
-/// `error: cause: cause …`, the whole `source()` chain on one line.
+/// `error: cause: cause …`, the whole `source()` chain on one line ([`storage::Report`]).
 pub(crate) fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    storage::Report(error).to_string()
 }

@@ -233,14 +233,7 @@ pub(crate) fn choose_backup_pair<'w>(
 
 /// Moves opened bytes into a share string without copying them.
 pub(crate) fn into_secret_share(opened: envelope::Plaintext) -> Option<SecretShare> {
-    let mut bytes = opened.into_zeroizing();
-    match String::from_utf8(std::mem::take(&mut *bytes)) {
-        Ok(text) => Some(SecretShare::new(text)),
-        Err(e) => {
-            drop(zeroize::Zeroizing::new(e.into_bytes()));
-            None
-        }
-    }
+    SecretShare::from_utf8(opened.into_zeroizing())
 }
 
 fn set(shares: &mut BackupResponse, curve: &Curve, share: CurveShare) -> Result<()> {

@@ -148,16 +148,9 @@ fn portal_refusal<'a>(error: &'a (dyn StdError + 'static)) -> Option<(u16, Optio
     Some((status, portal.error_id()))
 }
 
-/// `error: cause: cause …` on one line (for logs and result lines).
+/// `error: cause: cause …` on one line (for logs and result lines): [`storage::Report`].
 pub(crate) fn one_line(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
+    storage::Report(error).to_string()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 mod backup;
 pub mod bulk;
+pub mod client_lines;
 mod eject;
 mod error;
 mod flow;

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backup_flow::Flow;
-use backup_flow::bulk::{BulkEvent, BulkOptions, BulkReport, Shard};
+use backup_flow::bulk::{BulkEvent, BulkOptions, BulkReport};
+use backup_flow::client_lines::Shard;
 use backup_flow::portal_api::Portal;
 use backup_flow::portal_api::SharePairStatus;
 use backup_flow::portal_api::{RateLimit, RetryConfig};

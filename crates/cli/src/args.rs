@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use backup_flow::bulk::Shard;
+use backup_flow::client_lines::Shard;
 use clap::{Args, Parser, Subcommand};
 use portal_api::{DEFAULT_API_BASE_URL, DEFAULT_MPC_BASE_URL};
 

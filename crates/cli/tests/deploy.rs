@@ -126,7 +126,7 @@ fn help(command: &[String]) -> Help {
 fn other_variables() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
         (
-            backup_flow::bulk::JOB_COMPLETION_INDEX,
+            backup_flow::client_lines::JOB_COMPLETION_INDEX,
             "the Indexed Job's shard index (bulk backup)",
         ),
         (
@@ -589,7 +589,7 @@ fn the_bulk_job_manifest_matches_the_binary() {
     let index = pod
         .env()
         .into_iter()
-        .find(|e| e["name"] == backup_flow::bulk::JOB_COMPLETION_INDEX);
+        .find(|e| e["name"] == backup_flow::client_lines::JOB_COMPLETION_INDEX);
     if let Some(index) = index {
         assert_eq!(
             str_of(&index["valueFrom"]["fieldRef"]["fieldPath"]),
@@ -920,9 +920,12 @@ fn the_bulk_job_container_runs_its_shard() {
     // Kubernetes adds the index itself when the manifest does not declare it.
     if !env
         .iter()
-        .any(|(n, _)| n == backup_flow::bulk::JOB_COMPLETION_INDEX)
+        .any(|(n, _)| n == backup_flow::client_lines::JOB_COMPLETION_INDEX)
     {
-        env.push((backup_flow::bulk::JOB_COMPLETION_INDEX.into(), last.clone()));
+        env.push((
+            backup_flow::client_lines::JOB_COMPLETION_INDEX.into(),
+            last.clone(),
+        ));
     }
     let out = cmd
         .envs(env.iter().cloned())

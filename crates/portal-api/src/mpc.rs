@@ -93,6 +93,74 @@ impl CurveShares {
     }
 }
 
+/// Parses a `/v1/generate` response given as the JSON object Portal returned or as a JSON
+/// string holding that object (the form `/v1/backup` takes). A string form is unescaped into
+/// a zeroizing buffer.
+///
+/// ```
+/// use portal_api::mpc::parse_generate_response;
+///
+/// let object = r#"{"SECP256K1":{"share":"c2VjcmV0","id":"sp_1"}}"#;
+/// assert_eq!(parse_generate_response(object)?.ids(), ["sp_1"]);
+/// let string = serde_json::to_string(object)?;
+/// assert_eq!(parse_generate_response(&string)?.ids(), ["sp_1"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`JsonError`] when the text is neither form; it gives the position, never the input.
+pub fn parse_generate_response(text: &str) -> Result<GenerateResponse, JsonError> {
+    if text.trim_start().starts_with('"') {
+        let inner: SecretShare = serde_json::from_str(text)?;
+        parse_secret_json(&inner)
+    } else {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+/// A serde `deserialize_with` for a field holding a `/v1/generate` response as an object or as
+/// a JSON string holding it (see [`parse_generate_response`]).
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct Line {
+///     #[serde(deserialize_with = "portal_api::mpc::generate_response_object_or_string")]
+///     generate_response: portal_api::mpc::GenerateResponse,
+/// }
+/// let line: Line = serde_json::from_str(r#"{"generate_response":"{\"ED25519\":{\"share\":\"s\",\"id\":\"b\"}}"}"#)?;
+/// assert_eq!(line.generate_response.ids(), ["b"]);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+///
+/// # Errors
+/// The deserializer's error when the value is neither form.
+pub fn generate_response_object_or_string<'de, D>(
+    deserializer: D,
+) -> Result<GenerateResponse, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::{self, MapAccess, Visitor};
+
+    struct ObjectOrString;
+    impl<'de> Visitor<'de> for ObjectOrString {
+        type Value = GenerateResponse;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the /v1/generate response, as an object or a JSON string")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            GenerateResponse::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            serde_json::from_str(text).map_err(|e| E::custom(JsonError::from(e)))
+        }
+    }
+    deserializer.deserialize_any(ObjectOrString)
+}
+
 /// Response of `POST /v1/generate`: new client signing shares, keyed by curve.
 pub type GenerateResponse = CurveShares;
 /// Response of `POST /v1/backup`: client backup shares with their backup share pair ids.

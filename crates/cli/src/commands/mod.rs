@@ -1,0 +1,66 @@
+//! The commands, over `backup_flow::Flow`: one module a command, and the [`Settings`] they
+//! share.
+
+mod backup;
+mod bulk;
+mod eject;
+mod keygen;
+mod recover;
+mod rotate;
+mod settings;
+mod verify;
+
+use std::process::ExitCode;
+
+use crate::args::{BulkCommand, Command};
+use crate::failure::Failure;
+
+pub(crate) use settings::Settings;
+
+/// Runs a command.
+pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Keygen { out } => keygen::keygen(&out),
+        Command::Backup {
+            generate_response,
+            already,
+        } => backup::backup(&settings, &generate_response, &already).await,
+        Command::Recover { out, backup_method } => {
+            recover::recover(&settings, out.as_deref(), backup_method.as_deref()).await
+        }
+        Command::Verify {
+            store_wide: false, ..
+        } => verify::verify(&settings).await,
+        Command::Verify {
+            store_wide: true,
+            client_id,
+            concurrency,
+            kms_rate_limit,
+        } => {
+            verify::verify_store_wide(&settings, client_id, concurrency.into(), kms_rate_limit)
+                .await
+        }
+        Command::Eject(args) => eject::eject(&settings, args).await,
+        Command::Rotate {
+            to_kms,
+            client_id,
+            concurrency,
+            kms_rate_limit,
+        } => {
+            rotate::rotate(
+                &settings,
+                &to_kms,
+                client_id,
+                concurrency.into(),
+                kms_rate_limit,
+            )
+            .await
+        }
+        Command::Migrate(args) => crate::migrate::run(&settings.kms, args).await,
+        Command::Bulk(BulkCommand::Backup(args)) => bulk::bulk_backup(&settings, args).await,
+        Command::Demo => crate::demo::run().await,
+        Command::ServeWebhook(args) => {
+            crate::webhook::run(&settings.kms, &settings.store, args).await
+        }
+    }
+}

@@ -10,6 +10,7 @@ pub mod bulk;
 pub mod client_lines;
 mod eject;
 mod error;
+pub mod fleet;
 mod flow;
 mod identity;
 mod journal;

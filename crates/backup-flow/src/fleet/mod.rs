@@ -1,0 +1,12 @@
+//! Fleet operations: what every client of a custodian needs, seen from Portal and the store
+//! together.
+//!
+//! [`assess`] sets one client's record at Portal (`/clients/me`, or the custodian's client
+//! listing) beside what the store holds for it: the newest completed backup pair of each
+//! wallet and whether its ciphertext is stored, the pairs left incomplete, and the stored
+//! ciphertexts that belong to no completed pair (orphans), with whether each is known to be
+//! older than the newest completed pair (the only ones safe to delete).
+
+mod assess;
+
+pub use assess::{ClientAssessment, CurveAssessment, Orphan, PairSeen, assess};

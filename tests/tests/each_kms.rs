@@ -8,13 +8,11 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use backup_flow::envelope::aws::AwsKmsBuilder;
 use backup_flow::envelope::gcp::GcpKmsBuilder;
-use backup_flow::envelope::{
-    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, WrappedKey,
-};
+use backup_flow::envelope::testing::{CallCounter, HookedKek};
+use backup_flow::envelope::{KeyEncryptionKey, Keyring};
 use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::{ApiKey, Curve, Portal};
@@ -28,55 +26,6 @@ use support::gcp_fake::{self, GcpFake};
 use support::{hsm, moto};
 
 const SECRET: &str = "integration-webhook-secret";
-
-/// Counts the calls made to a KEK: each is one request to the KMS (AWS, Google Cloud) or one
-/// operation on the token (PKCS#11).
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn KeyEncryptionKey>,
-    calls: Arc<AtomicUsize>,
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
-impl KeyEncryptionKey for Counting {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.current_key_ref().await
-    }
-    async fn wrap(
-        &self,
-        key: &DataKey,
-        context: &EncryptionContext,
-    ) -> Result<WrappedKey, KmsError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.wrap(key, context).await
-    }
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.unwrap(wrapped, context).await
-    }
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey), KmsError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.generate_data_key(context).await
-    }
-}
 
 /// KEK calls made by the flow (not the webhook) in each step of a cycle, for one storage mode.
 #[derive(Debug, PartialEq, Eq)]
@@ -105,11 +54,10 @@ async fn cycle(
 ) -> [RoundTrips; 2] {
     let provider = kek.provider().to_owned();
     let keyring = Keyring::new().with(webhook_kek.unwrap_or_else(|| Arc::clone(&kek)));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = Keyring::new().with(Arc::new(Counting {
-        inner: kek,
-        calls: Arc::clone(&calls),
-    }));
+    // Each call counted is one request to the KMS (AWS, Google Cloud) or one operation on the
+    // token (PKCS#11).
+    let calls = Arc::new(CallCounter::default());
+    let counted = Keyring::new().with(Arc::new(HookedKek::new(kek).with_hook(Arc::clone(&calls))));
     let mut counts = Vec::new();
     for self_managed in [false, true] {
         let mut config = SimConfig::new().with_seed(11);
@@ -146,7 +94,11 @@ async fn cycle(
         let flow = Flow::new(counted.clone(), target, state.path())
             .unwrap()
             .session(client);
-        let taken = || calls.swap(0, Ordering::SeqCst);
+        let taken = || {
+            let taken = calls.total();
+            calls.reset();
+            taken
+        };
         taken();
 
         let outcome = flow.backup(&generate).await.unwrap();

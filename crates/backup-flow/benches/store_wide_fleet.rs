@@ -36,13 +36,11 @@
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backup_flow::envelope::local::LocalKek;
-use backup_flow::envelope::{
-    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
-};
+use backup_flow::envelope::testing::{CallCounter, HookedKek, Latency};
+use backup_flow::envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer};
 use backup_flow::migrate::{Migration, Moved};
 use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::storage::fs::FsStore;
@@ -63,79 +61,30 @@ const RSS_CHILD_ENV: &str = "FLEET_BENCH_RSS_STORE";
 /// The key file of the RSS child.
 const RSS_KEY_ENV: &str = "FLEET_BENCH_RSS_KEY";
 
-/// A KEK with a latency added to every call (a KMS round trip), counting the calls.
-#[derive(Debug)]
-struct Latency {
-    inner: LocalKek,
-    latency_ms: AtomicU64,
-    calls: AtomicUsize,
-}
-
-impl Latency {
-    fn new(inner: LocalKek) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            latency_ms: AtomicU64::new(0),
-            calls: AtomicUsize::new(0),
-        })
-    }
-
-    async fn call<T>(&self, work: impl Future<Output = T>) -> T {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let latency = self.latency_ms.load(Ordering::Relaxed);
-        if latency > 0 {
-            tokio::time::sleep(Duration::from_millis(latency)).await;
-        }
-        work.await
-    }
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl KeyEncryptionKey for Latency {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
-        self.call(self.inner.current_key_ref()).await
-    }
-    async fn wrap(
-        &self,
-        key: &DataKey,
-        context: &EncryptionContext,
-    ) -> Result<WrappedKey, KmsError> {
-        self.call(self.inner.wrap(key, context)).await
-    }
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        self.call(self.inner.unwrap(wrapped, context)).await
-    }
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey), KmsError> {
-        self.call(self.inner.generate_data_key(context)).await
-    }
-}
-
-/// Three KEKs: the one the backups are sealed under, and two to rotate to.
+/// Three local KEKs: the one the backups are sealed under, and two to rotate to; one latency
+/// added to every call of each (a KMS round trip), one count of their calls.
 struct Keks {
-    all: [Arc<Latency>; 3],
+    all: [Arc<HookedKek>; 3],
+    latency: Arc<Latency>,
+    calls: Arc<CallCounter>,
 }
 
 impl Keks {
     fn new() -> Self {
+        let (latency, calls) = (
+            Arc::new(Latency::default()),
+            Arc::new(CallCounter::default()),
+        );
+        let all = [0, 1, 2].map(|_| {
+            let kek = HookedKek::new(Arc::new(LocalKek::generate().unwrap()))
+                .with_hook(Arc::clone(&calls))
+                .with_hook(Arc::clone(&latency));
+            Arc::new(kek)
+        });
         Self {
-            all: [0, 1, 2].map(|_| Latency::new(LocalKek::generate().unwrap())),
+            all,
+            latency,
+            calls,
         }
     }
     fn ring(&self, which: &[usize]) -> Keyring {
@@ -144,16 +93,13 @@ impl Keks {
         })
     }
     fn set_latency(&self, ms: u64) {
-        for kek in &self.all {
-            kek.latency_ms.store(ms, Ordering::Relaxed);
-        }
+        self.latency.set(Duration::from_millis(ms));
     }
     /// Calls since the last reset, and resets.
     fn take_calls(&self) -> usize {
-        self.all
-            .iter()
-            .map(|k| k.calls.swap(0, Ordering::Relaxed))
-            .sum()
+        let calls = self.calls.total();
+        self.calls.reset();
+        calls
     }
 }
 

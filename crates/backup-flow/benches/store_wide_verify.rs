@@ -25,13 +25,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backup_flow::envelope::local::LocalKek;
-use backup_flow::envelope::{
-    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
-};
+use backup_flow::envelope::testing::{CallCounter, HookedKek, Latency};
+use backup_flow::envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer};
 use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::{BackupKey, BackupStore, PutOptions, ShareKind};
@@ -46,65 +44,24 @@ const LEVELS: [usize; 2] = [1, 64];
 const GROUP: &str = "verify_store_wide_5ms";
 const CURVES: [&str; 2] = ["SECP256K1", "ED25519"];
 
-/// A KEK with `latency` added to every call, counting the calls.
-#[derive(Debug)]
-struct Latency {
-    inner: LocalKek,
-    /// Milliseconds added per call (0 while seeding).
-    latency_ms: AtomicU64,
-    calls: AtomicUsize,
-    /// Time the calls actually waited, in total (a loaded machine's timer overshoots).
-    waited_ns: AtomicU64,
+/// A local KEK with a latency added to every call (none while seeding), counting the calls.
+struct Kek {
+    kek: Arc<HookedKek>,
+    latency: Arc<Latency>,
+    calls: Arc<CallCounter>,
 }
 
-impl Latency {
-    async fn call<T>(&self, work: impl Future<Output = T>) -> T {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let latency = Duration::from_millis(self.latency_ms.load(Ordering::Relaxed));
-        if !latency.is_zero() {
-            let started = Instant::now();
-            tokio::time::sleep(latency).await;
-            let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.waited_ns.fetch_add(waited, Ordering::Relaxed);
+impl Kek {
+    fn new() -> Self {
+        let (latency, calls) = (Arc::new(Latency::default()), Arc::default());
+        let kek = HookedKek::new(Arc::new(LocalKek::generate().unwrap()))
+            .with_hook(Arc::clone(&calls))
+            .with_hook(Arc::clone(&latency));
+        Self {
+            kek: Arc::new(kek),
+            latency,
+            calls,
         }
-        work.await
-    }
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl KeyEncryptionKey for Latency {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
-        self.call(self.inner.current_key_ref()).await
-    }
-    async fn wrap(
-        &self,
-        key: &DataKey,
-        context: &EncryptionContext,
-    ) -> Result<WrappedKey, KmsError> {
-        self.call(self.inner.wrap(key, context)).await
-    }
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        self.call(self.inner.unwrap(wrapped, context)).await
-    }
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey), KmsError> {
-        self.call(self.inner.generate_data_key(context)).await
     }
 }
 
@@ -172,13 +129,13 @@ impl Level {
 async fn level(
     flow: &Flow,
     store: &dyn BackupStore,
-    kek: &Latency,
+    kek: &Kek,
     clients: &[String],
     concurrency: usize,
 ) -> Level {
     let store_rate = store_read_rate(store, clients, concurrency).await;
-    kek.calls.store(0, Ordering::Relaxed);
-    kek.waited_ns.store(0, Ordering::Relaxed);
+    kek.calls.reset();
+    kek.latency.reset_waited();
     let started = Instant::now();
     let mut shares = 0usize;
     let mut drill = std::pin::pin!(flow.verify_store_wide(clients, concurrency));
@@ -195,10 +152,8 @@ async fn level(
         achieved: clients.len() as f64 / elapsed.as_secs_f64(),
         kms_bound: concurrency as f64 * 1000.0 / LATENCY_MS as f64,
         store_rate,
-        kms_calls_per_backup: kek.calls.load(Ordering::Relaxed) as f64 / clients.len() as f64,
-        kek_ms_per_call: kek.waited_ns.load(Ordering::Relaxed) as f64
-            / 1e6
-            / kek.calls.load(Ordering::Relaxed).max(1) as f64,
+        kms_calls_per_backup: kek.calls.total() as f64 / clients.len() as f64,
+        kek_ms_per_call: kek.latency.waited().as_secs_f64() * 1e3 / kek.calls.total().max(1) as f64,
     }
 }
 
@@ -214,15 +169,10 @@ fn main() {
     let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let state = tempfile::tempdir().unwrap();
     let store: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
-    let kek = Arc::new(Latency {
-        inner: LocalKek::generate().unwrap(),
-        latency_ms: AtomicU64::new(0),
-        calls: AtomicUsize::new(0),
-        waited_ns: AtomicU64::new(0),
-    });
-    let flow = flow(Arc::clone(&store), Arc::clone(&kek), state.path());
+    let kek = Kek::new();
+    let flow = flow(Arc::clone(&store), &kek, state.path());
     let clients = runtime.block_on(seed(store.as_ref(), flow.keyring(), backups));
-    kek.latency_ms.store(LATENCY_MS, Ordering::Relaxed);
+    kek.latency.set(Duration::from_millis(LATENCY_MS));
 
     println!(
         "store-wide verify, file store, {backups} backups (2 shares each), local KEK + {LATENCY_MS} ms per call; \
@@ -252,9 +202,9 @@ fn main() {
     }
 }
 
-fn flow(store: Arc<dyn BackupStore>, kek: Arc<Latency>, state: &Path) -> Flow {
+fn flow(store: Arc<dyn BackupStore>, kek: &Kek, state: &Path) -> Flow {
     // The store-wide drill never calls Portal: the flow has no Portal role at all.
-    let keyring = Keyring::new().with(kek as Arc<dyn KeyEncryptionKey>);
+    let keyring = Keyring::new().with(Arc::clone(&kek.kek) as Arc<dyn KeyEncryptionKey>);
     Flow::new(keyring, store, state).unwrap()
 }
 

@@ -15,88 +15,18 @@ mod support;
 
 use std::io::Cursor;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backup_flow::Flow;
 use backup_flow::bulk::{BulkOptions, BulkReport};
-use backup_flow::envelope::{
-    DATA_KEY_LEN, DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError,
-    WrappedKey, local::LocalKek,
-};
+use backup_flow::envelope::testing::{CallCounter, FailingCalls, HookedKek};
+use backup_flow::envelope::{DATA_KEY_LEN, KeyEncryptionKey, Keyring, local::LocalKek};
 use backup_flow::portal_api::Portal;
 use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::SharePairStatus;
 use portal_sim::{PortalSim, SimClient};
 use serde_json::{Value, json};
 use support::{assert_clean, generated_client, portal_client, sim};
-
-/// A KEK that fails with `KmsError::Unavailable` for its wraps numbered `wraps.0..wraps.1`
-/// and its unwraps numbered `unwraps.0..unwraps.1` (each counted from 0), and otherwise is
-/// the local KEK it holds.
-#[derive(Debug)]
-struct FlakyKek {
-    inner: LocalKek,
-    wraps: (u64, u64),
-    unwraps: (u64, u64),
-    wrap_calls: AtomicU64,
-    unwrap_calls: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl FlakyKek {
-    fn check(&self, calls: &AtomicU64, window: (u64, u64)) -> Result<(), KmsError> {
-        let n = calls.fetch_add(1, Ordering::SeqCst);
-        if (window.0..window.1).contains(&n) {
-            self.failed.fetch_add(1, Ordering::SeqCst);
-            return Err(KmsError::Unavailable {
-                source: format!("simulated KMS outage (call {n})").into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
-impl KeyEncryptionKey for FlakyKek {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
-        self.inner.current_key_ref().await
-    }
-    /// A fresh key is one wrap, and fails like one.
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey), KmsError> {
-        self.check(&self.wrap_calls, self.wraps)?;
-        self.inner.generate_data_key(context).await
-    }
-    async fn wrap(
-        &self,
-        key: &DataKey,
-        context: &EncryptionContext,
-    ) -> Result<WrappedKey, KmsError> {
-        self.check(&self.wrap_calls, self.wraps)?;
-        self.inner.wrap(key, context).await
-    }
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        self.check(&self.unwrap_calls, self.unwraps)?;
-        self.inner.unwrap(wrapped, context).await
-    }
-}
 
 fn base_client(sim: &PortalSim) -> Portal {
     Portal::builder()
@@ -183,29 +113,24 @@ async fn a_kms_outage_mid_run_marks_nothing_stored_and_a_rerun_completes_every_c
     // A fixed test key, so that an independent copy can check the ciphertexts.
     let key = [0x5a; DATA_KEY_LEN];
     let healthy_key = LocalKek::from_key(&key);
-    let flaky = Arc::new(FlakyKek {
-        inner: LocalKek::from_key(&key),
-        wraps: (4, 10),
-        unwraps: (16, 22),
-        wrap_calls: AtomicU64::new(0),
-        unwrap_calls: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-    });
-    let keyring = Keyring::new().with(Arc::clone(&flaky) as Arc<dyn KeyEncryptionKey>);
+    let calls = Arc::new(CallCounter::default());
+    let flaky = Arc::new(FailingCalls::new().wraps(4..10).unwraps(16..22));
+    // Counted first, so that a failed call counts too.
+    let kek = HookedKek::new(Arc::new(LocalKek::from_key(&key)))
+        .with_hook(Arc::clone(&calls))
+        .with_hook(Arc::clone(&flaky));
+    let keyring = Keyring::new().with(Arc::new(kek) as Arc<dyn KeyEncryptionKey>);
     let state = tempfile::tempdir().unwrap();
     let flow = Flow::new(keyring, support::portal_managed(), state.path()).unwrap();
     let portal = base_client(&sim);
 
     let (first, results) = run(&flow, &portal, &input).await;
-    let (wraps, unwraps) = (
-        flaky.wrap_calls.load(Ordering::SeqCst),
-        flaky.unwrap_calls.load(Ordering::SeqCst),
-    );
+    let (wraps, unwraps) = (calls.wraps(), calls.unwraps());
     assert!(
         wraps > 10 && unwraps > 22,
         "the KMS never recovered in the run ({wraps} wraps, {unwraps} unwraps)"
     );
-    assert_eq!(flaky.failed.load(Ordering::SeqCst), 12);
+    assert_eq!(flaky.failed(), 12);
     assert_eq!(results.len(), CLIENTS);
     assert!(first.confirmed > 0, "{first:?}");
     assert_eq!(first.failed, first.retryable_failures, "{results:?}");

@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use backup_flow::envelope::local::LocalKek;
-use backup_flow::envelope::{
-    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
-};
+use backup_flow::envelope::testing::{CallCounter, HookedKek};
+use backup_flow::envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer};
 use backup_flow::migrate::{MigratedClient, Migration, Moved};
 use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::storage::memory::MemoryStore;
@@ -25,51 +24,6 @@ use backup_flow::storage::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-
-/// A local KEK that counts its unwraps (the KMS calls of a drill).
-#[derive(Debug)]
-struct Counting {
-    inner: LocalKek,
-    unwraps: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl KeyEncryptionKey for Counting {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
-        self.inner.current_key_ref().await
-    }
-    async fn wrap(
-        &self,
-        key: &DataKey,
-        context: &EncryptionContext,
-    ) -> Result<WrappedKey, KmsError> {
-        self.inner.wrap(key, context).await
-    }
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        self.unwraps.fetch_add(1, Ordering::SeqCst);
-        self.inner.unwrap(wrapped, context).await
-    }
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey), KmsError> {
-        self.inner.generate_data_key(context).await
-    }
-}
 
 /// A target whose puts fail (retryably, as a store going away) once `allowed` have passed:
 /// a run killed midway, as far as the target can tell.
@@ -224,13 +178,14 @@ fn tally(done: &[MigratedClient]) -> BTreeMap<&'static str, usize> {
     counts
 }
 
-fn counting() -> (Arc<Counting>, Keyring) {
-    let kek = Arc::new(Counting {
-        inner: LocalKek::generate().unwrap(),
-        unwraps: AtomicUsize::new(0),
-    });
-    let keyring = Keyring::new().with(Arc::clone(&kek) as Arc<dyn KeyEncryptionKey>);
-    (kek, keyring)
+/// A local KEK that counts its calls (an unwrap is the KMS call of a drill), and its keyring.
+fn counting() -> (Arc<CallCounter>, Keyring) {
+    let calls = Arc::new(CallCounter::default());
+    let kek = HookedKek::new(Arc::new(LocalKek::generate().unwrap())).with_hook(Arc::clone(&calls));
+    (
+        calls,
+        Keyring::new().with(Arc::new(kek) as Arc<dyn KeyEncryptionKey>),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +209,7 @@ async fn a_target_cut_off_midway_and_a_rerun_move_everything_once_with_one_kms_c
     assert_eq!(counts["skipped"], 1, "the custodian share: {counts:?}");
     assert_eq!(client_backups(target.as_ref()).await.len(), 9);
 
-    kek.unwraps.store(0, Ordering::SeqCst);
+    kek.reset();
     let rerun =
         Migration::new(keyring, Arc::clone(&source) as _, Arc::clone(&target) as _).unwrap();
     let done = migrate(&rerun, source.as_ref(), 4).await;
@@ -263,7 +218,7 @@ async fn a_target_cut_off_midway_and_a_rerun_move_everything_once_with_one_kms_c
     assert_eq!(counts["moved"], CLIENTS * 2 - 9, "{counts:?}");
     assert!(!counts.contains_key("error"), "{counts:?}");
     // Source and target drills of one backup: one unwrap, the two shares share a data key.
-    assert_eq!(kek.unwraps.load(Ordering::SeqCst), CLIENTS);
+    assert_eq!(kek.unwraps(), CLIENTS);
 
     // Nothing lost, nothing doubled, the custodian share not moved, the source unchanged.
     let moved = contents(target.as_ref()).await;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use backup_flow::Finding;
 use backup_flow::envelope::local::LocalKek;
+use backup_flow::envelope::testing::{CallCounter, HookedKek};
 use backup_flow::envelope::{
     DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, WrappedKey,
 };
@@ -411,67 +412,21 @@ async fn a_share_replaced_during_the_rotation_is_never_put_back() {
     assert_clean(&sim);
 }
 
-/// Counts unwraps and wraps (including `generate_data_key`) of a KEK.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<LocalKek>,
-    unwraps: std::sync::atomic::AtomicUsize,
-    wraps: std::sync::atomic::AtomicUsize,
+/// A local KEK that counts its calls.
+fn counting() -> (Arc<CallCounter>, Keyring) {
+    let calls = Arc::new(CallCounter::default());
+    let kek = HookedKek::new(local()).with_hook(Arc::clone(&calls));
+    (
+        calls,
+        Keyring::new().with(Arc::new(kek) as Arc<dyn KeyEncryptionKey>),
+    )
 }
 
-impl Counting {
-    fn new(inner: Arc<LocalKek>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            unwraps: 0.into(),
-            wraps: 0.into(),
-        })
-    }
-    fn take(&self) -> (usize, usize) {
-        use std::sync::atomic::Ordering::SeqCst;
-        (self.unwraps.swap(0, SeqCst), self.wraps.swap(0, SeqCst))
-    }
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl KeyEncryptionKey for Counting {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
-        self.inner.current_key_ref().await
-    }
-    async fn wrap(
-        &self,
-        key: &DataKey,
-        context: &EncryptionContext,
-    ) -> Result<WrappedKey, KmsError> {
-        self.wraps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.wrap(key, context).await
-    }
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        self.unwraps
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.unwrap(wrapped, context).await
-    }
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey), KmsError> {
-        self.wraps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.generate_data_key(context).await
-    }
+/// (unwraps, wraps including fresh data keys) since the last take.
+fn take(calls: &CallCounter) -> (usize, usize) {
+    let taken = (calls.unwraps(), calls.wraps());
+    calls.reset();
+    taken
 }
 
 /// The two shares of a backup were sealed under one data key: rotation unwraps it once and
@@ -482,28 +437,26 @@ async fn a_backup_is_rotated_as_a_unit_with_one_unwrap_and_one_wrap() {
     let sim = sim(true).await;
     let (keys, client, generate) = generated_client(&sim).await;
     let (state, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (old, new) = (Counting::new(local()), Counting::new(local()));
-    let keyring =
-        |k: &Arc<Counting>| Keyring::new().with(Arc::clone(k) as Arc<dyn KeyEncryptionKey>);
+    let ((old, old_ring), (new, new_ring)) = (counting(), counting());
     let store = support::fs_store(data.path());
-    let flow = flow(client, keyring(&old), Arc::clone(&store), state.path());
+    let flow = flow(client, old_ring, Arc::clone(&store), state.path());
     flow.backup(&generate).await.unwrap();
-    old.take();
+    take(&old);
 
     let report = flow
         .flow()
-        .rotate(&keyring(&new), std::slice::from_ref(&keys.client_id))
+        .rotate(&new_ring, std::slice::from_ref(&keys.client_id))
         .await
         .unwrap();
     assert_eq!(report.rewrapped, 2, "{report:?}");
-    assert_eq!(old.take(), (1, 0), "one unwrap for the backup's two shares");
-    assert_eq!(new.take(), (0, 1), "one wrap for the backup's two shares");
+    assert_eq!(take(&old), (1, 0), "one unwrap for the backup's two shares");
+    assert_eq!(take(&new), (0, 1), "one wrap for the backup's two shares");
 
     let client = portal_client(&sim, &keys.client_api_key);
-    let with_new = support::flow(client, keyring(&new), store, state.path());
+    let with_new = support::flow(client, new_ring, store, state.path());
     assert!(with_new.verify().await.unwrap().is_ok());
     assert_eq!(
-        new.take(),
+        take(&new),
         (1, 0),
         "the drill opens both shares with one unwrap"
     );

@@ -9,76 +9,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backup_flow::envelope::local::LocalKek;
-use backup_flow::envelope::{
-    DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, Keyring, KmsError, Sealer, WrappedKey,
-};
+use backup_flow::envelope::testing::{CallCounter, HookedKek, InFlight, Latency};
+use backup_flow::envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer};
 use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::{BackupKey, BackupStore, PutOptions, ShareKind};
 use backup_flow::{Finding, Flow};
 use futures_util::StreamExt as _;
 
-/// A KEK that takes `delay` per call (a KMS round trip) and counts the calls in flight.
-#[derive(Debug)]
-struct InFlight {
-    inner: LocalKek,
-    delay: Duration,
-    now: AtomicUsize,
-    peak: AtomicUsize,
-    calls: AtomicUsize,
-}
-
-impl InFlight {
-    async fn call<T>(&self, work: impl Future<Output = T>) -> T {
-        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak.fetch_max(now, Ordering::SeqCst);
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(self.delay).await;
-        let out = work.await;
-        self.now.fetch_sub(1, Ordering::SeqCst);
-        out
-    }
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl KeyEncryptionKey for InFlight {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
-        self.call(self.inner.current_key_ref()).await
-    }
-    async fn wrap(
-        &self,
-        key: &DataKey,
-        context: &EncryptionContext,
-    ) -> Result<WrappedKey, KmsError> {
-        self.call(self.inner.wrap(key, context)).await
-    }
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        self.call(self.inner.unwrap(wrapped, context)).await
-    }
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey), KmsError> {
-        self.call(self.inner.generate_data_key(context)).await
-    }
+/// A KEK that takes `delay` per call (a KMS round trip), with the calls in flight and all
+/// calls counted.
+struct Kek {
+    kek: Arc<HookedKek>,
+    in_flight: Arc<InFlight>,
+    calls: Arc<CallCounter>,
 }
 
 /// `clients` clients of two shares each (one backup: both sealed under one data key), as a
@@ -112,24 +59,27 @@ async fn seed(store: &dyn BackupStore, keyring: &Keyring, clients: usize) -> Vec
     ids
 }
 
-fn flow_over(store: Arc<dyn BackupStore>, kek: Arc<InFlight>, state: &std::path::Path) -> Flow {
+fn flow_over(store: Arc<dyn BackupStore>, kek: &Kek, state: &std::path::Path) -> Flow {
     // The store-wide drill never calls Portal: the flow has no Portal role at all.
-    let keyring = Keyring::new().with(kek as Arc<dyn KeyEncryptionKey>);
-    Flow::new(keyring, store, state).unwrap()
+    Flow::new(ring(kek), store, state).unwrap()
 }
 
-fn in_flight(delay: Duration) -> Arc<InFlight> {
-    Arc::new(InFlight {
-        inner: LocalKek::generate().unwrap(),
-        delay,
-        now: AtomicUsize::new(0),
-        peak: AtomicUsize::new(0),
-        calls: AtomicUsize::new(0),
-    })
+fn in_flight(delay: Duration) -> Kek {
+    let (in_flight, calls) = (Arc::default(), Arc::default());
+    // In flight first, so that the round trip counts as under way.
+    let kek = HookedKek::new(Arc::new(LocalKek::generate().unwrap()))
+        .with_hook(Arc::clone(&calls))
+        .with_hook(Arc::clone(&in_flight))
+        .with_hook(Arc::new(Latency::new(delay)));
+    Kek {
+        kek: Arc::new(kek),
+        in_flight,
+        calls,
+    }
 }
 
-fn ring(kek: &Arc<InFlight>) -> Keyring {
-    Keyring::new().with(Arc::clone(kek) as Arc<dyn KeyEncryptionKey>)
+fn ring(kek: &Kek) -> Keyring {
+    Keyring::new().with(Arc::clone(&kek.kek) as Arc<dyn KeyEncryptionKey>)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,16 +88,16 @@ async fn the_drill_keeps_at_most_n_kms_calls_in_flight_and_more_than_one() {
     let store: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
     let kek = in_flight(Duration::from_millis(20));
     let clients = seed(store.as_ref(), &ring(&kek), 24).await;
-    kek.peak.store(0, Ordering::SeqCst);
-    kek.calls.store(0, Ordering::SeqCst);
-    let flow = flow_over(store, Arc::clone(&kek), state.path());
+    kek.in_flight.reset_peak();
+    kek.calls.reset();
+    let flow = flow_over(store, &kek, state.path());
 
     const CONCURRENCY: usize = 4;
     let checked: Vec<_> = flow
         .verify_store_wide(&clients, CONCURRENCY)
         .collect()
         .await;
-    let peak = kek.peak.load(Ordering::SeqCst);
+    let peak = kek.in_flight.peak();
     assert!(
         (2..=CONCURRENCY).contains(&peak),
         "{peak} KMS calls were in flight at most; wanted more than 1 and at most {CONCURRENCY}"
@@ -161,7 +111,7 @@ async fn the_drill_keeps_at_most_n_kms_calls_in_flight_and_more_than_one() {
         }
     }
     // Both shares of a backup open with one unwrap.
-    assert_eq!(kek.calls.load(Ordering::SeqCst), clients.len());
+    assert_eq!(kek.calls.total(), clients.len());
 }
 
 /// A swapped share and a corrupt one are reported as what they are, and every other share of
@@ -189,7 +139,7 @@ async fn a_bad_share_is_reported_and_the_others_go_on() {
         )
         .await
         .unwrap();
-    let flow = flow_over(store, kek, state.path());
+    let flow = flow_over(store, &kek, state.path());
 
     let mut findings = BTreeMap::new();
     let mut drill = std::pin::pin!(flow.verify_store_wide(&clients, 3));

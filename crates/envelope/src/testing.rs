@@ -1,6 +1,8 @@
 //! Test doubles for code that uses a [`KeyEncryptionKey`]: one wrapper, [`HookedKek`], that
 //! forwards every method to a real key and runs a [`KekHook`] around each call that would
-//! reach the KMS, plus the hooks most tests need ([`CallCounter`], [`Outage`]).
+//! reach the KMS, plus the hooks most tests need: [`CallCounter`] (calls by kind), [`Outage`]
+//! (a KMS switched off and on), [`FailingCalls`] (chosen calls fail), [`Latency`] (a KMS round
+//! trip) and [`InFlight`] (calls under way at once).
 //!
 //! A hand-written wrapper must forward every method of the trait, or it silently changes
 //! behaviour (a forgotten `can_unwrap` makes every envelope look foreign); this one does, once,
@@ -32,7 +34,8 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::context::EncryptionContext;
 use crate::error::KmsError;
@@ -72,8 +75,9 @@ pub trait KekHook: fmt::Debug + Send + Sync + 'static {
     /// The error the call then fails with.
     async fn before(&self, call: KekCall) -> Result<(), KmsError>;
 
-    /// Runs after the call returned, whatever it returned (not when [`before`](Self::before)
-    /// refused it).
+    /// Runs once the call is over, whatever it returned, if this hook's
+    /// [`before`](Self::before) let it through (also when a later hook then refused it), so
+    /// that a gauge raised in `before` always comes down.
     async fn after(&self, call: KekCall) {
         let _ = call;
     }
@@ -97,7 +101,8 @@ impl HookedKek {
     }
 
     /// Adds a hook, run after the ones before it (a call refused by an earlier hook never
-    /// reaches it). The test keeps its own `Arc` of the hook to read it.
+    /// reaches it). The test keeps its own `Arc` of the hook to read it; add a
+    /// [`CallCounter`] first to count the calls a later hook refuses too.
     #[must_use]
     pub fn with_hook<H: KekHook>(mut self, hook: Arc<H>) -> Self {
         self.hooks.push(hook);
@@ -109,11 +114,20 @@ impl HookedKek {
         call: KekCall,
         work: impl Future<Output = Result<T, KmsError>> + Send,
     ) -> Result<T, KmsError> {
+        let mut passed = 0_usize;
+        let mut refused = None;
         for hook in &self.hooks {
-            hook.before(call).await?;
+            if let Err(e) = hook.before(call).await {
+                refused = Some(e);
+                break;
+            }
+            passed = passed.saturating_add(1);
         }
-        let out = work.await;
-        for hook in &self.hooks {
+        let out = match refused {
+            Some(e) => Err(e),
+            None => work.await,
+        };
+        for hook in self.hooks.iter().take(passed) {
             hook.after(call).await;
         }
         out
@@ -272,6 +286,157 @@ impl KekHook for Outage {
     }
 }
 
+/// Fails chosen calls, by their number among the calls of their kind: the wraps (a fresh data
+/// key or a wrap, see [`KekCall::wraps`]) and the unwraps, each numbered from 0. A window of
+/// failures in the middle of a run is an outage that starts and ends at a known point;
+/// [`KekCall::CurrentKeyRef`] is never failed. A failure is the retryable
+/// [`KmsError::Unavailable`].
+#[derive(Debug, Default)]
+pub struct FailingCalls {
+    wraps: std::ops::Range<usize>,
+    unwraps: std::ops::Range<usize>,
+    wrap_calls: AtomicUsize,
+    unwrap_calls: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+impl FailingCalls {
+    /// Fails no call yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fails the wraps numbered in `window` (`4..10`: the fifth to the tenth).
+    #[must_use]
+    pub fn wraps(mut self, window: std::ops::Range<usize>) -> Self {
+        self.wraps = window;
+        self
+    }
+
+    /// Fails the unwraps numbered in `window`.
+    #[must_use]
+    pub fn unwraps(mut self, window: std::ops::Range<usize>) -> Self {
+        self.unwraps = window;
+        self
+    }
+
+    /// Calls failed so far.
+    #[must_use]
+    pub fn failed(&self) -> usize {
+        self.failed.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl KekHook for FailingCalls {
+    async fn before(&self, call: KekCall) -> Result<(), KmsError> {
+        let (calls, window) = match call {
+            KekCall::CurrentKeyRef => return Ok(()),
+            KekCall::Unwrap => (&self.unwrap_calls, &self.unwraps),
+            KekCall::GenerateDataKey | KekCall::Wrap => (&self.wrap_calls, &self.wraps),
+        };
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        if window.contains(&n) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(KmsError::Unavailable {
+                source: format!("the test failed this call ({call:?} number {n})").into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A KMS round trip: every call waits a delay (on the tokio timer) before it is made. The
+/// delay can be changed while the key is in use (none while seeding, 5 ms while measuring);
+/// the time actually waited is summed, since a loaded machine's timer overshoots.
+#[derive(Debug, Default)]
+pub struct Latency {
+    delay_ns: AtomicU64,
+    waited_ns: AtomicU64,
+}
+
+impl Latency {
+    /// Every call waits `delay`.
+    #[must_use]
+    pub fn new(delay: Duration) -> Self {
+        let latency = Self::default();
+        latency.set(delay);
+        latency
+    }
+
+    /// From now on every call waits `delay` (zero: none).
+    pub fn set(&self, delay: Duration) {
+        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.delay_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The time the calls waited, in total.
+    #[must_use]
+    pub fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
+    }
+
+    /// Sets the total waited back to zero.
+    pub fn reset_waited(&self) {
+        self.waited_ns.store(0, Ordering::Relaxed);
+    }
+}
+
+#[async_trait::async_trait]
+impl KekHook for Latency {
+    async fn before(&self, _call: KekCall) -> Result<(), KmsError> {
+        let delay = Duration::from_nanos(self.delay_ns.load(Ordering::Relaxed));
+        if !delay.is_zero() {
+            let started = Instant::now();
+            tokio::time::sleep(delay).await;
+            let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.waited_ns.fetch_add(waited, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The calls under way at once, and the most there have been: a bound on concurrency is
+/// proven by the peak. Add it before a [`Latency`], so that the wait counts as under way.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl InFlight {
+    /// Calls under way now.
+    #[must_use]
+    pub fn now(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    /// The most calls under way at once since the start (or the last [`reset_peak`](Self::reset_peak)).
+    #[must_use]
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Sets the peak back to the calls under way now.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.now(), Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl KekHook for InFlight {
+    async fn before(&self, _call: KekCall) -> Result<(), KmsError> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst).saturating_add(1);
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn after(&self, _call: KekCall) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +516,53 @@ mod tests {
         outage.set_down(false);
         assert!(block_on(kek.generate_data_key(&context())).is_ok());
         assert_eq!((before.total(), after.total()), (2, 1));
+    }
+
+    #[test]
+    fn failing_calls_fail_the_chosen_window_of_each_kind() {
+        let failing = Arc::new(FailingCalls::new().wraps(1..2).unwraps(0..1));
+        let kek =
+            HookedKek::new(Arc::new(LocalKek::generate().unwrap())).with_hook(Arc::clone(&failing));
+        let (key, wrapped) = block_on(kek.generate_data_key(&context())).unwrap();
+        let err = block_on(kek.wrap(&key, &context())).unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(block_on(kek.wrap(&key, &context())).is_ok());
+        assert!(block_on(kek.unwrap(&wrapped, &context())).is_err());
+        assert!(block_on(kek.unwrap(&wrapped, &context())).is_ok());
+        assert!(block_on(kek.current_key_ref()).is_ok());
+        assert_eq!(failing.failed(), 2);
+    }
+
+    #[test]
+    fn a_gauge_comes_down_when_a_later_hook_refuses_the_call() {
+        let in_flight = Arc::new(InFlight::default());
+        let outage = Arc::new(Outage::default());
+        let kek = HookedKek::new(Arc::new(LocalKek::generate().unwrap()))
+            .with_hook(Arc::clone(&in_flight))
+            .with_hook(Arc::clone(&outage));
+        outage.set_down(true);
+        assert!(block_on(kek.generate_data_key(&context())).is_err());
+        assert_eq!((in_flight.now(), in_flight.peak()), (0, 1));
+        in_flight.reset_peak();
+        assert_eq!(in_flight.peak(), 0);
+    }
+
+    #[tokio::test]
+    async fn latency_delays_every_call_and_sums_the_wait() {
+        let latency = Arc::new(Latency::new(Duration::from_millis(5)));
+        let in_flight = Arc::new(InFlight::default());
+        let kek = HookedKek::new(Arc::new(LocalKek::generate().unwrap()))
+            .with_hook(Arc::clone(&in_flight))
+            .with_hook(Arc::clone(&latency));
+        let started = tokio::time::Instant::now();
+        let (_, wrapped) = kek.generate_data_key(&context()).await.unwrap();
+        kek.unwrap(&wrapped, &context()).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(10));
+        assert!(latency.waited() >= Duration::from_millis(10));
+        assert_eq!((in_flight.now(), in_flight.peak()), (0, 1));
+        latency.set(Duration::ZERO);
+        latency.reset_waited();
+        kek.unwrap(&wrapped, &context()).await.unwrap();
+        assert_eq!(latency.waited(), Duration::ZERO);
     }
 }

@@ -8,6 +8,7 @@ mod support;
 use std::sync::Arc;
 
 use envelope::pkcs11::{ConfigError, Pkcs11KekBuilder};
+use envelope::testing::{CallCounter, HookedKek, KekCall};
 use envelope::{KeyEncryptionKey, Keyring, Opener, Sealer, local::LocalKek};
 use support::hsm;
 
@@ -66,13 +67,29 @@ mod in_token {
         );
     }
 
+    struct Calls(Arc<CallCounter>);
+
+    impl Calls {
+        fn take(&self) -> (usize, usize, usize) {
+            let taken = (
+                self.0.count(KekCall::GenerateDataKey),
+                self.0.count(KekCall::Wrap),
+                self.0.unwraps(),
+            );
+            self.0.reset();
+            taken
+        }
+    }
+
     #[tokio::test]
     async fn seal_with_hsm_and_local_opens_with_either_and_counts_calls() {
         let Some(kek) = hsm::kek() else { return };
-        let hsm_kek = Arc::new(support::Counting::new(kek));
-        let calls = Arc::clone(&hsm_kek.calls);
+        let counter = Arc::new(CallCounter::default());
+        let hsm_dyn: Arc<dyn KeyEncryptionKey> =
+            Arc::new(HookedKek::new(Arc::new(kek)).with_hook(Arc::clone(&counter)));
         let local: Arc<dyn KeyEncryptionKey> = Arc::new(LocalKek::generate().unwrap());
-        let hsm_dyn: Arc<dyn KeyEncryptionKey> = hsm_kek;
+        // (generate_data_key, wrap, unwrap) calls since the last take.
+        let calls = Calls(counter);
 
         let ctx = support::share_context("cl_1", "bsp_1", "SECP256K1");
         let sealed = envelope::seal(&Keyring::from(Arc::clone(&hsm_dyn)), &ctx, b"share")

@@ -1,5 +1,5 @@
 //! Seal, open, rewrap and inspect, end to end with local KEKs.
-#![allow(clippy::unwrap_used)] // the counting KEK below is a test fixture
+#![allow(clippy::unwrap_used)] // tests: a panic is a failure
 
 mod common;
 
@@ -406,63 +406,18 @@ fn errors_and_debug_output_never_show_secrets() {
     });
 }
 
-/// A local KEK that counts its unwraps, to prove how many KMS calls an operation makes.
-#[derive(Debug)]
-struct Counting {
-    inner: envelope::local::LocalKek,
-    unwraps: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)] // a wrapper forwards every method, or it changes behaviour
-impl envelope::KeyEncryptionKey for Counting {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &envelope::KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<envelope::KeyRef, envelope::KmsError> {
-        self.inner.current_key_ref().await
-    }
-    async fn generate_data_key(
-        &self,
-        ctx: &envelope::EncryptionContext,
-    ) -> Result<(envelope::DataKey, envelope::WrappedKey), envelope::KmsError> {
-        self.inner.generate_data_key(ctx).await
-    }
-    async fn wrap(
-        &self,
-        key: &envelope::DataKey,
-        ctx: &envelope::EncryptionContext,
-    ) -> Result<envelope::WrappedKey, envelope::KmsError> {
-        self.inner.wrap(key, ctx).await
-    }
-    async fn unwrap(
-        &self,
-        wrapped: &envelope::WrappedKey,
-        ctx: &envelope::EncryptionContext,
-    ) -> Result<envelope::DataKey, envelope::KmsError> {
-        self.unwraps
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.unwrap(wrapped, ctx).await
-    }
-}
-
+/// Counts the KMS calls with the `testing` feature's counter (CI runs with every feature).
+#[cfg(feature = "testing")]
 #[test]
 fn an_opener_unwraps_a_shared_data_key_once_and_never_trusts_it_blindly() {
+    use envelope::testing::{CallCounter, HookedKek};
     use std::sync::Arc;
-    use std::sync::atomic::Ordering;
     block_on(async {
-        let counting = Arc::new(Counting {
-            inner: envelope::local::LocalKek::generate().unwrap(),
-            unwraps: 0.into(),
-        });
-        let keyring = envelope::Keyring::new()
-            .with(Arc::clone(&counting) as Arc<dyn envelope::KeyEncryptionKey>);
+        let counting = Arc::new(CallCounter::default());
+        let kek = HookedKek::new(Arc::new(envelope::local::LocalKek::generate().unwrap()))
+            .with_hook(Arc::clone(&counting));
+        let keyring =
+            envelope::Keyring::new().with(Arc::new(kek) as Arc<dyn envelope::KeyEncryptionKey>);
         let client = envelope::EncryptionContext::new()
             .with("client-id", "c1")
             .unwrap();
@@ -478,7 +433,7 @@ fn an_opener_unwraps_a_shared_data_key_once_and_never_trusts_it_blindly() {
             b"one"
         );
         assert_eq!(opener.open(&ed, &b).await.unwrap().expose_secret(), b"two");
-        assert_eq!(counting.unwraps.load(Ordering::SeqCst), 1);
+        assert_eq!(counting.unwraps(), 1);
 
         // A tampered envelope with the same wrapped key is still rejected, cache or not.
         let mut tampered = b.clone();
@@ -496,6 +451,6 @@ fn an_opener_unwraps_a_shared_data_key_once_and_never_trusts_it_blindly() {
             opener.open(&secp, &other).await.unwrap().expose_secret(),
             b"three"
         );
-        assert_eq!(counting.unwraps.load(Ordering::SeqCst), 2);
+        assert_eq!(counting.unwraps(), 2);
     });
 }

@@ -22,10 +22,7 @@ pub mod hsm;
 #[cfg(feature = "aws-kms")]
 pub mod moto;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use envelope::{DataKey, EncryptionContext, KeyEncryptionKey, KeyRef, KmsError, WrappedKey};
+use envelope::EncryptionContext;
 
 /// A context like the one a backup uses.
 pub fn share_context(client: &str, pair: &str, curve: &str) -> EncryptionContext {
@@ -38,76 +35,6 @@ pub fn share_context(client: &str, pair: &str, curve: &str) -> EncryptionContext
         .unwrap()
         .with("purpose", "client-backup")
         .unwrap()
-}
-
-/// Counts the calls a KEK receives (each is one KMS request for the cloud backends, one
-/// `C_EncryptInit`+`C_Encrypt` or `C_DecryptInit`+`C_Decrypt` pair for PKCS#11).
-#[derive(Debug, Default)]
-pub struct Calls {
-    pub wrap: AtomicUsize,
-    pub unwrap: AtomicUsize,
-    pub generate: AtomicUsize,
-    /// `current_key_ref` calls (a KMS request for an AWS alias or an unpinned Cloud KMS key).
-    pub current: AtomicUsize,
-}
-
-impl Calls {
-    pub fn take(&self) -> (usize, usize, usize) {
-        (
-            self.generate.swap(0, Ordering::SeqCst),
-            self.wrap.swap(0, Ordering::SeqCst),
-            self.unwrap.swap(0, Ordering::SeqCst),
-        )
-    }
-}
-
-/// Forwards every method to `inner`, counting calls.
-#[derive(Debug)]
-pub struct Counting<K> {
-    pub inner: K,
-    pub calls: Arc<Calls>,
-}
-
-impl<K> Counting<K> {
-    pub fn new(inner: K) -> Self {
-        Self {
-            inner,
-            calls: Arc::default(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl<K: KeyEncryptionKey> KeyEncryptionKey for Counting<K> {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-    fn can_unwrap(&self, key_ref: &KeyRef) -> bool {
-        self.inner.can_unwrap(key_ref)
-    }
-    async fn current_key_ref(&self) -> Result<KeyRef, KmsError> {
-        self.calls.current.fetch_add(1, Ordering::SeqCst);
-        self.inner.current_key_ref().await
-    }
-    async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<WrappedKey, KmsError> {
-        self.calls.wrap.fetch_add(1, Ordering::SeqCst);
-        self.inner.wrap(key, ctx).await
-    }
-    async fn unwrap(&self, w: &WrappedKey, ctx: &EncryptionContext) -> Result<DataKey, KmsError> {
-        self.calls.unwrap.fetch_add(1, Ordering::SeqCst);
-        self.inner.unwrap(w, ctx).await
-    }
-    async fn generate_data_key(
-        &self,
-        ctx: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey), KmsError> {
-        self.calls.generate.fetch_add(1, Ordering::SeqCst);
-        self.inner.generate_data_key(ctx).await
-    }
 }
 
 /// Median and 90th percentile of durations, in milliseconds.

@@ -118,32 +118,7 @@ impl ClientFlow {
             self.on.flow.journal.record(&record).await?;
             fresh = Some(shares);
         }
-        if record.step == Step::Sealed {
-            self.store_sealed(&record).await?;
-            record.step = Step::Stored;
-            self.on.flow.journal.record(&record).await?;
-        }
-        if record.step == Step::Stored {
-            self.restore_drill(&record, fresh.as_ref()).await?;
-            record.step = Step::Verified;
-            self.on.flow.journal.record(&record).await?;
-        }
-        if record.step == Step::Verified {
-            let ids = record
-                .shares
-                .iter()
-                .map(|s| s.backup_share_pair_id.clone())
-                .collect();
-            self.client
-                .update_backup_share_pairs(&SharePairStatusUpdate::backup(
-                    ids,
-                    SharePairUpdateStatus::StoredClientBackupShare,
-                ))
-                .await
-                .map_err(Error::portal("PATCH /api/v3/clients/me/backup-share-pairs"))?;
-            record.step = Step::Confirmed;
-            self.on.flow.journal.record(&record).await?;
-        }
+        self.finish(&mut record, fresh.as_ref()).await?;
         Ok(BackupOutcome {
             client_id: record.client_id.clone(),
             backup_id,
@@ -163,6 +138,42 @@ impl ClientFlow {
             found_at_portal: false,
             backup_requests: record.backup_requests,
         })
+    }
+
+    /// Takes a sealed backup the rest of the way: store, restore drill, confirm to Portal.
+    /// Each step runs only if the record has not passed it, and is journaled when done.
+    pub(crate) async fn finish(
+        &self,
+        record: &mut BackupRecord,
+        fresh: Option<&portal_api::mpc::BackupResponse>,
+    ) -> Result<()> {
+        if record.step == Step::Sealed {
+            self.store_sealed(record).await?;
+            record.step = Step::Stored;
+            self.on.flow.journal.record(record).await?;
+        }
+        if record.step == Step::Stored {
+            self.restore_drill(record, fresh).await?;
+            record.step = Step::Verified;
+            self.on.flow.journal.record(record).await?;
+        }
+        if record.step == Step::Verified {
+            let ids = record
+                .shares
+                .iter()
+                .map(|s| s.backup_share_pair_id.clone())
+                .collect();
+            self.client
+                .update_backup_share_pairs(&SharePairStatusUpdate::backup(
+                    ids,
+                    SharePairUpdateStatus::StoredClientBackupShare,
+                ))
+                .await
+                .map_err(Error::portal("PATCH /api/v3/clients/me/backup-share-pairs"))?;
+            record.step = Step::Confirmed;
+            self.on.flow.journal.record(record).await?;
+        }
+        Ok(())
     }
 
     /// What the systems of record say when the journal knows nothing of this backup (a

@@ -205,6 +205,48 @@ pub fn assess(client: &ClientDetails, stored: &[BackupKey]) -> ClientAssessment 
     }
 }
 
+/// Whether `custodian_keys` (what the Self-Managed Backups webhook's store holds for a
+/// client) include the custodian backup share of a pair of `curve` made with `backup_method`.
+///
+/// The webhook keeps one share per client and backup method, the newest Portal sent; Portal
+/// names the method either plainly (`PASSWORD`) or per curve (`PASSWORD-SECP256K1`). A share
+/// under the pair's method, plain or for its curve, counts; when Portal lists no method for the
+/// pair, any custodian share of the client does.
+///
+/// ```
+/// use backup_flow::fleet::custodian_share_held;
+/// use storage::BackupKey;
+///
+/// let held = [BackupKey::custodian_backup("cl_1", "PASSWORD-ED25519")?];
+/// assert!(custodian_share_held(&held, "cl_1", "ED25519", Some("PASSWORD")));
+/// assert!(!custodian_share_held(&held, "cl_1", "SECP256K1", Some("PASSWORD")));
+/// assert!(!custodian_share_held(&held, "cl_1", "ED25519", Some("GDRIVE")));
+/// assert!(custodian_share_held(&held, "cl_1", "ED25519", None));
+/// # Ok::<(), storage::StorageError>(())
+/// ```
+#[must_use]
+pub fn custodian_share_held(
+    custodian_keys: &[BackupKey],
+    client_id: &str,
+    curve: &str,
+    backup_method: Option<&str>,
+) -> bool {
+    custodian_keys
+        .iter()
+        .filter(|k| k.kind() == ShareKind::CustodianBackup && k.client_id() == client_id)
+        .filter_map(BackupKey::backup_method)
+        .any(|held| match backup_method {
+            None => true,
+            Some(method) => {
+                held == method
+                    || held
+                        .strip_prefix(method)
+                        .and_then(|rest| rest.strip_prefix('-'))
+                        .is_some_and(|rest| rest.eq_ignore_ascii_case(curve))
+            }
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,4 +9,6 @@
 
 mod assess;
 
-pub use assess::{ClientAssessment, CurveAssessment, Orphan, PairSeen, assess};
+pub use assess::{
+    ClientAssessment, CurveAssessment, Orphan, PairSeen, assess, custodian_share_held,
+};

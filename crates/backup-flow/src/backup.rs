@@ -209,11 +209,7 @@ impl ClientFlow {
             let held = custodian
                 .list(&me.id)
                 .await
-                .map_err(|source| Error::Store {
-                    operation: "list",
-                    key: me.id.clone(),
-                    source: Box::new(source),
-                })?
+                .map_err(|e| Error::store_listing(&me.id, e))?
                 .iter()
                 .any(|k| k.kind() == storage::ShareKind::CustodianBackup);
             if !held {

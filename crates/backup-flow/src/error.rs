@@ -162,6 +162,15 @@ impl Error {
             source: Box::new(source),
         }
     }
+
+    /// Listing a client's objects failed.
+    pub(crate) fn store_listing(client_id: &str, source: StorageError) -> Self {
+        Self::Store {
+            operation: "list",
+            key: client_id.to_owned(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// `error: cause: cause …`, the whole `source()` chain on one line ([`storage::Report`]).

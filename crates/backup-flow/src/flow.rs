@@ -185,10 +185,6 @@ impl OnStore {
         self.store
             .list(client_id)
             .await
-            .map_err(|source| Error::Store {
-                operation: "list",
-                key: client_id.to_owned(),
-                source: Box::new(source),
-            })
+            .map_err(|e| Error::store_listing(client_id, e))
     }
 }

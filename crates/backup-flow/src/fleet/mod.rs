@@ -8,7 +8,11 @@
 //! older than the newest completed pair (the only ones safe to delete).
 
 mod assess;
+mod reconcile;
+mod reconcile_run;
 
 pub use assess::{
     ClientAssessment, CurveAssessment, Orphan, PairSeen, assess, custodian_share_held,
 };
+pub use reconcile::{ClientReconcile, Done, Open, OrphanPruning};
+pub use reconcile_run::{ReconcileLine, ReconcileOptions, ReconcileReport, ReconcileStatus};

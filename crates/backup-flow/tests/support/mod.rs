@@ -34,14 +34,25 @@ pub fn keyring() -> Keyring {
 
 /// A started simulator; in self-managed mode with a minimal in-test webhook.
 pub async fn sim(self_managed: bool) -> PortalSim {
-    let mut config = SimConfig::new().with_seed(7);
     if self_managed {
-        let url = webhook().await;
-        config = config.with_mode(BackupMode::SelfManaged(WebhookConfig::new(
+        self_managed_sim(Arc::new(MemoryStore::new())).await
+    } else {
+        PortalSim::start(SimConfig::new().with_seed(7))
+            .await
+            .unwrap()
+    }
+}
+
+/// A started simulator in self-managed mode whose webhook keeps the custodian shares in
+/// `webhook_store`.
+pub async fn self_managed_sim(webhook_store: Arc<dyn BackupStore>) -> PortalSim {
+    let url = webhook(webhook_store).await;
+    let config = SimConfig::new()
+        .with_seed(7)
+        .with_mode(BackupMode::SelfManaged(WebhookConfig::new(
             url,
             ApiKey::from(WEBHOOK_SECRET),
         )));
-    }
     PortalSim::start(config).await.unwrap()
 }
 
@@ -117,11 +128,11 @@ pub fn own(store: Arc<dyn BackupStore>) -> Arc<dyn StoreFactory> {
 }
 
 /// The real Self-Managed Backups webhook (`custodian-webhook`), keeping the custodian shares
-/// sealed in memory for the life of the test process.
-async fn webhook() -> String {
+/// sealed in `store` for the life of the test process.
+async fn webhook(store: Arc<dyn BackupStore>) -> String {
     let server = WebhookServer::builder()
         .with_keyring(keyring())
-        .with_store(Arc::new(MemoryStore::new()))
+        .with_store(store)
         .with_secrets(WebhookSecrets::parse(WEBHOOK_SECRET).unwrap())
         .build()
         .unwrap();

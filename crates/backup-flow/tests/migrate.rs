@@ -9,9 +9,10 @@
     clippy::arithmetic_side_effects
 )] // tests: a panic is a failure
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use backup_flow::envelope::local::LocalKek;
 use backup_flow::envelope::testing::{CallCounter, HookedKek};
@@ -20,62 +21,10 @@ use backup_flow::migrate::{MigratedClient, Migration, Moved};
 use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::storage::memory::MemoryStore;
 use backup_flow::storage::{
-    BackupKey, BackupStore, Capabilities, ObjectVersion, PutOptions, ShareKind, StorageError,
+    BackupKey, BackupStore, Capabilities, PutOptions, ShareKind, StorageError,
 };
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-
-/// A target whose puts fail (retryably, as a store going away) once `allowed` have passed:
-/// a run killed midway, as far as the target can tell.
-#[derive(Debug)]
-struct FailsAfter {
-    inner: Arc<MemoryStore>,
-    allowed: usize,
-    puts: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl BackupStore for FailsAfter {
-    fn name(&self) -> &'static str {
-        "fails-after"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn put(
-        &self,
-        key: &BackupKey,
-        body: Bytes,
-        options: PutOptions,
-    ) -> Result<(), StorageError> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) >= self.allowed {
-            return Err(StorageError::Unavailable {
-                backend: "fails-after",
-                source: "the run was cut off".into(),
-            });
-        }
-        self.inner.put(key, body, options).await
-    }
-    async fn get(&self, key: &BackupKey) -> Result<Bytes, StorageError> {
-        self.inner.get(key).await
-    }
-    async fn get_versioned(&self, key: &BackupKey) -> Result<(Bytes, ObjectVersion), StorageError> {
-        self.inner.get_versioned(key).await
-    }
-    async fn delete(&self, key: &BackupKey) -> Result<(), StorageError> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, client_id: &str) -> Result<Vec<BackupKey>, StorageError> {
-        self.inner.list(client_id).await
-    }
-    async fn list_clients(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.list_clients().await
-    }
-    fn stream_clients(&self) -> storage::ClientStream<'_> {
-        self.inner.stream_clients()
-    }
-}
 
 const CLIENTS: usize = 12;
 
@@ -195,11 +144,8 @@ async fn a_target_cut_off_midway_and_a_rerun_move_everything_once_with_one_kms_c
     seed(source.as_ref(), &keyring).await;
     let before = contents(source.as_ref()).await;
     let target = Arc::new(MemoryStore::new());
-    let cut = Arc::new(FailsAfter {
-        inner: Arc::clone(&target),
-        allowed: 9,
-        puts: AtomicUsize::new(0),
-    });
+    let cut = Arc::new(support::FlakyStore::new(Arc::clone(&target) as _));
+    cut.fail_puts_after(9);
 
     let first = Migration::new(keyring.clone(), Arc::clone(&source) as _, cut).unwrap();
     let done = migrate(&first, source.as_ref(), 4).await;

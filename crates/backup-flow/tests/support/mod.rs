@@ -152,24 +152,44 @@ pub fn fs_store(dir: &Path) -> Arc<dyn StoreFactory> {
     own(Arc::new(FsStore::new(dir).unwrap()))
 }
 
-/// A store whose puts can be made to fail (as an outage would), forwarding everything else.
+/// A store whose puts can be made to fail (retryably, as an outage or a store going away
+/// would), forwarding everything else.
 #[derive(Debug)]
 pub struct FlakyStore {
     inner: Arc<dyn BackupStore>,
-    fail_puts: std::sync::atomic::AtomicBool,
+    /// Puts that may still pass; `usize::MAX`: all of them.
+    puts_left: std::sync::atomic::AtomicUsize,
 }
 
 impl FlakyStore {
     pub fn new(inner: Arc<dyn BackupStore>) -> Self {
         Self {
             inner,
-            fail_puts: std::sync::atomic::AtomicBool::new(false),
+            puts_left: std::sync::atomic::AtomicUsize::new(usize::MAX),
         }
     }
 
+    /// Every put fails (`true`) or passes (`false`) from now on.
     pub fn fail_puts(&self, fail: bool) {
-        self.fail_puts
-            .store(fail, std::sync::atomic::Ordering::SeqCst);
+        self.puts_left.store(
+            if fail { 0 } else { usize::MAX },
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// The next `allowed` puts pass and every one after them fails: a run cut off midway, as
+    /// far as the store can tell.
+    pub fn fail_puts_after(&self, allowed: usize) {
+        self.puts_left
+            .store(allowed, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Takes one put from the allowance; false when none is left.
+    fn allow_put(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.puts_left
+            .fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1))
+            .is_ok()
     }
 }
 
@@ -188,7 +208,7 @@ impl BackupStore for FlakyStore {
         body: Bytes,
         options: PutOptions,
     ) -> Result<(), StorageError> {
-        if self.fail_puts.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self.allow_put() {
             return Err(StorageError::Unavailable {
                 backend: "flaky",
                 source: "the test made puts fail".into(),

@@ -15,7 +15,7 @@ use backup_flow::envelope::testing::{CallCounter, HookedKek};
 use backup_flow::envelope::{KeyEncryptionKey, Keyring};
 use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::client_api::SharePairStatusUpdate;
-use backup_flow::portal_api::{ApiKey, Curve, Portal};
+use backup_flow::portal_api::{ApiKey, Curve};
 use backup_flow::storage::BackupStore;
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::memory::MemoryStore;
@@ -69,13 +69,11 @@ async fn cycle(
         }
         let sim = PortalSim::start(config).await.unwrap();
         let keys = sim.create_client();
-        let client = Portal::builder()
-            .with_api_base_url(sim.api_base_url())
-            .with_mpc_base_url(sim.mpc_base_url())
+        let client = sim
+            .portal_builder()
             .with_retry(
                 RetryConfig::default().with_initial_backoff(std::time::Duration::from_millis(5)),
             )
-            .without_rate_limits()
             .build()
             .unwrap()
             .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))

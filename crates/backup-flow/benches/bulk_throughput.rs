@@ -163,10 +163,8 @@ async fn prepare(sim: &PortalSim, clients: usize) -> String {
     let mut input = String::new();
     for _ in 0..clients {
         let keys = sim.create_client();
-        let app = Portal::builder()
-            .with_api_base_url(sim.api_base_url())
-            .with_mpc_base_url(sim.mpc_base_url())
-            .without_rate_limits()
+        let app = sim
+            .portal_builder()
             .build()
             .unwrap()
             .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
@@ -194,18 +192,12 @@ fn flow(base: PortalBuilder, state: &Path) -> (Flow, Portal) {
     )
 }
 
-fn sim_client(sim: &PortalSim) -> PortalBuilder {
-    Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
-}
-
 async fn level(concurrency: usize, clients: usize, state: &Path) -> Level {
     let sim = PortalSim::start(SimConfig::new().with_seed(3))
         .await
         .unwrap();
     let input = prepare(&sim, clients).await;
-    let (flow, portal) = flow(sim_client(&sim).without_rate_limits(), state);
+    let (flow, portal) = flow(sim.portal_builder(), state);
     sim.add_fault(format!("*: latency-ms={LATENCY_MS}").parse().unwrap())
         .unwrap();
     sim.reset_report();
@@ -295,7 +287,7 @@ async fn rate_limited(concurrency: usize, clients: usize) -> RateRun {
     }
     let state = tempfile::tempdir().unwrap();
     let (flow, portal) = flow(
-        sim_client(&sim)
+        sim.portal_builder()
             .with_api_rate_limit(RateLimit::per_minute(RATE_API.0).with_burst(RATE_API.1))
             .with_mpc_rate_limit(RateLimit::per_minute(RATE_MPC.0).with_burst(RATE_MPC.1)),
         state.path(),

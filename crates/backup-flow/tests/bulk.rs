@@ -23,16 +23,12 @@ use support::{assert_clean, generated_client, keyring, sim};
 
 /// The transport as the CLI makes one: hosts, retries and limits, no credential.
 fn base_client(sim: &PortalSim, mpc_limit: Option<RateLimit>) -> Portal {
-    let mut builder = Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
-        .with_retry(
-            RetryConfig::default()
-                .with_max_retries(1)
-                .with_initial_backoff(Duration::from_millis(5))
-                .with_max_backoff(Duration::from_millis(10)),
-        )
-        .without_rate_limits();
+    let mut builder = sim.portal_builder().with_retry(
+        RetryConfig::default()
+            .with_max_retries(1)
+            .with_initial_backoff(Duration::from_millis(5))
+            .with_max_backoff(Duration::from_millis(10)),
+    );
     if let Some(limit) = mpc_limit {
         builder = builder.with_mpc_rate_limit(limit);
     }

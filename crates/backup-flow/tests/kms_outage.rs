@@ -29,16 +29,13 @@ use serde_json::{Value, json};
 use support::{assert_clean, generated_client, portal_client, sim};
 
 fn base_client(sim: &PortalSim) -> Portal {
-    Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
+    sim.portal_builder()
         .with_retry(
             RetryConfig::default()
                 .with_max_retries(1)
                 .with_initial_backoff(Duration::from_millis(5))
                 .with_max_backoff(Duration::from_millis(10)),
         )
-        .without_rate_limits()
         .build()
         .unwrap()
 }

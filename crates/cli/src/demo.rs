@@ -26,7 +26,7 @@ use envelope::Keyring;
 use portal_api::RetryConfig;
 use portal_api::client_api::SharePairStatusUpdate;
 use portal_api::mpc::GenerateResponse;
-use portal_api::{ApiKey, ClientApi, Portal};
+use portal_api::{ApiKey, ClientApi};
 use portal_sim::{FaultRule, PortalSim, Report, SimConfig, WebhookConfig};
 use serde::Serialize;
 use serde_json::json;
@@ -51,16 +51,13 @@ fn portal_failure(what: &str) -> impl FnOnce(portal_api::Error) -> Failure + '_ 
 
 /// A Portal client of the simulator: quick retries, no client-side rate limits.
 fn client(sim: &PortalSim, key: &ApiKey) -> Result<ClientApi, Failure> {
-    Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
+    sim.portal_builder()
         .with_retry(
             RetryConfig::default()
                 .with_max_retries(2)
                 .with_initial_backoff(Duration::from_millis(10))
                 .with_max_backoff(Duration::from_millis(40)),
         )
-        .without_rate_limits()
         .build()
         .and_then(|portal| portal.client_with_api_key(key))
         .map_err(|e| Failure::caused_by("cannot set up the Portal client", e))

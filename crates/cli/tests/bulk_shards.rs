@@ -13,9 +13,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use portal_api::ApiKey;
 use portal_api::SharePairStatus;
 use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::{ApiKey, Portal};
 use portal_sim::{PortalSim, SimConfig};
 use serde_json::{Value, json};
 
@@ -40,10 +40,8 @@ async fn fleet(lines: &[Option<()>]) -> Fleet {
         match line {
             Some(()) => {
                 let keys = sim.create_client();
-                let client = Portal::builder()
-                    .with_api_base_url(sim.api_base_url())
-                    .with_mpc_base_url(sim.mpc_base_url())
-                    .without_rate_limits()
+                let client = sim
+                    .portal_builder()
                     .build()
                     .unwrap()
                     .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use portal_api::ApiKey;
 use portal_api::SharePairStatus;
 use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::{ApiKey, Portal};
 use portal_sim::{BackupMode, FaultRule, PortalSim, SimClient, SimConfig, WebhookConfig};
 use serde_json::{Value, json};
 
@@ -42,10 +42,8 @@ async fn sim(self_managed: bool) -> PortalSim {
 /// keys and the `/v1/generate` response as JSON text.
 async fn app_client(sim: &PortalSim) -> (SimClient, String) {
     let keys = sim.create_client();
-    let client = Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
-        .without_rate_limits()
+    let client = sim
+        .portal_builder()
         .build()
         .unwrap()
         .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))

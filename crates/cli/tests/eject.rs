@@ -16,8 +16,8 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use portal_api::ApiKey;
 use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::{ApiKey, Portal};
 use portal_sim::{PortalSim, SimClient, SimConfig, WebhookConfig};
 use serde_json::{Value, json};
 
@@ -234,10 +234,8 @@ fn combine_reproduces_portals_published_vectors_and_refuses_what_does_not_verify
 /// A client whose app generated its wallet and confirmed its signing shares.
 async fn app_client(sim: &PortalSim) -> (SimClient, String) {
     let keys = sim.create_client();
-    let client = Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
-        .without_rate_limits()
+    let client = sim
+        .portal_builder()
         .build()
         .unwrap()
         .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))

@@ -8,7 +8,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::{ApiKey, Portal, SharePairUpdateStatus};
+use portal_api::{ApiKey, SharePairUpdateStatus};
 use portal_sim::{PortalSim, SimConfig, WebhookConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portal-backup");
@@ -73,10 +73,8 @@ async fn portal_sim_backs_up_through_serve_webhook() {
     .await
     .unwrap();
     let keys = sim.create_client();
-    let client = Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
-        .without_rate_limits()
+    let client = sim
+        .portal_builder()
         .build()
         .unwrap()
         .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))

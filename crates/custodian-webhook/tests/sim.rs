@@ -8,22 +8,19 @@ use std::sync::Arc;
 use custodian_webhook::storage::fs::FsStore;
 use portal_api::RetryConfig;
 use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::{ApiKey, ClientApi, Portal, SharePairUpdateStatus};
+use portal_api::{ApiKey, ClientApi, SharePairUpdateStatus};
 use portal_sim::{BackupMode, PortalSim, SimConfig, WebhookConfig};
 use support::{SECRET, builder, fetch, http, scan, start};
 
 // A helper outside #[test]: a broken fixture should panic.
 #[allow(clippy::unwrap_used, reason = "test helper")]
 fn client_for(sim: &PortalSim, key: &ApiKey) -> ClientApi {
-    Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
+    sim.portal_builder()
         .with_retry(
             RetryConfig::default()
                 .with_initial_backoff(std::time::Duration::from_millis(5))
                 .with_max_backoff(std::time::Duration::from_millis(20)),
         )
-        .without_rate_limits()
         .build()
         .unwrap()
         .client_with_api_key(&ApiKey::from(key.expose_secret()))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use portal_api::RetryConfig;
 use portal_api::{Error, TransportKind, paths};
 use portal_sim::{FaultRule, RouteSelector, SimConfig};
-use support::{builder_for, client_for, copy_key, raw_client_me, start, start_with_client, wallet};
+use support::{client_for, copy_key, raw_client_me, start, start_with_client, wallet};
 
 #[tokio::test]
 async fn gets_with_20_percent_503_still_succeed() {
@@ -169,9 +169,9 @@ async fn a_seed_reproduces_the_same_faults() {
         )
         .await;
         let keys = sim.create_client();
-        let client = builder_for(&sim)
+        let client = sim
+            .portal_builder()
             .with_retry(RetryConfig::disabled())
-            .without_rate_limits()
             .build()
             .unwrap()
             .client_with_api_key(&copy_key(&keys.client_api_key))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use portal_api::{RateLimit, RetryConfig};
 use portal_sim::{Host, SimConfig};
-use support::{builder_for, client_for, copy_key, raw_client_me, start, start_with_client, wallet};
+use support::{client_for, copy_key, raw_client_me, start, start_with_client, wallet};
 
 #[tokio::test]
 async fn requests_beyond_the_limit_get_429_and_are_counted_per_host() {
@@ -89,7 +89,8 @@ async fn a_client_side_rate_limit_keeps_under_the_simulators() {
     // the simulator accepts 6.
     let sim = start(SimConfig::new().with_seed(7).with_rate_limit(Host::Api, 6)).await;
     let keys = sim.create_client();
-    let client = builder_for(&sim)
+    let client = sim
+        .portal_builder()
         .with_retry(RetryConfig::disabled())
         .with_api_rate_limit(RateLimit::per_minute(240).with_burst(2))
         .build()

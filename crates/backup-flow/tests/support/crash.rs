@@ -279,10 +279,8 @@ pub async fn crash_soak(params: Params, child: impl Fn() -> Command + Send + Syn
     let mut input = String::new();
     for _ in 0..params.clients {
         let keys = sim.create_client();
-        let app = Portal::builder()
-            .with_api_base_url(sim.api_base_url())
-            .with_mpc_base_url(sim.mpc_base_url())
-            .without_rate_limits()
+        let app = sim
+            .portal_builder()
             .build()
             .unwrap()
             .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
@@ -504,10 +502,7 @@ pub async fn crash_soak(params: Params, child: impl Fn() -> Command + Send + Syn
         }
         let report = checker
             .session(
-                Portal::builder()
-                    .with_api_base_url(sim.api_base_url())
-                    .with_mpc_base_url(sim.mpc_base_url())
-                    .without_rate_limits()
+                sim.portal_builder()
                     .build()
                     .unwrap()
                     .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))

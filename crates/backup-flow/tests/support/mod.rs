@@ -58,15 +58,12 @@ pub async fn self_managed_sim(webhook_store: Arc<dyn BackupStore>) -> PortalSim 
 
 /// The transport to `sim`: quick retries, no client-side rate limits.
 pub fn portal(sim: &PortalSim) -> Portal {
-    Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
+    sim.portal_builder()
         .with_retry(
             RetryConfig::default()
                 .with_initial_backoff(std::time::Duration::from_millis(5))
                 .with_max_backoff(std::time::Duration::from_millis(20)),
         )
-        .without_rate_limits()
         .build()
         .unwrap()
 }

@@ -123,10 +123,8 @@ pub async fn soak(clients: usize, concurrency: usize) -> Outcome {
     let mut ids = Vec::new();
     for _ in 0..clients {
         let keys = sim.create_client();
-        let app = Portal::builder()
-            .with_api_base_url(sim.api_base_url())
-            .with_mpc_base_url(sim.mpc_base_url())
-            .without_rate_limits()
+        let app = sim
+            .portal_builder()
             .build()
             .unwrap()
             .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
@@ -146,9 +144,8 @@ pub async fn soak(clients: usize, concurrency: usize) -> Outcome {
 
     // Two retries, short backoff: under 20% faults some clients run out of attempts and must
     // come out as retryable failures.
-    let base = Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
+    let base = sim
+        .portal_builder()
         .with_retry(
             RetryConfig::default()
                 .with_max_retries(2)
@@ -156,7 +153,6 @@ pub async fn soak(clients: usize, concurrency: usize) -> Outcome {
                 .with_max_backoff(Duration::from_millis(20)),
         )
         .with_timeout(Duration::from_secs(30))
-        .without_rate_limits()
         .build()
         .unwrap();
     let state = tempfile::tempdir().unwrap();

@@ -24,7 +24,7 @@ use crate::config::SimConfig;
 ///
 /// let sim = PortalSim::start(SimConfig::new().with_seed(1)).await?;
 /// let keys = sim.create_client();
-/// // Point portal_api::Portal::builder()'s api and mpc base urls at sim.base_url(), use
+/// // A Portal transport pointed at the simulator (see `portal_builder`); use
 /// // keys.client_api_key / keys.custodian_api_key, run the flow, then:
 /// assert!(sim.report().is_clean(), "{}", sim.report());
 /// sim.shutdown().await?;
@@ -117,6 +117,32 @@ impl PortalSim {
     #[must_use]
     pub fn mpc_base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// A [`portal_api::Portal`] builder pointed at this simulator: both hosts (API and MPC)
+    /// on [`base_url`](Self::base_url), client-side rate limits off (the simulator enforces
+    /// Portal's limits itself when asked, [`Simulator::set_rate_limit`]; a test of the
+    /// client's limiter sets them back with `with_api_rate_limit` / `with_mpc_rate_limit`),
+    /// the builder's defaults otherwise (retries, timeouts).
+    ///
+    /// ```
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use portal_sim::{PortalSim, SimConfig};
+    ///
+    /// let sim = PortalSim::start(SimConfig::new().with_seed(1)).await?;
+    /// let keys = sim.create_client();
+    /// let client = sim.portal_builder().build()?.client_with_api_key(&keys.client_api_key)?;
+    /// let generated = client.generate().await?;
+    /// assert_eq!(generated.ids().len(), 2);
+    /// assert!(sim.report().is_clean(), "{}", sim.report());
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
+    /// ```
+    pub fn portal_builder(&self) -> portal_api::PortalBuilder {
+        portal_api::Portal::builder()
+            .with_api_base_url(self.api_base_url())
+            .with_mpc_base_url(self.mpc_base_url())
+            .without_rate_limits()
     }
 
     /// Stops accepting, lets in-flight requests finish, and waits for the server to end.

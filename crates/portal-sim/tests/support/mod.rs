@@ -11,7 +11,7 @@ use portal_api::RetryConfig;
 use portal_api::client_api::SharePairStatusUpdate;
 use portal_api::custodian_api::{EnableEjectRequest, EnableEjectResponse};
 use portal_api::mpc::{BackupResponse, GenerateResponse};
-use portal_api::{ApiKey, ClientApi, CustodianApi, PortalBuilder, SharePairUpdateStatus, paths};
+use portal_api::{ApiKey, ClientApi, CustodianApi, SharePairUpdateStatus, paths};
 use portal_sim::{PortalSim, SimClient, SimConfig};
 
 /// Retries fast and often, so injected faults are absorbed quickly.
@@ -24,13 +24,6 @@ pub(crate) fn fast_retry() -> RetryConfig {
 
 pub(crate) fn copy_key(key: &ApiKey) -> ApiKey {
     ApiKey::from(key.expose_secret())
-}
-
-/// A portal-api transport builder with both hosts on `sim`.
-pub(crate) fn builder_for(sim: &PortalSim) -> PortalBuilder {
-    PortalBuilder::new()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
 }
 
 /// Both Portal roles of one simulated client over one transport: the client's own (the
@@ -51,9 +44,9 @@ impl std::ops::Deref for Both {
 
 /// Both roles of `keys` against `sim` (both hosts on the simulator).
 pub(crate) fn client_for(sim: &PortalSim, keys: &SimClient) -> Both {
-    let portal = builder_for(sim)
+    let portal = sim
+        .portal_builder()
         .with_retry(fast_retry())
-        .without_rate_limits()
         .build()
         .unwrap();
     Both {
@@ -64,9 +57,9 @@ pub(crate) fn client_for(sim: &PortalSim, keys: &SimClient) -> Both {
 
 /// Both roles with one (possibly wrong) key.
 pub(crate) fn client_with_key(sim: &PortalSim, key: &str) -> Both {
-    let portal = builder_for(sim)
+    let portal = sim
+        .portal_builder()
         .with_retry(RetryConfig::disabled())
-        .without_rate_limits()
         .build()
         .unwrap();
     Both {

@@ -36,7 +36,7 @@ Commands:
                 PORTAL_BACKUP_XTASK=1 so that tests needing a service fail instead of skip.
   demo          The main job, against a simulated Portal on loopback: backup, verify, crash
                 and resume, file store, recover, rotate (cargo run --release -p portal-backup
-                -- demo).
+                --features demo -- demo).
   bench [SECTION...]
                 Runs benchmark sections, then rewrites docs/benchmarks.md and
                 docs/benchmarks.json (ratios to each group's `baseline*` bench), keeping the
@@ -102,10 +102,20 @@ fn root() -> PathBuf {
 }
 
 /// The main job of a fresh machine (the README's first command): `portal-backup demo`, the
-/// whole backup job against `portal-sim` on loopback, in a temporary directory.
+/// whole backup job against `portal-sim` on loopback, in a temporary directory. The command
+/// exists only with the CLI's `demo` feature (the shipped binary links no simulator).
 fn demo(root: &Path) -> Result {
     cmd::cargo(root)
-        .args(["run", "--release", "-p", "portal-backup", "--", "demo"])
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "portal-backup",
+            "--features",
+            "demo",
+            "--",
+            "demo",
+        ])
         .run()
 }
 

@@ -22,6 +22,7 @@
 //!               [--rate-limit <per minute>|off] [--shard i/n | --shard-count N]
 //!               [--output <file>] [--summary <file>]
 //!   demo                                      the whole job against a simulated Portal
+//!                                             (builds with the `demo` feature only)
 //!   serve-webhook --listen <addr:port> [--secret-file <file>] [--tls-cert <pem> --tls-key <pem>
 //!                 | --behind-tls-proxy] [--allow <portal|loopback|cidr>]… [--trust-forwarded-for]
 //!                 [--max-connections-per-peer N] [--metrics-listen <addr:port>] [--base-path <path>]
@@ -48,6 +49,8 @@
 mod args;
 mod combine;
 mod commands;
+// `portal-sim` is linked only with the `demo` feature; without it the command is a stub.
+#[cfg_attr(not(feature = "demo"), path = "demo_absent.rs")]
 mod demo;
 mod failure;
 mod kms;
@@ -61,11 +64,13 @@ mod webhook;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    #[cfg(feature = "demo")]
+    let cli: args::Cli = clap::Parser::parse();
+    #[cfg(not(feature = "demo"))]
+    let cli = demo::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

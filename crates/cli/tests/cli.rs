@@ -785,6 +785,7 @@ async fn bulk_backup_survives_sigkill_at_random_moments() {
     assert_clean(&sim);
 }
 
+#[cfg(feature = "demo")] // the simulator is linked only with it; CI runs every feature
 #[test]
 fn the_demo_runs_clean() {
     let dir = tempfile::tempdir().unwrap();
@@ -933,4 +934,17 @@ fn pg_password(url: &str) -> &str {
     userinfo
         .split_once(':')
         .map_or("", |(_, password)| password)
+}
+
+/// The shipped build (no `demo` feature) links no simulator: `demo` is hidden from the help
+/// and, named anyway, is a usage error that says how to get it.
+#[cfg(not(feature = "demo"))]
+#[test]
+fn without_the_demo_feature_demo_is_hidden_and_a_usage_error() {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("demo"));
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--features demo"), "{}", text(&out));
 }

@@ -51,6 +51,7 @@ use support::{Shares, webhook};
 const BIN: &str = env!("CARGO_BIN_EXE_portal-backup");
 const WEBHOOK_SECRET: &str = "leak-scan-webhook-secret-7c1d";
 /// The demo's webhook secret (a constant of `portal-backup demo`).
+#[cfg(feature = "demo")]
 const DEMO_WEBHOOK_SECRET: &str = "demo-webhook-secret";
 
 // ---- the scanner --------------------------------------------------------------------------
@@ -601,6 +602,7 @@ async fn no_secret_in_any_form_in_what_the_cli_prints_or_writes_at_trace_level()
     assert!(hits.is_empty(), "secrets leaked: {hits:#?}");
 }
 
+#[cfg(feature = "demo")] // the simulator is linked only with it; CI runs every feature
 #[test]
 fn no_share_shape_or_known_secret_in_the_demo_at_trace_level() {
     let dir = tempfile::tempdir().unwrap();

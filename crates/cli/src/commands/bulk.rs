@@ -1,6 +1,6 @@
 //! `bulk backup`: many clients from JSON Lines.
 
-use std::io::{BufRead, BufReader, IsTerminal as _, Read as _, Write as _};
+use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -15,6 +15,7 @@ use crate::progress;
 
 use super::Settings;
 use super::backup::with_already;
+use super::lines::{open_input, open_output};
 
 pub(super) async fn bulk_backup(
     settings: &Settings,
@@ -81,14 +82,7 @@ async fn bulk_run(
     let portal = settings.transport(args.rate_limit)?;
     let flow = with_already(settings.flow().await?, &args.already).await?;
     let stdin = args.input == Path::new("-");
-    let input: Box<dyn BufRead + Send> = if stdin {
-        Box::new(BufReader::new(std::io::stdin()))
-    } else {
-        let file = std::fs::File::open(&args.input).map_err(|e| {
-            Failure::caused_by(format!("cannot open the input {}", args.input.display()), e)
-        })?;
-        Box::new(BufReader::new(file))
-    };
+    let input = open_input(&args.input)?;
     let total = if stdin || !std::io::stderr().is_terminal() {
         None
     } else {
@@ -110,19 +104,8 @@ async fn bulk_run(
     if let Some(shard) = shard {
         options = options.with_shard(shard);
     }
-    let report = match &args.output {
-        Some(path) => {
-            let file = std::fs::File::create(path).map_err(|e| {
-                Failure::caused_by(format!("cannot create the output {}", path.display()), e)
-            })?;
-            flow.bulk_backup(&portal, input, std::io::BufWriter::new(file), options)
-                .await
-        }
-        None => {
-            flow.bulk_backup(&portal, input, std::io::stdout(), options)
-                .await
-        }
-    };
+    let output = open_output(args.output.as_deref())?;
+    let report = flow.bulk_backup(&portal, input, output, options).await;
     bar.done();
     report.map_err(|e| Failure::caused_by("the bulk backup stopped", e))
 }

@@ -5,6 +5,7 @@ mod backup;
 mod bulk;
 mod eject;
 mod keygen;
+mod lines;
 mod recover;
 mod rotate;
 mod settings;

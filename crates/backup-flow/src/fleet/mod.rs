@@ -10,9 +10,15 @@
 mod assess;
 mod reconcile;
 mod reconcile_run;
+mod status;
 
 pub use assess::{
     ClientAssessment, CurveAssessment, Orphan, PairSeen, assess, custodian_share_held,
 };
 pub use reconcile::{ClientReconcile, Done, Open, OrphanPruning};
 pub use reconcile_run::{ReconcileLine, ReconcileOptions, ReconcileReport, ReconcileStatus};
+pub use status::{
+    CiphertextsAt, ClientSessions, ClientStatus, CurveStatus, DEFAULT_STATUS_CONCURRENCY,
+    PROJECTED_CLIENTS, PortalRequests, Projection, Reason, StatusOptions, StatusRun, StatusSummary,
+    UnusableLine, Verdict,
+};

@@ -696,6 +696,14 @@ struct ErrorBody {
     message: &'static str,
 }
 
+/// The `error` code of a rejection, kept on the response for the request log.
+#[derive(Clone, Copy, Debug)]
+struct RejectionCode(&'static str);
+
+/// The code of a backup that lost a race to another share of its client and method: a 503
+/// that is no outage.
+const SUPERSEDED: &str = "superseded";
+
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&ErrorBody {
@@ -709,6 +717,7 @@ impl IntoResponse for Rejection {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
+            axum::Extension(RejectionCode(self.code)),
             body,
         )
             .into_response()
@@ -776,7 +785,11 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         let elapsed = started.elapsed();
         app.metrics.request_finished(route, status, elapsed);
         let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        if status >= 500 {
+        let lost_race = response
+            .extensions()
+            .get::<RejectionCode>()
+            .is_some_and(|code| code.0 == SUPERSEDED);
+        if status >= 500 && !lost_race {
             tracing::error!(status, latency_us, "request failed");
         } else if status >= 400 {
             tracing::info!(status, latency_us, "request rejected");
@@ -1047,6 +1060,20 @@ fn vault_rejection(app: &App, e: &Error) -> Rejection {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unfetchable_method",
                 "backupMethod is not one this server can fetch back from its store",
+            )
+        }
+        // A lost race, not an outage: the share stored first stands, and 503 makes Portal
+        // send this one again, which then replaces it (see `WriteStrategy`).
+        Error::Superseded { .. } => {
+            tracing::info!(
+                error = %storage::Report(e),
+                "backup superseded: another share of this client and method was stored first"
+            );
+            Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SUPERSEDED,
+                "another share of this client and backup method was stored while this one was \
+                 under way; this one was not stored; try again",
             )
         }
         other if other.is_retryable() => {

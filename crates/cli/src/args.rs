@@ -203,6 +203,11 @@ pub(crate) enum Command {
     /// --to, read back and opened there before it counts as moved; --from is only read).
     /// Resumable: a rerun skips what is already moved. Custodian shares do not move
     Migrate(crate::migrate::MigrateArgs),
+    /// For every client of a credentials file (JSON Lines), finish what needs no new
+    /// /v1/backup: resume journaled sealed backups, confirm stored ciphertexts that open (and,
+    /// with Self-Managed Backups, whose custodian share the webhook holds). Report the rest
+    /// (exit 4). Deletes nothing unless --prune-orphans --plan
+    Reconcile(crate::commands::ReconcileArgs),
     /// Many clients at once
     #[command(subcommand)]
     Bulk(BulkCommand),

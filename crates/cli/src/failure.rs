@@ -17,8 +17,9 @@ pub(crate) const EXIT_FAILED: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit code: failed for a reason that may pass; running the same command again resumes.
 pub(crate) const EXIT_RETRYABLE: u8 = 3;
-/// Exit code: `verify` found a share that is missing or does not open as its identity.
-pub(crate) const EXIT_VERIFY_FAILED: u8 = 4;
+/// Exit code: something needs attention: `verify` found a share that is missing or does not
+/// open as its identity; `reconcile` (or `status`) left a client not whole.
+pub(crate) const EXIT_ATTENTION: u8 = 4;
 /// Exit code: `rotate` left objects that are not under the new keys (some failed, or the
 /// header count after the rewrap is not zero); the report says which. Running it again
 /// resumes.

@@ -18,6 +18,8 @@
 //!   rotate --to-kms <uri>… [--client-id <id>]…  rewrap every stored ciphertext
 //!   migrate --from <uri> --to <uri> [--client-id <id>]…  copy every client ciphertext
 //!                                             between two stores of your own (resumable)
+//!   reconcile --credentials <file.jsonl|-> [--webhook-store <uri>] [--prune-orphans [--plan <file>]]
+//!                                             finish what needs no new backup, report the rest
 //!   bulk backup --input <file.jsonl|->        many clients; [--concurrency N]
 //!               [--rate-limit <per minute>|off] [--shard i/n | --shard-count N]
 //!               [--output <file>] [--summary <file>]

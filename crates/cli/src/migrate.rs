@@ -13,7 +13,7 @@ use futures_util::StreamExt as _;
 use serde::Serialize;
 use storage::BackupStore;
 
-use crate::failure::{EXIT_FAILED, EXIT_RETRYABLE, EXIT_USAGE, EXIT_VERIFY_FAILED, Failure};
+use crate::failure::{EXIT_ATTENTION, EXIT_FAILED, EXIT_RETRYABLE, EXIT_USAGE, Failure};
 use crate::store::StoreUri;
 
 /// `migrate` options.
@@ -225,7 +225,7 @@ impl Tally {
                 self.bad_source
             ))
             .hint("restore those objects from a copy, or back the clients up again")
-            .with_code(EXIT_VERIFY_FAILED));
+            .with_code(EXIT_ATTENTION));
         }
         let permanent = self.errors.saturating_sub(self.retryable_errors);
         if self.conflicts > 0 || permanent > 0 {

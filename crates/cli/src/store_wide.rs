@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use backup_flow::{Finding, ShareCheck, StoredClientCheck};
 use serde::Serialize;
 
-use crate::failure::{EXIT_FAILED, EXIT_RETRYABLE, EXIT_VERIFY_FAILED, Failure};
+use crate::failure::{EXIT_ATTENTION, EXIT_FAILED, EXIT_RETRYABLE, Failure};
 
 /// How many bad keys the closing error names (every one is in its own JSON line).
 const NAMED_IN_ERROR: usize = 20;
@@ -133,7 +133,7 @@ impl Tally {
                 named.join("\n    ")
             ))
             .hint("do not recover from these ciphertexts; restore them from a copy, or back the clients up again")
-            .with_code(EXIT_VERIFY_FAILED));
+            .with_code(EXIT_ATTENTION));
         }
         if self.errors > 0 {
             let code = if self.errors == self.retryable_errors {
@@ -151,7 +151,7 @@ impl Tally {
             return Err(Failure::new(
                 "verification failed: the store holds no client backup share to check",
             )
-            .with_code(EXIT_VERIFY_FAILED));
+            .with_code(EXIT_ATTENTION));
         }
         eprintln!(
             "verified {} stored shares of {clients} clients: every one opens as the share its name says",

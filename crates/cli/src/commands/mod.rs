@@ -6,6 +6,7 @@ mod bulk;
 mod eject;
 mod keygen;
 mod lines;
+mod reconcile;
 mod recover;
 mod rotate;
 mod settings;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use crate::args::{BulkCommand, Command};
 use crate::failure::Failure;
 
+pub(crate) use reconcile::ReconcileArgs;
 pub(crate) use settings::Settings;
 
 /// Runs a command.
@@ -57,6 +59,7 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
             )
             .await
         }
+        Command::Reconcile(args) => reconcile::reconcile(&settings, args).await,
         Command::Migrate(args) => crate::migrate::run(&settings.kms, args).await,
         Command::Bulk(BulkCommand::Backup(args)) => bulk::bulk_backup(&settings, args).await,
         Command::Demo => crate::demo::run().await,

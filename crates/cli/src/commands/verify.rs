@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use backup_flow::StoreFactory;
 use futures_util::StreamExt as _;
 
-use crate::failure::{EXIT_VERIFY_FAILED, Failure};
+use crate::failure::{EXIT_ATTENTION, Failure};
 use crate::{kms, output, store_wide};
 
 use super::Settings;
@@ -53,7 +53,7 @@ pub(super) async fn verify(settings: &Settings) -> Result<ExitCode, Failure> {
         ))
         .hint("do not recover from these ciphertexts; restore them from a copy, or back the client up again")
     };
-    Err(failure.with_code(EXIT_VERIFY_FAILED))
+    Err(failure.with_code(EXIT_ATTENTION))
 }
 
 pub(super) async fn verify_store_wide(

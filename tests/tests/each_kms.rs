@@ -14,7 +14,6 @@ use backup_flow::envelope::gcp::GcpKmsBuilder;
 use backup_flow::envelope::testing::{CallCounter, HookedKek};
 use backup_flow::envelope::{KeyEncryptionKey, Keyring};
 use backup_flow::portal_api::RetryConfig;
-use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::{ApiKey, Curve};
 use backup_flow::storage::BackupStore;
 use backup_flow::storage::fs::FsStore;
@@ -68,7 +67,7 @@ async fn cycle(
             )));
         }
         let sim = PortalSim::start(config).await.unwrap();
-        let keys = sim.create_client();
+        let (keys, generate) = sim.generated_client().await.unwrap();
         let client = sim
             .portal_builder()
             .with_retry(
@@ -76,12 +75,7 @@ async fn cycle(
             )
             .build()
             .unwrap()
-            .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-            .unwrap();
-        let generate = client.generate().await.unwrap();
-        client
-            .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-            .await
+            .client_with_api_key(&keys.client_api_key)
             .unwrap();
         let (state, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let target: Arc<dyn StoreFactory> = if self_managed {

@@ -15,7 +15,6 @@ use backup_flow::envelope::gcp::GcpKmsBuilder;
 use backup_flow::envelope::{KeyEncryptionKey, Keyring};
 use backup_flow::portal_api::ApiKey;
 use backup_flow::portal_api::RetryConfig;
-use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::{BackupStore, ShareKind};
 use backup_flow::{Finding, Flow};
@@ -64,7 +63,7 @@ async fn backed_up(keyring: Keyring) -> BackedUp {
     )
     .await
     .unwrap();
-    let keys = sim.create_client();
+    let (keys, generate) = sim.generated_client().await.unwrap();
     let client = sim
         .portal_builder()
         .with_retry(
@@ -72,12 +71,7 @@ async fn backed_up(keyring: Keyring) -> BackedUp {
         )
         .build()
         .unwrap()
-        .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-        .unwrap();
-    let generate = client.generate().await.unwrap();
-    client
-        .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-        .await
+        .client_with_api_key(&keys.client_api_key)
         .unwrap();
     let store: Arc<dyn BackupStore> = fs;
     let flow = Flow::new(keyring, Arc::clone(&store), state.path()).unwrap();

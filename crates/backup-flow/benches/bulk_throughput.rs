@@ -51,8 +51,7 @@ use std::time::{Duration, Instant};
 use backup_flow::bulk::BulkOptions;
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
 use backup_flow::portal_api::RateLimit;
-use backup_flow::portal_api::client_api::SharePairStatusUpdate;
-use backup_flow::portal_api::{ApiKey, Portal, PortalBuilder};
+use backup_flow::portal_api::{Portal, PortalBuilder};
 use backup_flow::{Flow, PortalManaged};
 use portal_sim::{Host, HostTraffic, PortalSim, SimConfig};
 use serde_json::json;
@@ -162,17 +161,7 @@ const RATE_LEVEL: (usize, usize) = (64, 64);
 async fn prepare(sim: &PortalSim, clients: usize) -> String {
     let mut input = String::new();
     for _ in 0..clients {
-        let keys = sim.create_client();
-        let app = sim
-            .portal_builder()
-            .build()
-            .unwrap()
-            .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-            .unwrap();
-        let generate = app.generate().await.unwrap();
-        app.update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-            .await
-            .unwrap();
+        let (keys, generate) = sim.generated_client().await.unwrap();
         input.push_str(
             &json!({"clientApiKey": keys.client_api_key.expose_secret(), "generateResponse": generate})
                 .to_string(),

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use backup_flow::{ClientFlow, Flow, PortalManaged, StoreFactory, VerifyReport};
 use envelope::Keyring;
 use portal_api::RetryConfig;
-use portal_api::client_api::SharePairStatusUpdate;
 use portal_api::mpc::GenerateResponse;
 use portal_api::{ApiKey, ClientApi};
 use portal_sim::{FaultRule, PortalSim, Report, SimConfig, WebhookConfig};
@@ -65,17 +64,12 @@ fn client(sim: &PortalSim, key: &ApiKey) -> Result<ClientApi, Failure> {
 
 /// A new client whose app generated its wallet and confirmed its signing shares.
 async fn app_client(sim: &PortalSim) -> Result<(String, ClientApi, GenerateResponse), Failure> {
-    let keys = sim.create_client();
+    let (keys, generate) = sim
+        .generated_client()
+        .await
+        .map_err(portal_failure("wallet generation"))?;
     let client = client(sim, &keys.client_api_key)?;
-    let generate = client
-        .generate()
-        .await
-        .map_err(portal_failure("generate"))?;
-    client
-        .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-        .await
-        .map_err(portal_failure("signing share confirmation"))?;
-    Ok((keys.client_id.clone(), client, generate))
+    Ok((keys.client_id, client, generate))
 }
 
 /// The operations of `client`'s session over `stores`.

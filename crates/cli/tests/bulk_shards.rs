@@ -13,9 +13,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use portal_api::ApiKey;
 use portal_api::SharePairStatus;
-use portal_api::client_api::SharePairStatusUpdate;
 use portal_sim::{PortalSim, SimConfig};
 use serde_json::{Value, json};
 
@@ -39,20 +37,7 @@ async fn fleet(lines: &[Option<()>]) -> Fleet {
     for line in lines {
         match line {
             Some(()) => {
-                let keys = sim.create_client();
-                let client = sim
-                    .portal_builder()
-                    .build()
-                    .unwrap()
-                    .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-                    .unwrap();
-                let generate = client.generate().await.unwrap();
-                client
-                    .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(
-                        generate.ids(),
-                    ))
-                    .await
-                    .unwrap();
+                let (keys, generate) = sim.generated_client().await.unwrap();
                 input.push_str(
                     &json!({
                         "clientApiKey": keys.client_api_key.expose_secret(),

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use portal_api::ApiKey;
 use portal_api::SharePairStatus;
-use portal_api::client_api::SharePairStatusUpdate;
 use portal_sim::{BackupMode, FaultRule, PortalSim, SimClient, SimConfig, WebhookConfig};
 use serde_json::{Value, json};
 
@@ -41,20 +40,8 @@ async fn sim(self_managed: bool) -> PortalSim {
 /// A client whose app generated its wallet and confirmed its signing shares; returns the
 /// keys and the `/v1/generate` response as JSON text.
 async fn app_client(sim: &PortalSim) -> (SimClient, String) {
-    let keys = sim.create_client();
-    let client = sim
-        .portal_builder()
-        .build()
-        .unwrap()
-        .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-        .unwrap();
-    let generate = client.generate().await.unwrap();
-    client
-        .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-        .await
-        .unwrap();
-    let text = serde_json::to_string(&generate).unwrap();
-    (keys, text)
+    let (keys, generate) = sim.generated_client().await.unwrap();
+    (keys, serde_json::to_string(&generate).unwrap())
 }
 
 /// A working directory with a key file and a state directory.

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use portal_api::ApiKey;
-use portal_api::client_api::SharePairStatusUpdate;
 use portal_sim::{PortalSim, SimClient, SimConfig, WebhookConfig};
 use serde_json::{Value, json};
 
@@ -233,18 +232,7 @@ fn combine_reproduces_portals_published_vectors_and_refuses_what_does_not_verify
 
 /// A client whose app generated its wallet and confirmed its signing shares.
 async fn app_client(sim: &PortalSim) -> (SimClient, String) {
-    let keys = sim.create_client();
-    let client = sim
-        .portal_builder()
-        .build()
-        .unwrap()
-        .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-        .unwrap();
-    let generate = client.generate().await.unwrap();
-    client
-        .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-        .await
-        .unwrap();
+    let (keys, generate) = sim.generated_client().await.unwrap();
     (keys, serde_json::to_string(&generate).unwrap())
 }
 

@@ -72,17 +72,12 @@ async fn portal_sim_backs_up_through_serve_webhook() {
     )))
     .await
     .unwrap();
-    let keys = sim.create_client();
+    let (keys, generated) = sim.generated_client().await.unwrap();
     let client = sim
         .portal_builder()
         .build()
         .unwrap()
-        .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-        .unwrap();
-    let generated = client.generate().await.unwrap();
-    client
-        .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generated.ids()))
-        .await
+        .client_with_api_key(&keys.client_api_key)
         .unwrap();
     let backup = client.backup(&generated).await.unwrap();
     client

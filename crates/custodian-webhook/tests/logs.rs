@@ -3,33 +3,16 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use custodian_webhook::storage::memory::MemoryStore;
 use custodian_webhook::{Allowlist, TlsConfig, WebhookSecrets};
 use serde_json::json;
-use support::{NEXT_SECRET, SECRET, backup, builder, fetch, http, post, start};
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use support::{LogBuffer, NEXT_SECRET, SECRET, backup, builder, fetch, http, post, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_and_debug_never_show_shares_or_secrets() {
-    let buffer = Buffer::default();
+    let buffer = LogBuffer::default();
     let writer = buffer.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -68,7 +51,7 @@ async fn logs_and_debug_never_show_shares_or_secrets() {
     assert_eq!(post(&http, &url, Some(SECRET), &body).await.0, 400);
     running.stop().await;
 
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let logs = buffer.text();
     assert!(logs.contains("custodian share stored"), "{logs}");
     assert!(logs.contains("cl_logs"), "{logs}");
     assert!(logs.contains("wrong X-Webhook-Secret"), "{logs}");

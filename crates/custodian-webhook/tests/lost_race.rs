@@ -4,14 +4,13 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use custodian_webhook::envelope::testing::{HookedKek, KekCall, KekHook};
 use custodian_webhook::envelope::{KeyEncryptionKey, Keyring, KmsError, local::LocalKek};
 use custodian_webhook::storage::memory::MemoryStore;
 use serde_json::{Value, json};
-use support::{SECRET, builder, fetch, http, post, sample, scrape, start_with_metrics};
+use support::{LogBuffer, SECRET, builder, fetch, http, post, sample, scrape, start_with_metrics};
 
 /// Holds each seal until both backups are sealing: both read the store before either wrote.
 #[derive(Debug)]
@@ -27,26 +26,10 @@ impl KekHook for BothSealing {
     }
 }
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // One thread: the server's tasks run where the test's log subscriber is the default.
 #[tokio::test(flavor = "current_thread")]
 async fn the_loser_of_a_race_is_answered_superseded_and_logged_as_no_outage() {
-    let buffer = Buffer::default();
+    let buffer = LogBuffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -93,7 +76,7 @@ async fn the_loser_of_a_race_is_answered_superseded_and_logged_as_no_outage() {
     );
     running.stop().await;
 
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let logs = buffer.text();
     let line = logs
         .lines()
         .find(|l| l.contains("backup superseded"))

@@ -47,13 +47,8 @@ async fn portal_sim_backs_up_and_recovers_through_the_webhook() {
     let http = http();
     let mut all_shares = Vec::new();
     for _ in 0..3 {
-        let keys = sim.create_client();
+        let (keys, generated) = sim.generated_client().await.unwrap();
         let client = client_for(&sim, &keys.client_api_key);
-        let generated = client.generate().await.unwrap();
-        client
-            .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generated.ids()))
-            .await
-            .unwrap();
 
         // /v1/backup: the sim posts each curve's custodian share to our /backup and checks
         // that /backup/fetch returns it.

@@ -42,7 +42,6 @@ use backup_flow::bulk::BulkOptions;
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
 use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::SharePairStatus;
-use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::{ApiKey, Portal};
 use backup_flow::storage::BackupStore;
 use backup_flow::storage::fs::FsStore;
@@ -278,17 +277,7 @@ pub async fn crash_soak(params: Params, child: impl Fn() -> Command + Send + Syn
     let mut clients: Vec<SimClient> = Vec::with_capacity(params.clients);
     let mut input = String::new();
     for _ in 0..params.clients {
-        let keys = sim.create_client();
-        let app = sim
-            .portal_builder()
-            .build()
-            .unwrap()
-            .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-            .unwrap();
-        let generate = app.generate().await.unwrap();
-        app.update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-            .await
-            .unwrap();
+        let (keys, generate) = sim.generated_client().await.unwrap();
         input.push_str(
             &json!({"clientApiKey": keys.client_api_key.expose_secret(), "generateResponse": generate})
                 .to_string(),

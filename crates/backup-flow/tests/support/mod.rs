@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
 use backup_flow::portal_api::RetryConfig;
-use backup_flow::portal_api::client_api::SharePairStatusUpdate;
 use backup_flow::portal_api::mpc::GenerateResponse;
 use backup_flow::portal_api::{ApiKey, ClientApi, CustodianApi, Portal};
 use backup_flow::storage::fs::FsStore;
@@ -79,13 +78,8 @@ pub fn custodian_client(sim: &PortalSim, keys: &SimClient) -> CustodianApi {
 /// A new client whose app has generated its wallet and confirmed its signing shares: the
 /// state in which an integrator's backend backs it up.
 pub async fn generated_client(sim: &PortalSim) -> (SimClient, ClientApi, GenerateResponse) {
-    let keys = sim.create_client();
+    let (keys, generate) = sim.generated_client().await.unwrap();
     let client = portal_client(sim, &keys.client_api_key);
-    let generate = client.generate().await.unwrap();
-    client
-        .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-        .await
-        .unwrap();
     (keys, client, generate)
 }
 

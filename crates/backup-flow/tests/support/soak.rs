@@ -28,10 +28,9 @@ use std::time::{Duration, Instant};
 
 use backup_flow::bulk::{BulkOptions, BulkReport};
 use backup_flow::envelope::{KeyEncryptionKey, Keyring, local::LocalKek};
+use backup_flow::portal_api::Portal;
 use backup_flow::portal_api::RetryConfig;
 use backup_flow::portal_api::SharePairStatus;
-use backup_flow::portal_api::client_api::SharePairStatusUpdate;
-use backup_flow::portal_api::{ApiKey, Portal};
 use backup_flow::{Flow, PortalManaged};
 use portal_sim::{FaultRule, PortalSim, SimConfig};
 use serde_json::{Value, json};
@@ -122,17 +121,7 @@ pub async fn soak(clients: usize, concurrency: usize) -> Outcome {
     let mut input = String::new();
     let mut ids = Vec::new();
     for _ in 0..clients {
-        let keys = sim.create_client();
-        let app = sim
-            .portal_builder()
-            .build()
-            .unwrap()
-            .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-            .unwrap();
-        let generate = app.generate().await.unwrap();
-        app.update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-            .await
-            .unwrap();
+        let (keys, generate) = sim.generated_client().await.unwrap();
         input.push_str(
             &json!({"clientApiKey": keys.client_api_key.expose_secret(), "generateResponse": generate})
                 .to_string(),

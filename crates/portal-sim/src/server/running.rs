@@ -4,6 +4,8 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use portal_api::client_api::SharePairStatusUpdate;
+use portal_api::mpc::GenerateResponse;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -12,6 +14,7 @@ use super::Simulator;
 use super::listener::*;
 use crate::Error;
 use crate::config::SimConfig;
+use crate::state::SimClient;
 
 /// A running simulator: an HTTP server serving both Portal hosts (API and MPC paths) and the
 /// admin routes, in front of a [`Simulator`] whose methods it derefs to. Dropping it stops the
@@ -143,6 +146,40 @@ impl PortalSim {
             .with_api_base_url(self.api_base_url())
             .with_mpc_base_url(self.mpc_base_url())
             .without_rate_limits()
+    }
+
+    /// A new client of the default custodian whose app has generated its wallet and confirmed
+    /// its signing shares (`POST /v1/generate`, then the signing share pairs marked stored):
+    /// the state in which an integrator's backend backs a client up. Returns its credentials
+    /// and the generate response the app would hand the backend.
+    ///
+    /// ```
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use portal_sim::{PortalSim, SimConfig};
+    ///
+    /// let sim = PortalSim::start(SimConfig::new().with_seed(1)).await?;
+    /// let (keys, generated) = sim.generated_client().await?;
+    /// let details = sim.client_details(&keys.client_id).expect("the client exists");
+    /// assert_eq!(details.wallets.len(), generated.ids().len());
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// The Portal client's, if the simulator failed a call (an injected fault).
+    pub async fn generated_client(
+        &self,
+    ) -> Result<(SimClient, GenerateResponse), portal_api::Error> {
+        let keys = self.create_client();
+        let client = self
+            .portal_builder()
+            .build()?
+            .client_with_api_key(&keys.client_api_key)?;
+        let generated = client.generate().await?;
+        client
+            .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generated.ids()))
+            .await?;
+        Ok((keys, generated))
     }
 
     /// Stops accepting, lets in-flight requests finish, and waits for the server to end.

@@ -27,7 +27,10 @@ pub use error::{Error, Result};
 pub use flow::{ClientFlow, CustodianFlow, Flow};
 pub use kms_rate::KmsRateLimit;
 pub use recover::Recovered;
-pub use rotate::{DEFAULT_ROTATE_CONCURRENCY, RotateFailure, RotateReport};
+pub use rotate::{
+    DEFAULT_ROTATE_CONCURRENCY, JournalRotation, RotateFailure, RotateReport, Rotated,
+    RotatedClient, RotatedObject, Rotation,
+};
 pub use stores::{PortalManaged, StoreFactory};
 pub use verify::{
     DEFAULT_VERIFY_CONCURRENCY, Finding, ShareCheck, StoredClientCheck, StoredShareCheck,

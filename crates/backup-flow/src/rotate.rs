@@ -11,9 +11,9 @@
 
 use bytes::Bytes;
 use envelope::{KeyRef, Keyring, Rewrapper};
-use futures_util::stream::{self, StreamExt as _};
+use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Serialize;
-use storage::{BackupKey, PutOptions};
+use storage::{BackupKey, PutOptions, StorageError};
 
 use crate::error::{Error, Result};
 use crate::flow::{Flow, OnStore};
@@ -72,10 +72,147 @@ pub struct RotateFailure {
     pub reason: String,
 }
 
-/// What happened to one object.
-enum Outcome {
-    Rewrapped { conflicts: u32 },
-    AlreadyCurrent { conflicts: u32 },
+/// What became of one object of a [`Rotation`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Rotated {
+    /// Rewrapped under the new keyring in this run.
+    #[serde(rename_all = "camelCase")]
+    Rewrapped {
+        /// Rewrites redone because a concurrent writer replaced the object meanwhile.
+        conflicts_redone: u32,
+    },
+    /// Already wrapped exactly under the new keyring's current keys: left alone.
+    #[serde(rename_all = "camelCase")]
+    AlreadyCurrent {
+        /// Rewrites redone because a concurrent writer replaced the object meanwhile.
+        conflicts_redone: u32,
+    },
+}
+
+/// One client of a [`Rotation`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RotatedClient {
+    /// The Portal client id; empty for a failure of the client listing itself.
+    pub client_id: String,
+    /// What became of each of the client's objects, in the store's listing order; or why
+    /// they could not be listed.
+    pub objects: Result<Vec<RotatedObject>>,
+    /// The proof for this client, counted after its rewrap from the envelope headers alone
+    /// (no KMS call): how many of its objects still carry a wrapped key other than the new
+    /// keyring's current ones; or why they could not be read again.
+    pub not_under_target: Result<usize>,
+}
+
+/// One object of a [`RotatedClient`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RotatedObject {
+    /// The store key's path form.
+    pub key: String,
+    /// What became of it, or why it could not be rotated (the others go on).
+    pub result: Result<Rotated>,
+}
+
+/// What [`Rotation::finish`] did with the journal's unfinished backups.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct JournalRotation {
+    /// Sealed shares brought under the new keyring.
+    pub rewrapped: usize,
+    /// Shares that could not be.
+    pub failed: Vec<RotateFailure>,
+    /// Sealed shares of the journal still not under the new keyring's current keys.
+    pub not_under_target: usize,
+}
+
+/// A rotation under way: the new keyring, with the keys it wraps with resolved once. Made by
+/// [`Flow::rotation`]; [`run`](Self::run) it over a client listing (streamed), then
+/// [`finish`](Self::finish) it.
+#[derive(Debug)]
+pub struct Rotation {
+    on: OnStore,
+    to: Keyring,
+    current: Vec<KeyRef>,
+}
+
+impl Rotation {
+    /// The key references the new keyring wraps with, as resolved at the start.
+    #[must_use]
+    pub fn target_keys(&self) -> Vec<String> {
+        self.current.iter().map(ToString::to_string).collect()
+    }
+
+    /// Rotates every client of `clients` (a listing, possibly streamed: work starts with the
+    /// first client and only the clients in flight are held), up to `concurrency` clients at
+    /// once (`0` counts as 1), as a stream of one result per client in the order they finish.
+    /// Each client's objects go in turn through one [`Rewrapper`], so the shares sealed under
+    /// one data key are rewrapped with one unwrap and one wrap and keep one wrapped key; then
+    /// the client's proof is counted. A failed object, client or listing item is reported
+    /// in its item and the others go on.
+    pub fn run<'a, S>(
+        &'a self,
+        clients: S,
+        concurrency: usize,
+    ) -> impl Stream<Item = RotatedClient> + Send + 'a
+    where
+        S: Stream<Item = std::result::Result<String, StorageError>> + Send + 'a,
+    {
+        clients
+            .map(move |listed| async move {
+                match listed {
+                    Ok(client_id) => self.client(client_id).await,
+                    Err(source) => RotatedClient {
+                        client_id: String::new(),
+                        objects: Err(Error::Store {
+                            operation: "list clients",
+                            key: "the store".to_owned(),
+                            source: Box::new(source),
+                        }),
+                        not_under_target: Ok(0),
+                    },
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+    }
+
+    /// Rewraps the sealed shares of every unfinished backup in the journal (after the store:
+    /// a share the store holds is taken from there, so that the resumed backup finds the same
+    /// bytes), and counts those still not under the new keys.
+    ///
+    /// # Errors
+    /// The journal could not be read or written, or the store failed.
+    pub async fn finish(&self) -> Result<JournalRotation> {
+        let mut done = JournalRotation::default();
+        self.on
+            .rotate_journal(&self.to, &self.current, &mut done)
+            .await?;
+        done.not_under_target = self.on.count_journal_not_under(&self.current).await?;
+        Ok(done)
+    }
+
+    async fn client(&self, client_id: String) -> RotatedClient {
+        let objects = self
+            .on
+            .rotate_client(&client_id, &self.to, &self.current)
+            .await;
+        let not_under_target = match &objects {
+            // Nothing was listed, so nothing was rotated: the proof would fail the same way.
+            Err(_) => Ok(0),
+            Ok(_) => {
+                self.on
+                    .count_client_not_under(&client_id, &self.current)
+                    .await
+            }
+        };
+        RotatedClient {
+            client_id,
+            objects,
+            not_under_target,
+        }
+    }
 }
 
 impl Flow {
@@ -112,78 +249,97 @@ impl Flow {
         client_ids: &[String],
         concurrency: usize,
     ) -> Result<RotateReport> {
-        self.on_own_store("rotate")?
-            .rotate_with(to, client_ids, concurrency)
-            .await
+        let rotation = self.rotation(to).await?;
+        let mut report = RotateReport {
+            target_keys: rotation.target_keys(),
+            ..RotateReport::default()
+        };
+        let listing = stream::iter(client_ids.iter().cloned().map(Ok));
+        let mut clients = std::pin::pin!(rotation.run(listing, concurrency));
+        while let Some(client) = clients.next().await {
+            report.add(client);
+        }
+        let journal = rotation.finish().await?;
+        report.journal_rewrapped = journal.rewrapped;
+        report.failed.extend(journal.failed);
+        report.not_under_target = report
+            .not_under_target
+            .saturating_add(journal.not_under_target);
+        Ok(report)
+    }
+
+    /// A rotation of this flow's store to `to`, to [`run`](Rotation::run) over a streamed
+    /// listing (see [`rotate`](Self::rotate)); this flow's keyring opens the old objects.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] without a store of your own, or a store that cannot replace an
+    /// object; a KEK of `to` that cannot say which key it wraps with.
+    pub async fn rotation(&self, to: &Keyring) -> Result<Rotation> {
+        let on = self.on_own_store("rotate")?;
+        let caps = on.store.capabilities();
+        if !caps.overwrite && !caps.compare_and_swap {
+            return Err(Error::Invalid(format!(
+                "the {} store cannot replace an object, so it cannot be rotated",
+                on.store.name()
+            )));
+        }
+        let current = current_refs(to).await?;
+        Ok(Rotation {
+            on,
+            to: to.clone(),
+            current,
+        })
+    }
+}
+
+impl RotateReport {
+    /// Counts one client of a [`Rotation`] in.
+    fn add(&mut self, client: RotatedClient) {
+        let failure = |key: String, e: &Error| RotateFailure {
+            key,
+            reason: crate::error::cause_chain(e),
+        };
+        match client.objects {
+            Ok(objects) => {
+                for object in objects {
+                    match object.result {
+                        Ok(Rotated::Rewrapped { conflicts_redone }) => {
+                            self.rewrapped = self.rewrapped.saturating_add(1);
+                            self.conflicts_redone = add(self.conflicts_redone, conflicts_redone);
+                        }
+                        Ok(Rotated::AlreadyCurrent { conflicts_redone }) => {
+                            self.already_current = self.already_current.saturating_add(1);
+                            self.conflicts_redone = add(self.conflicts_redone, conflicts_redone);
+                        }
+                        Err(e) => self.failed.push(failure(object.key, &e)),
+                    }
+                }
+            }
+            Err(e) => self.failed.push(failure(client.client_id.clone(), &e)),
+        }
+        match client.not_under_target {
+            Ok(count) => self.not_under_target = self.not_under_target.saturating_add(count),
+            Err(e) => self.failed.push(failure(client.client_id, &e)),
+        }
     }
 }
 
 impl OnStore {
-    async fn rotate_with(
-        &self,
-        to: &Keyring,
-        client_ids: &[String],
-        concurrency: usize,
-    ) -> Result<RotateReport> {
-        let caps = self.store.capabilities();
-        if !caps.overwrite && !caps.compare_and_swap {
-            return Err(Error::Invalid(format!(
-                "the {} store cannot replace an object, so it cannot be rotated",
-                self.store.name()
-            )));
-        }
-        let current = current_refs(to).await?;
-        let concurrency = concurrency.max(1);
-        let mut report = RotateReport {
-            target_keys: current.iter().map(ToString::to_string).collect(),
-            ..RotateReport::default()
-        };
-
-        // One client at a time per task: its objects share data keys (the two shares of a
-        // backup were sealed under one), which the client's rewrapper unwraps and wraps once.
-        let mut clients = std::pin::pin!(
-            stream::iter(client_ids)
-                .map(|client_id| self.rotate_client(client_id, to, &current))
-                .buffer_unordered(concurrency)
-        );
-        while let Some(done) = clients.next().await {
-            for (key, outcome) in done? {
-                match outcome {
-                    Ok(Outcome::Rewrapped { conflicts }) => {
-                        report.rewrapped = report.rewrapped.saturating_add(1);
-                        report.conflicts_redone = add(report.conflicts_redone, conflicts);
-                    }
-                    Ok(Outcome::AlreadyCurrent { conflicts }) => {
-                        report.already_current = report.already_current.saturating_add(1);
-                        report.conflicts_redone = add(report.conflicts_redone, conflicts);
-                    }
-                    Err(e) => report.failed.push(RotateFailure {
-                        key: key.to_string(),
-                        reason: crate::error::cause_chain(&e),
-                    }),
-                }
-            }
-        }
-
-        self.rotate_journal(to, &current, &mut report).await?;
-        report.not_under_target = self
-            .count_not_under(client_ids, &current, concurrency)
-            .await?;
-        Ok(report)
-    }
-
     /// Every object of one client, in turn, through one [`Rewrapper`].
     async fn rotate_client(
         &self,
         client_id: &str,
         to: &Keyring,
         current: &[KeyRef],
-    ) -> Result<Vec<(BackupKey, Result<Outcome>)>> {
+    ) -> Result<Vec<RotatedObject>> {
         let rewrapper = Rewrapper::new(&self.flow.keyring, to);
         let mut done = Vec::new();
         for key in self.list_client(client_id).await? {
-            let outcome = self.rotate_one(&key, &rewrapper, current).await;
-            done.push((key, outcome));
+            let result = self.rotate_one(&key, &rewrapper, current).await;
+            done.push(RotatedObject {
+                key: key.to_string(),
+                result,
+            });
         }
         Ok(done)
     }
@@ -193,9 +349,9 @@ impl OnStore {
         key: &BackupKey,
         rewrapper: &Rewrapper<'_>,
         current: &[KeyRef],
-    ) -> Result<Outcome> {
+    ) -> Result<Rotated> {
         let context = expected_context(key)?;
-        let mut conflicts = 0;
+        let mut conflicts_redone = 0;
         loop {
             let (stored, form, version) = self.read_versioned(key).await?;
             let info = envelope::inspect(&stored).map_err(|e| Error::WrongIdentity {
@@ -209,7 +365,7 @@ impl OnStore {
                 });
             }
             if info.is_wrapped_only_by(current) {
-                return Ok(Outcome::AlreadyCurrent { conflicts });
+                return Ok(Rotated::AlreadyCurrent { conflicts_redone });
             }
             let rewrapped = rewrapper
                 .rewrap(&stored)
@@ -221,9 +377,9 @@ impl OnStore {
                 None => PutOptions::overwrite(),
             };
             match self.store.put(key, body, options).await {
-                Ok(()) => return Ok(Outcome::Rewrapped { conflicts }),
-                Err(e) if e.is_conflict() && conflicts < MAX_CONFLICT_RETRIES => {
-                    conflicts = conflicts.saturating_add(1);
+                Ok(()) => return Ok(Rotated::Rewrapped { conflicts_redone }),
+                Err(e) if e.is_conflict() && conflicts_redone < MAX_CONFLICT_RETRIES => {
+                    conflicts_redone = conflicts_redone.saturating_add(1);
                 }
                 Err(e) => return Err(Error::store("put", key)(e)),
             }
@@ -262,7 +418,7 @@ impl OnStore {
         &self,
         to: &Keyring,
         current: &[KeyRef],
-        report: &mut RotateReport,
+        report: &mut JournalRotation,
     ) -> Result<()> {
         for mut record in self.flow.journal.unfinished().await? {
             let rewrapper = Rewrapper::new(&self.flow.keyring, to);
@@ -307,7 +463,7 @@ impl OnStore {
                 };
                 share.ciphertext = text;
                 changed = true;
-                report.journal_rewrapped = report.journal_rewrapped.saturating_add(1);
+                report.rewrapped = report.rewrapped.saturating_add(1);
             }
             if changed {
                 self.flow.journal.replace_shares(&record).await?;
@@ -316,25 +472,10 @@ impl OnStore {
         Ok(())
     }
 
-    /// The proof: how many objects of `client_ids` in the store, and sealed shares in the
-    /// journal, carry a wrapped key that is not exactly `current`. Headers only, no KMS call.
-    async fn count_not_under(
-        &self,
-        client_ids: &[String],
-        current: &[KeyRef],
-        concurrency: usize,
-    ) -> Result<usize> {
-        // As many clients at once as the rewrap: the proof reads every object again, and one
-        // client at a time it would take longer than the rotation itself.
+    /// The journal's part of the proof: how many sealed shares of unfinished backups carry a
+    /// wrapped key that is not exactly `current`. Headers only, no KMS call.
+    async fn count_journal_not_under(&self, current: &[KeyRef]) -> Result<usize> {
         let mut count = 0usize;
-        let mut clients = std::pin::pin!(
-            stream::iter(client_ids)
-                .map(|client_id| self.count_client_not_under(client_id, current))
-                .buffer_unordered(concurrency)
-        );
-        while let Some(client) = clients.next().await {
-            count = count.saturating_add(client?);
-        }
         for record in self.flow.journal.unfinished().await? {
             for share in &record.shares {
                 let under_target = envelope::from_text(&share.ciphertext).is_ok_and(|sealed| {

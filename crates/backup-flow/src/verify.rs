@@ -4,7 +4,7 @@ use envelope::Opener;
 use futures_util::stream::{self, Stream, StreamExt as _};
 use portal_api::SharePairStatus;
 use serde::Serialize;
-use storage::{BackupKey, BackupStoreExt as _};
+use storage::{BackupKey, BackupStoreExt as _, StorageError};
 
 use crate::backup::open_text;
 use crate::error::{Error, Result};
@@ -164,6 +164,27 @@ impl Flow {
         client_ids: &'a [String],
         concurrency: usize,
     ) -> impl Stream<Item = StoredClientCheck> + Send + 'a {
+        self.verify_streamed(
+            stream::iter(client_ids.iter().cloned().map(Ok)),
+            concurrency,
+        )
+    }
+
+    /// [`verify_store_wide`](Self::verify_store_wide) over a listing as it streams in
+    /// ([`BackupStore::stream_clients`](storage::BackupStore::stream_clients)): work starts
+    /// with the first client and only the clients in flight are held, so memory stays flat
+    /// however many clients the store holds. A listing failure is an item of its own (with an
+    /// empty [`client_id`](StoredClientCheck::client_id) and the error in
+    /// [`shares`](StoredClientCheck::shares)), and the run goes on with whatever the listing
+    /// gives next.
+    pub fn verify_streamed<'a, S>(
+        &'a self,
+        clients: S,
+        concurrency: usize,
+    ) -> impl Stream<Item = StoredClientCheck> + Send + 'a
+    where
+        S: Stream<Item = std::result::Result<String, StorageError>> + Send + 'a,
+    {
         // Two stages, each `concurrency` clients wide: the store reads of the next clients go
         // on while the KMS calls of the previous ones are in flight, so a client's time is not
         // its read plus its KMS call.
@@ -175,10 +196,23 @@ impl Flow {
                 Error::Invalid(reason) => reason,
                 other => other.to_string(),
             });
-        stream::iter(client_ids)
-            .map(move |client_id| {
+        clients
+            .map(move |listed| {
                 let on = on.clone();
                 async move {
+                    let client_id = match listed {
+                        Ok(client_id) => client_id,
+                        Err(source) => {
+                            return ReadClient {
+                                client_id: String::new(),
+                                shares: Err(Error::Store {
+                                    operation: "list clients",
+                                    key: "the store".to_owned(),
+                                    source: Box::new(source),
+                                }),
+                            };
+                        }
+                    };
                     match on {
                         Ok(on) => on.read_client(client_id).await,
                         Err(reason) => ReadClient {
@@ -197,12 +231,16 @@ impl Flow {
 impl OnStore {
     /// Drills one client: its objects read, then opened.
     async fn drill_client(&self, client_id: &str) -> StoredClientCheck {
-        open_client(&self.flow.keyring, self.read_client(client_id).await).await
+        open_client(
+            &self.flow.keyring,
+            self.read_client(client_id.to_owned()).await,
+        )
+        .await
     }
 
     /// Lists one client's objects and reads each client backup share among them.
-    async fn read_client<'c>(&self, client_id: &'c str) -> ReadClient<'c> {
-        let keys = match self.list_client(client_id).await {
+    async fn read_client(&self, client_id: String) -> ReadClient {
+        let keys = match self.list_client(&client_id).await {
             Ok(keys) => keys,
             Err(e) => {
                 return ReadClient {
@@ -261,13 +299,13 @@ impl OnStore {
 
 /// Opens what [`OnStore::read_client`] read, through one [`Opener`] (the shares
 /// of a backup sealed under one data key cost one KMS call).
-async fn open_client(keyring: &envelope::Keyring, read: ReadClient<'_>) -> StoredClientCheck {
+async fn open_client(keyring: &envelope::Keyring, read: ReadClient) -> StoredClientCheck {
     let client_id = read.client_id;
     let shares = match read.shares {
         Ok(shares) => shares,
         Err(e) => {
             return StoredClientCheck {
-                client_id: client_id.to_owned(),
+                client_id,
                 shares: Err(e),
             };
         }
@@ -276,7 +314,7 @@ async fn open_client(keyring: &envelope::Keyring, read: ReadClient<'_>) -> Store
     let mut checked = Vec::with_capacity(shares.len());
     for (key, body) in shares {
         let result = match body {
-            Ok(body) => open_stored(&opener, client_id, &key, body).await,
+            Ok(body) => open_stored(&opener, &client_id, &key, body).await,
             Err(e) => Err(e),
         };
         checked.push(StoredShareCheck {
@@ -285,7 +323,7 @@ async fn open_client(keyring: &envelope::Keyring, read: ReadClient<'_>) -> Store
         });
     }
     StoredClientCheck {
-        client_id: client_id.to_owned(),
+        client_id,
         shares: Ok(checked),
     }
 }
@@ -319,8 +357,8 @@ async fn open_stored(
 }
 
 /// One client's stored shares, read and not yet opened.
-struct ReadClient<'c> {
-    client_id: &'c str,
+struct ReadClient {
+    client_id: String,
     shares: Result<Vec<(BackupKey, Result<Option<bytes::Bytes>>)>>,
 }
 

@@ -1,7 +1,10 @@
-//! Migration between two stores of one's own (files, PostgreSQL, S3/GCS/Azure, in any
-//! pair): every client ciphertext copied create-only, and counted as moved only after the
-//! restore drill on the target. A store-only operation: it takes a keyring and two stores,
-//! and no Portal client.
+//! Migration of client ciphertexts: every one copied create-only, and counted as moved only
+//! after the restore drill on the target.
+//!
+//! * [`Migration`]: between two stores of one's own (files, PostgreSQL, S3/GCS/Azure, in any
+//!   pair). A store-only operation: it takes a keyring and two stores, and no Portal client.
+//! * [`PortalMigration`]: between Portal-Managed Backups and a store of one's own, either
+//!   way, one client session (from its credential line) at a time.
 //!
 //! What moves: the client's sealed shares (client backup shares, the `clientCipherText` of
 //! Portal's pairs, and client signing shares where a signing store keeps them). Custodian
@@ -20,11 +23,16 @@ use envelope::{Keyring, Opener};
 use futures_util::stream::{Stream, StreamExt as _};
 use portal_api::Curve;
 use serde::Serialize;
+use storage::portal::PortalStore;
 use storage::{BackupKey, BackupStore, PutOptions, ShareKind, StorageError};
 
 use crate::backup::open_text;
 use crate::error::{Error, Result};
 use crate::identity::ShareId;
+
+mod portal;
+
+pub use portal::{PortalMigration, SessionLine};
 
 /// How many clients a migration works on at once unless told otherwise: enough to keep a
 /// store and a KMS with a few milliseconds of latency busy, few enough for their quotas.
@@ -64,8 +72,12 @@ pub struct Migration {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct MigratedClient {
-    /// The Portal client id.
+    /// The Portal client id; empty when a credential line could not be used or Portal did
+    /// not say whose it is ([`PortalMigration`]).
     pub client_id: String,
+    /// The credential line of the client ([`PortalMigration`]); `None` between two stores of
+    /// one's own.
+    pub line: Option<u64>,
     /// What became of each object the source holds for the client, in the source's listing
     /// order; or why the client's objects could not be listed.
     pub objects: Result<Vec<MigratedObject>>,
@@ -77,6 +89,9 @@ pub struct MigratedClient {
 pub struct MigratedObject {
     /// The store key's path form (the same on both stores).
     pub key: String,
+    /// The status Portal lists for the object's backup share pair (`completed`,
+    /// `incomplete`, …) when Portal is one side ([`PortalMigration`]).
+    pub pair_status: Option<String>,
     /// What became of it, or why it could not be moved (a store or the KMS failed, or the
     /// copy on the target failed its drill); the other objects go on.
     pub result: Result<Moved>,
@@ -185,6 +200,7 @@ impl Migration {
             Ok(keys) => keys,
             Err(source) => {
                 return MigratedClient {
+                    line: None,
                     objects: Err(Error::Store {
                         operation: "list",
                         key: client_id.clone(),
@@ -200,30 +216,22 @@ impl Migration {
             let result = self.object(&opener, &key).await;
             objects.push(MigratedObject {
                 key: key.to_string(),
+                pair_status: None,
                 result,
             });
         }
         MigratedClient {
             client_id,
+            line: None,
             objects: Ok(objects),
         }
     }
 
     /// Moves one object, or says why not.
     async fn object(&self, opener: &Opener<'_>, key: &BackupKey) -> Result<Moved> {
-        let signing = match key.kind() {
-            ShareKind::ClientBackup => false,
-            ShareKind::ClientSigning => true,
-            ShareKind::CustodianBackup => {
-                return Ok(Moved::Skipped {
-                    reason: CUSTODIAN_STAYS,
-                });
-            }
-            _ => {
-                return Ok(Moved::Skipped {
-                    reason: "a kind of object this version does not know",
-                });
-            }
+        let signing = match movable(key) {
+            Ok(signing) => signing,
+            Err(skipped) => return Ok(skipped),
         };
         let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
             return Err(Error::Invalid(format!(
@@ -246,54 +254,125 @@ impl Migration {
             }
             Err(e) => return Err(Error::store("get", key)(e)),
         };
-        // The drill of the source: what does not open as its share is not worth a copy.
-        match open_text(opener, &id, key, &body).await {
-            Ok(_) => {}
-            Err(Error::WrongIdentity { source, .. }) => {
-                return Ok(Moved::BadSource {
-                    reason: crate::error::cause_chain(&source),
-                });
-            }
-            Err(e) => return Err(e),
+        copy(opener, &id, key, body, Target::Store(self.to.as_ref())).await
+    }
+}
+
+/// Whether the object under `key` is a client ciphertext that moves (`Ok(signing)`), or why
+/// it stays (`Err` with the [`Moved::Skipped`] to report).
+fn movable(key: &BackupKey) -> std::result::Result<bool, Moved> {
+    match key.kind() {
+        ShareKind::ClientBackup => Ok(false),
+        ShareKind::ClientSigning => Ok(true),
+        ShareKind::CustodianBackup => Err(Moved::Skipped {
+            reason: CUSTODIAN_STAYS,
+        }),
+        _ => Err(Moved::Skipped {
+            reason: "a kind of object this version does not know",
+        }),
+    }
+}
+
+/// Where a migration's copies go.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// A store of one's own that creates only (atomically).
+    Store(&'a dyn BackupStore),
+    /// Portal, whose `PATCH` of a `clientCipherText` always replaces: looked at first, and
+    /// written only where it holds nothing.
+    Portal(&'a PortalStore),
+}
+
+impl Target<'_> {
+    /// Creates `key` with `body` unless something is there: whether it was created.
+    async fn create(self, key: &BackupKey, body: Bytes) -> Result<bool> {
+        match self {
+            Self::Store(store) => match store.put(key, body, PutOptions::create()).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.is_already_exists() => Ok(false),
+                Err(e) => Err(Error::store("put", key)(e)),
+            },
+            // Not atomic (Portal has no conditional write): a writer between the look and the
+            // write would be replaced. Nothing else writes a migrated client's pairs while its
+            // migration runs; the drill after the write checks that our bytes are the ones
+            // there.
+            Self::Portal(portal) => match portal.get(key).await {
+                Ok(_) => Ok(false),
+                Err(e) if e.is_not_found() => {
+                    portal
+                        .put(key, body, PutOptions::overwrite())
+                        .await
+                        .map_err(Error::store("put", key))?;
+                    Ok(true)
+                }
+                Err(e) => Err(Error::store("get", key)(e)),
+            },
         }
-        let created = match self.to.put(key, body.clone(), PutOptions::create()).await {
-            Ok(()) => true,
-            Err(e) if e.is_already_exists() => false,
-            Err(e) => return Err(Error::store("put", key)(e)),
-        };
-        self.drill_target(opener, &id, key, &body, created).await
     }
 
-    /// The drill of the target: it must give back `body` and open as the share.
-    async fn drill_target(
-        &self,
-        opener: &Opener<'_>,
-        id: &ShareId<'_>,
-        key: &BackupKey,
-        body: &Bytes,
-        created: bool,
-    ) -> Result<Moved> {
-        let stored = self.to.get(key).await.map_err(Error::store("get", key))?;
-        if stored != *body {
-            if created {
-                return Err(Error::Drill {
-                    key: key.to_string(),
-                    reason: "the target store gave back other bytes than were written to it",
-                });
-            }
-            return Ok(Moved::Conflict);
+    async fn get(self, key: &BackupKey) -> Result<Bytes> {
+        let got = match self {
+            Self::Store(store) => store.get(key).await,
+            Self::Portal(portal) => portal.get(key).await,
+        };
+        got.map_err(Error::store("get", key))
+    }
+}
+
+/// Moves `body`, read from the source under `key` for share `id`: the drill of the source
+/// (what does not open as its share is [`Moved::BadSource`] and not copied), a create-only
+/// write to the target, and the drill of the target (read back, compared byte for byte,
+/// opened again).
+async fn copy(
+    opener: &Opener<'_>,
+    id: &ShareId<'_>,
+    key: &BackupKey,
+    body: Bytes,
+    target: Target<'_>,
+) -> Result<Moved> {
+    // The drill of the source: what does not open as its share is not worth a copy.
+    match open_text(opener, id, key, &body).await {
+        Ok(_) => {}
+        Err(Error::WrongIdentity { source, .. }) => {
+            return Ok(Moved::BadSource {
+                reason: crate::error::cause_chain(&source),
+            });
         }
-        match open_text(opener, id, key, &stored).await {
-            Ok(_) => Ok(if created {
-                Moved::Moved
-            } else {
-                Moved::AlreadyMoved
-            }),
-            Err(Error::WrongIdentity { .. }) => Err(Error::Drill {
+        Err(e) => return Err(e),
+    }
+    let created = target.create(key, body.clone()).await?;
+    drill_target(opener, id, key, &body, created, target).await
+}
+
+/// The drill of the target: it must give back `body` and open as the share.
+async fn drill_target(
+    opener: &Opener<'_>,
+    id: &ShareId<'_>,
+    key: &BackupKey,
+    body: &Bytes,
+    created: bool,
+    target: Target<'_>,
+) -> Result<Moved> {
+    let stored = target.get(key).await?;
+    if stored != *body {
+        if created {
+            return Err(Error::Drill {
                 key: key.to_string(),
-                reason: "the copy on the target does not open as its share",
-            }),
-            Err(e) => Err(e),
+                reason: "the target store gave back other bytes than were written to it",
+            });
         }
+        return Ok(Moved::Conflict);
+    }
+    match open_text(opener, id, key, &stored).await {
+        Ok(_) => Ok(if created {
+            Moved::Moved
+        } else {
+            Moved::AlreadyMoved
+        }),
+        Err(Error::WrongIdentity { .. }) => Err(Error::Drill {
+            key: key.to_string(),
+            reason: "the copy on the target does not open as its share",
+        }),
+        Err(e) => Err(e),
     }
 }

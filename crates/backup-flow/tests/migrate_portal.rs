@@ -133,7 +133,8 @@ async fn from_portal_to_a_store_of_ones_own_moves_every_ciphertext_once_and_leav
         )
         .await
         .unwrap();
-    let migration = PortalMigration::from_portal(keyring, target.clone()).unwrap();
+    let migration =
+        PortalMigration::from_portal(keyring, Arc::clone(&target) as Arc<dyn BackupStore>).unwrap();
 
     let done = run(&migration, sessions(&sim, &clients), 4).await;
     let (counts, failed) = tally(&done);

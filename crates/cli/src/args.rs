@@ -199,9 +199,10 @@ pub(crate) enum Command {
         #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
         kms_rate_limit: Option<u32>,
     },
-    /// Copy every client ciphertext from one store of your own to another (create-only on
-    /// --to, read back and opened there before it counts as moved; --from is only read).
-    /// Resumable: a rerun skips what is already moved. Custodian shares do not move
+    /// Copy every client ciphertext from one store to another: between stores of your own, or
+    /// to or from `portal` with --credentials (create-only on --to, read back and opened there
+    /// before it counts as moved; --from is only read). Resumable: a rerun skips what is
+    /// already moved. Custodian shares do not move
     Migrate(crate::migrate::MigrateArgs),
     /// For every client of a credentials file (JSON Lines), finish what needs no new
     /// /v1/backup: resume journaled sealed backups, confirm stored ciphertexts that open (and,

@@ -18,6 +18,8 @@
 //!   rotate --to-kms <uri>… [--client-id <id>]…  rewrap every stored ciphertext
 //!   migrate --from <uri> --to <uri> [--client-id <id>]…  copy every client ciphertext
 //!                                             between two stores of your own (resumable)
+//!   migrate --from portal --to <uri> | --from <uri> --to portal --credentials <file.jsonl|->
+//!                                             the same to or from Portal-Managed Backups
 //!   reconcile --credentials <file.jsonl|-> [--webhook-store <uri>] [--prune-orphans [--plan <file>]]
 //!                                             finish what needs no new backup, report the rest
 //!   bulk backup --input <file.jsonl|->        many clients; [--concurrency N]
@@ -55,6 +57,7 @@ mod commands;
 #[cfg_attr(not(feature = "demo"), path = "demo_absent.rs")]
 mod demo;
 mod failure;
+mod item_lines;
 mod kms;
 mod migrate;
 mod output;

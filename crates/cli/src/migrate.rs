@@ -1,31 +1,49 @@
-//! `migrate --from <store> --to <store>`: every client ciphertext copied create-only between
-//! two stores of one's own, drilled on the target before it counts as moved. One JSON line per
-//! object as its client finishes, one per client or object that could not be moved (the run
+//! `migrate --from <store> --to <store>`: every client ciphertext copied create-only, drilled
+//! on the target before it counts as moved: between two stores of one's own, or between
+//! Portal-Managed Backups (`portal`) and a store of one's own with each client's credentials
+//! from `--credentials` (JSON Lines, as `bulk backup` takes them). One JSON line per object
+//! as its client finishes, one per client, line or object that could not be moved (the run
 //! goes on), and a summary line at the end; only the counts are kept.
 
-use std::io::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use backup_flow::migrate::{DEFAULT_MIGRATE_CONCURRENCY, MigratedClient, Migration, Moved};
+use backup_flow::client_lines::{LineEvent, LineRun};
+use backup_flow::migrate::{
+    DEFAULT_MIGRATE_CONCURRENCY, MigratedClient, Migration, Moved, PortalMigration, SessionLine,
+};
 use clap::Args;
 use futures_util::StreamExt as _;
 use serde::Serialize;
-use storage::BackupStore;
 
-use crate::failure::{EXIT_ATTENTION, EXIT_FAILED, EXIT_RETRYABLE, EXIT_USAGE, Failure};
+use crate::args::RateLimitArg;
+use crate::commands::Settings;
+use crate::failure::{EXIT_FAILED, EXIT_USAGE, EXIT_ATTENTION, Failure};
+use crate::item_lines::{self, At, Errors};
+use crate::progress::Bar;
 use crate::store::StoreUri;
 
 /// `migrate` options.
 #[derive(Args)]
 pub(crate) struct MigrateArgs {
-    /// The store to copy from (only read); a store of your own, see Store URIs below
+    /// The store to copy from (only read): a store of your own (see Store URIs below), or
+    /// `portal` (Portal-Managed Backups, with --credentials)
     #[arg(long, value_name = "URI")]
     pub(crate) from: String,
-    /// The store to copy to (objects are only created, never replaced); a store of your own
+    /// The store to copy to (objects are only created, never replaced): a store of your own,
+    /// or `portal` (with --credentials; Portal's ciphertext of a pair is read first and only
+    /// a pair with none is written)
     #[arg(long, value_name = "URI")]
     pub(crate) to: String,
-    /// Only these clients (repeatable) [default: every client --from lists]
+    /// With `portal` on one side: the clients' credentials, one client a line,
+    /// {"clientApiKey": "…"} or {"clientSessionToken": "…"} (other fields are ignored, so a
+    /// `bulk backup` input works as is); `-` for stdin
+    #[arg(long, value_name = "FILE.jsonl|-")]
+    pub(crate) credentials: Option<PathBuf>,
+    /// Only these clients (repeatable; between stores of your own) [default: every client
+    /// --from lists]
     #[arg(long = "client-id", value_name = "ID")]
     pub(crate) client_id: Vec<String>,
     /// Clients migrated at once (each client's objects in turn, so that the shares of a
@@ -36,119 +54,208 @@ pub(crate) struct MigrateArgs {
     /// per account and region) [default: no limit]
     #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) kms_rate_limit: Option<u32>,
+    /// With `portal` on one side: requests a minute to Portal's Client API, shared by the
+    /// whole run; `off` for none [default: Portal's published limit, 200]
+    #[arg(long, value_name = "PER_MINUTE")]
+    pub(crate) rate_limit: Option<RateLimitArg>,
 }
 
 fn default_concurrency() -> u16 {
     u16::try_from(DEFAULT_MIGRATE_CONCURRENCY).unwrap_or(16)
 }
 
-/// Runs `migrate` with the keys of `--kms`.
-pub(crate) async fn run(kms: &[String], args: MigrateArgs) -> Result<ExitCode, Failure> {
+/// Runs `migrate`.
+pub(crate) async fn run(settings: &Settings, args: MigrateArgs) -> Result<ExitCode, Failure> {
     let (from_uri, to_uri) = (
         crate::store::parse(&args.from)?,
         crate::store::parse(&args.to)?,
     );
+    let usage = |message: String| Err(Failure::new(message).with_code(EXIT_USAGE));
     if from_uri == to_uri {
-        return Err(
-            Failure::new(format!("--from and --to name the same store ({from_uri})"))
-                .with_code(EXIT_USAGE),
-        );
+        return usage(format!("--from and --to name the same store ({from_uri})"));
     }
-    const OWN: &str = "migrate (Portal-managed ciphertexts are read and written with each client's own credentials, which migrate does not take yet)";
-    let from = crate::store::open_own(&from_uri, &format!("--from of {OWN}")).await?;
-    let to = crate::store::open_own(&to_uri, &format!("--to of {OWN}")).await?;
-    let mut keyring = crate::kms::keyring(kms, "--kms").await?;
+    let portal_side = matches!(from_uri, StoreUri::Portal) || matches!(to_uri, StoreUri::Portal);
+    match (portal_side, &args.credentials) {
+        (false, Some(_)) => {
+            return usage(
+                "--credentials is for a migration to or from portal; between stores of your own the clients come from --from's listing".into(),
+            );
+        }
+        (true, None) => {
+            return Err(Failure::new(
+                "a migration to or from portal needs each client's credentials: Portal keeps each client's ciphertexts behind that client's own credential",
+            )
+            .hint("pass --credentials <file.jsonl|-> with one {\"clientApiKey\": \"…\"} (or clientSessionToken) a line, as for bulk backup")
+            .with_code(EXIT_USAGE));
+        }
+        (true, Some(_)) if !args.client_id.is_empty() => {
+            return usage(
+                "--client-id is for a migration between stores of your own; with portal the clients are the lines of --credentials".into(),
+            );
+        }
+        _ => {}
+    }
+    let mut keyring = crate::kms::keyring(&settings.kms, "--kms").await?;
     if let Some(calls) = args.kms_rate_limit {
         keyring = backup_flow::KmsRateLimit::per_second(calls).keyring(&keyring);
     }
-    let migration = Migration::new(keyring, Arc::clone(&from), to)
-        .map_err(|e| Failure::flow("cannot migrate", e))?;
     let concurrency = usize::from(args.concurrency);
-    let clients = clients(from.as_ref(), args.client_id);
-
-    let bar = crate::progress::Bar::new(None);
     let mut tally = Tally::default();
-    let mut done = std::pin::pin!(migration.run(clients, concurrency));
-    while let Some(client) = done.next().await {
-        tally.print_client(client)?;
-        bar.finished(u64::try_from(tally.not_moved()).unwrap_or(u64::MAX));
+    let bar = Bar::new(None);
+    if portal_side {
+        with_portal(
+            settings,
+            &args,
+            keyring,
+            (&from_uri, &to_uri),
+            &mut tally,
+            &bar,
+        )
+        .await?;
+    } else {
+        let from = crate::store::open_own(&from_uri, "--from").await?;
+        let to = crate::store::open_own(&to_uri, "--to").await?;
+        let migration = Migration::new(keyring, Arc::clone(&from), to)
+            .map_err(|e| Failure::flow("cannot migrate", e))?;
+        let clients = crate::store::clients(Some(from.as_ref()), &from_uri, args.client_id)?;
+        let mut done = std::pin::pin!(migration.run(clients, concurrency));
+        while let Some(client) = done.next().await {
+            match client {
+                Ok(client) => tally.print_client(&client)?,
+                Err(e) => tally.errors.print(At::client(""), &e)?,
+            }
+            bar.finished(tally.not_moved());
+        }
     }
     bar.done();
     tally.print_summary(concurrency)?;
     tally.outcome(&from_uri, &to_uri)
 }
 
-/// The clients to migrate: those given, or every client of the source as its listing
-/// streams in (work starts with the first; only the clients in flight are held).
-fn clients(from: &dyn BackupStore, given: Vec<String>) -> storage::ClientStream<'_> {
-    if given.is_empty() {
-        from.stream_clients()
+/// A migration with `portal` on one side: one client session per credentials line, read a
+/// line at a time and run `--concurrency` lines at once.
+async fn with_portal(
+    settings: &Settings,
+    args: &MigrateArgs,
+    keyring: envelope::Keyring,
+    (from_uri, to_uri): (&StoreUri, &StoreUri),
+    tally: &mut Tally,
+    bar: &Bar,
+) -> Result<(), Failure> {
+    let migration = if matches!(from_uri, StoreUri::Portal) {
+        let to = crate::store::open_own(to_uri, "--to").await?;
+        PortalMigration::from_portal(keyring, to)
     } else {
-        futures_util::stream::iter(given.into_iter().map(Ok)).boxed()
+        let from = crate::store::open_own(from_uri, "--from").await?;
+        PortalMigration::to_portal(keyring, from)
     }
+    .map_err(|e| Failure::flow("cannot migrate", e))?;
+    let portal = settings.transport(args.rate_limit)?;
+    let input = credentials(args.credentials.as_deref().unwrap_or("-".as_ref()))?;
+    tally.lines = Some(0);
+    let run = LineRun::new(usize::from(args.concurrency)).run(
+        input,
+        |numbered| {
+            let (migration, portal) = (migration.clone(), portal.clone());
+            async move {
+                let client = numbered
+                    .parsed
+                    .map_err(backup_flow::Error::Invalid)
+                    .and_then(|line| {
+                        line.credential.client(&portal).map_err(|_| {
+                            backup_flow::Error::Invalid(
+                                "the line's credential cannot go into a request header".into(),
+                            )
+                        })
+                    });
+                migration
+                    .migrate_client(SessionLine::new(numbered.line, client))
+                    .await
+            }
+        },
+        |event| {
+            if let LineEvent::Finished(client) = event {
+                tally
+                    .print_client(&client)
+                    .map_err(|f| std::io::Error::other(f.message()))?;
+                bar.finished(tally.not_moved());
+            }
+            Ok(())
+        },
+    );
+    let read = run
+        .await
+        .map_err(|e| Failure::caused_by("the migration stopped", e))?;
+    tally.lines = Some(read.selected);
+    Ok(())
 }
 
-/// One output line.
+/// The credentials input: a file, or stdin for `-`.
+fn credentials(path: &std::path::Path) -> Result<Box<dyn BufRead + Send>, Failure> {
+    if path == std::path::Path::new("-") {
+        return Ok(Box::new(BufReader::new(std::io::stdin())));
+    }
+    let file = std::fs::File::open(path).map_err(|e| {
+        Failure::caused_by(format!("cannot open --credentials {}", path.display()), e)
+    })?;
+    Ok(Box::new(BufReader::new(file)))
+}
+
+/// An object's line: what became of it, and its pair's status at Portal when Portal is a side.
 #[derive(Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-enum Line<'a> {
-    /// What became of an object.
-    #[serde(rename_all = "camelCase")]
-    Object {
-        client_id: &'a str,
-        key: &'a str,
-        #[serde(flatten)]
-        moved: &'a Moved,
-    },
-    /// A client could not be listed, or one of its objects could not be moved.
-    #[serde(rename_all = "camelCase")]
-    Error {
-        client_id: &'a str,
-        key: &'a str,
-        error: String,
-        retryable: bool,
-    },
-    /// The end of the run.
-    #[serde(rename_all = "camelCase")]
-    Summary {
-        clients: usize,
-        moved: usize,
-        already_moved: usize,
-        conflicts: usize,
-        bad_source: usize,
-        skipped: usize,
-        errors: usize,
-        concurrency: usize,
-    },
+#[serde(rename_all = "camelCase")]
+struct ObjectLine<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pair_status: Option<&'a str>,
+    #[serde(flatten)]
+    moved: &'a Moved,
 }
 
-/// What the run found so far.
-#[derive(Default)]
-struct Tally {
+/// The end of the run.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary {
+    kind: &'static str,
     clients: usize,
+    /// Credentials lines read (with `portal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lines: Option<u64>,
     moved: usize,
     already_moved: usize,
     conflicts: usize,
     bad_source: usize,
     skipped: usize,
     errors: usize,
-    retryable_errors: usize,
+    concurrency: usize,
+}
+
+/// What the run found so far.
+#[derive(Default)]
+struct Tally {
+    clients: usize,
+    lines: Option<u64>,
+    moved: usize,
+    already_moved: usize,
+    conflicts: usize,
+    bad_source: usize,
+    skipped: usize,
+    errors: Errors,
 }
 
 impl Tally {
     /// Prints the lines of one client and counts them.
-    fn print_client(&mut self, client: backup_flow::Result<MigratedClient>) -> Result<(), Failure> {
-        let client = match client {
-            Ok(client) => client,
-            Err(e) => return self.print_error("", "", &e),
-        };
-        self.clients = self.clients.saturating_add(1);
+    fn print_client(&mut self, client: &MigratedClient) -> Result<(), Failure> {
         let id = client.client_id.as_str();
+        if !id.is_empty() {
+            self.clients = self.clients.saturating_add(1);
+        }
+        let at = At::client(id).line(client.line);
         let objects = match &client.objects {
             Ok(objects) => objects,
-            Err(e) => return self.print_error(id, id, e),
+            Err(e) => return self.errors.print(at, e),
         };
         for object in objects {
+            let at = at.key(&object.key);
             match &object.result {
                 Ok(moved) => {
                     let count = match moved {
@@ -159,53 +266,38 @@ impl Tally {
                         _ => &mut self.skipped,
                     };
                     *count = count.saturating_add(1);
-                    print_line(&Line::Object {
-                        client_id: id,
-                        key: &object.key,
+                    let line = ObjectLine {
+                        pair_status: object.pair_status.as_deref(),
                         moved,
-                    })?;
+                    };
+                    item_lines::item("object", at, &line)?;
                 }
-                Err(e) => self.print_error(id, &object.key, e)?,
+                Err(e) => self.errors.print(at, e)?,
             }
         }
         Ok(())
     }
 
-    fn print_error(
-        &mut self,
-        client_id: &str,
-        key: &str,
-        e: &backup_flow::Error,
-    ) -> Result<(), Failure> {
-        self.errors = self.errors.saturating_add(1);
-        let retryable = e.is_retryable();
-        if retryable {
-            self.retryable_errors = self.retryable_errors.saturating_add(1);
-        }
-        print_line(&Line::Error {
-            client_id,
-            key,
-            error: crate::failure::one_line(e),
-            retryable,
-        })
-    }
-
     /// Objects (and clients) not on the target so far, for the progress bar.
-    fn not_moved(&self) -> usize {
-        self.conflicts
+    fn not_moved(&self) -> u64 {
+        let not_moved = self
+            .conflicts
             .saturating_add(self.bad_source)
-            .saturating_add(self.errors)
+            .saturating_add(self.errors.count());
+        u64::try_from(not_moved).unwrap_or(u64::MAX)
     }
 
     fn print_summary(&self, concurrency: usize) -> Result<(), Failure> {
-        print_line(&Line::Summary {
+        item_lines::print(&Summary {
+            kind: "summary",
             clients: self.clients,
+            lines: self.lines,
             moved: self.moved,
             already_moved: self.already_moved,
             conflicts: self.conflicts,
             bad_source: self.bad_source,
             skipped: self.skipped,
-            errors: self.errors,
+            errors: self.errors.count(),
             concurrency,
         })
     }
@@ -217,7 +309,9 @@ impl Tally {
         let on_target = self.moved.saturating_add(self.already_moved);
         let not_moved = format!(
             "{on_target} client ciphertexts are on {to} and drilled there; {} conflicts, {} bad source objects, {} errors (see the JSON lines); {from} is unchanged",
-            self.conflicts, self.bad_source, self.errors
+            self.conflicts,
+            self.bad_source,
+            self.errors.count()
         );
         if self.bad_source > 0 {
             return Err(Failure::new(format!(
@@ -227,8 +321,7 @@ impl Tally {
             .hint("restore those objects from a copy, or back the clients up again")
             .with_code(EXIT_ATTENTION));
         }
-        let permanent = self.errors.saturating_sub(self.retryable_errors);
-        if self.conflicts > 0 || permanent > 0 {
+        if self.conflicts > 0 || self.errors.permanent() > 0 {
             let failure = Failure::new(format!("migration incomplete: {not_moved}"));
             let failure = if self.conflicts > 0 {
                 failure.hint("a conflict is an object the target already holds with other bytes: it was left alone; compare the two (verify --store-wide) and remove the wrong one, then run migrate again")
@@ -237,15 +330,19 @@ impl Tally {
             };
             return Err(failure.with_code(EXIT_FAILED));
         }
-        if self.errors > 0 {
+        if self.errors.count() > 0 {
             return Err(Failure::new(format!("migration incomplete: {not_moved}"))
-                .with_code(EXIT_RETRYABLE));
+                .with_code(self.errors.code()));
         }
         if on_target == 0 {
             return Err(Failure::new(format!(
                 "nothing to migrate: {from} holds no client ciphertext for the clients asked"
             ))
-            .hint("check --from (and --client-id)"));
+            .hint(if self.lines.is_some() {
+                "check --from and --credentials"
+            } else {
+                "check --from (and --client-id)"
+            }));
         }
         eprintln!(
             "migrated {} client ciphertexts of {} clients to {to} ({} had been moved before); every one was read back and opened there; {from} is unchanged",
@@ -253,14 +350,4 @@ impl Tally {
         );
         Ok(ExitCode::SUCCESS)
     }
-}
-
-/// One compact JSON line on stdout, flushed so that a reader sees it at once.
-fn print_line(line: &Line<'_>) -> Result<(), Failure> {
-    let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer(&mut stdout, line)
-        .map_err(std::io::Error::from)
-        .and_then(|()| stdout.write_all(b"\n"))
-        .and_then(|()| stdout.flush())
-        .map_err(|e| Failure::caused_by("cannot write to stdout", e))
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use backup_flow::{PortalManaged, StoreFactory};
+use futures_util::StreamExt as _;
 use storage::BackupStore;
 pub(crate) use storage::uri::StoreUri;
 use storage::uri::UriError;
@@ -62,25 +63,24 @@ pub(crate) async fn open_own(uri: &StoreUri, what: &str) -> Result<Arc<dyn Backu
     })
 }
 
-/// Every client the store holds, for store-wide commands.
-pub(crate) async fn clients(
-    store: &dyn BackupStore,
+/// The clients a store-wide command works on: those given (`--client-id`), else every client
+/// `store` holds, as its listing streams in (work starts with the first client; a listing
+/// failure comes as an item and ends the listing).
+pub(crate) fn clients<'a>(
+    store: Option<&'a dyn BackupStore>,
     uri: &StoreUri,
-) -> Result<Vec<String>, Failure> {
-    store.list_clients().await.map_err(|e| {
-        if e.is_not_supported() {
-            Failure::caused_by(format!("the store {uri} cannot list its clients"), e)
-                .hint("pass --client-id <id> (repeatable)")
-        } else {
-            let retryable = e.is_retryable();
-            let failure = Failure::caused_by(format!("cannot list the clients of {uri}"), e);
-            if retryable {
-                failure.retryable()
-            } else {
-                failure
-            }
-        }
-    })
+    given: Vec<String>,
+) -> Result<storage::ClientStream<'a>, Failure> {
+    if !given.is_empty() {
+        return Ok(futures_util::stream::iter(given.into_iter().map(Ok)).boxed());
+    }
+    match store {
+        Some(store) if store.capabilities().list => Ok(store.stream_clients()),
+        _ => Err(
+            Failure::new(format!("the store {uri} cannot list its clients"))
+                .hint("pass --client-id <id> (repeatable)"),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -333,13 +333,10 @@ fn portal_and_the_same_store_twice_are_refused() {
     let out = run(&same, &same);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("the same store"), "{}", text(&out));
+    // Portal's ciphertexts are behind each client's credential: --credentials is needed.
     let out = run("portal", &same);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("needs a store of your own"),
-        "{}",
-        text(&out)
-    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--credentials"), "{}", text(&out));
 }
 
 /// file → PostgreSQL → S3 (moto) → file: every hop create-only and drilled, each rerun a

@@ -1,23 +1,4 @@
-//! Migration to and from Portal-Managed Backups: Portal keeps each client backup ciphertext
-//! as the `clientCipherText` of its backup share pair, behind that client's own credential,
-//! so the clients come from credential lines (one session each), not from a listing.
-//!
-//! * **From Portal** to a store of one's own: for every backup share pair Portal lists for
-//!   the client (`GET /api/v3/clients/me`), completed or not, the ciphertext
-//!   (`GET …/backup-share-pairs/{id}/cipher-text`; a pair without one is skipped) is drilled,
-//!   created on the target only where nothing is, read back and drilled there.
-//! * **To Portal** from a store of one's own: every client backup ciphertext the store holds
-//!   for the client of the session, whose pair Portal lists for that client, goes to Portal
-//!   create-only: Portal's `PATCH …/backup-share-pairs/{id}` replaces whatever is there, so the
-//!   ciphertext is read first: equal bytes are already moved, different bytes a conflict that
-//!   is never replaced, and only a pair with no ciphertext is written. Then it is read back
-//!   from Portal and drilled.
-//!
-//! Incomplete pairs' ciphertexts move too (reported with their pair status): a ciphertext
-//! stored but never confirmed is what finishes that pair without a new backup, so leaving it
-//! behind would cost the client one. Custodian backup shares and client signing shares never
-//! go to Portal (Portal keeps client backup ciphertexts only). The source is only read;
-//! a rerun after a kill finds what the killed run wrote and reports it as already moved.
+//! [`PortalMigration`]: migration between Portal-Managed Backups and a store of one's own.
 
 use std::sync::Arc;
 
@@ -58,8 +39,26 @@ enum Direction {
     ToPortal { from: Arc<dyn BackupStore> },
 }
 
-/// A migration between Portal-Managed Backups and a store of one's own, one client session
-/// at a time (see the [module docs](self)).
+/// Migration to and from Portal-Managed Backups: Portal keeps each client backup ciphertext
+/// as the `clientCipherText` of its backup share pair, behind that client's own credential,
+/// so the clients come from credential lines (one session each), not from a listing.
+///
+/// * **From Portal** to a store of one's own: for every backup share pair Portal lists for
+///   the client (`GET /api/v3/clients/me`), completed or not, the ciphertext
+///   (`GET …/backup-share-pairs/{id}/cipher-text`; a pair without one is skipped) is drilled,
+///   created on the target only where nothing is, read back and drilled there.
+/// * **To Portal** from a store of one's own: every client backup ciphertext the store holds
+///   for the client of the session, whose pair Portal lists for that client, goes to Portal
+///   create-only: Portal's `PATCH …/backup-share-pairs/{id}` replaces whatever is there, so the
+///   ciphertext is read first: equal bytes are already moved, different bytes a conflict that
+///   is never replaced, and only a pair with no ciphertext is written. Then it is read back
+///   from Portal and drilled.
+///
+/// Incomplete pairs' ciphertexts move too (reported with their pair status): a ciphertext
+/// stored but never confirmed is what finishes that pair without a new backup, so leaving it
+/// behind would cost the client one. Custodian backup shares and client signing shares never
+/// go to Portal (Portal keeps client backup ciphertexts only). The source is only read;
+/// a rerun after a kill finds what the killed run wrote and reports it as already moved.
 ///
 /// ```no_run
 /// # async fn demo(keyring: envelope::Keyring, to: std::sync::Arc<dyn storage::BackupStore>,
@@ -133,11 +132,13 @@ impl PortalMigration {
         S: Stream<Item = SessionLine> + Send + 'a,
     {
         sessions
-            .map(move |session| self.client(session))
+            .map(move |session| self.migrate_client(session))
             .buffer_unordered(concurrency.max(1))
     }
 
-    async fn client(&self, session: SessionLine) -> MigratedClient {
+    /// Migrates the client of one credentials line (what [`run`](Self::run) does for each),
+    /// for a caller that schedules the lines itself.
+    pub async fn migrate_client(&self, session: SessionLine) -> MigratedClient {
         let line = Some(session.line);
         let failed = |error| MigratedClient {
             client_id: String::new(),

@@ -60,7 +60,7 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
             .await
         }
         Command::Reconcile(args) => reconcile::reconcile(&settings, args).await,
-        Command::Migrate(args) => crate::migrate::run(&settings.kms, args).await,
+        Command::Migrate(args) => crate::migrate::run(&settings, args).await,
         Command::Bulk(BulkCommand::Backup(args)) => bulk::bulk_backup(&settings, args).await,
         Command::Demo => crate::demo::run().await,
         Command::ServeWebhook(args) => {

@@ -63,26 +63,27 @@ pub(super) async fn verify_store_wide(
     kms_rate_limit: Option<u32>,
 ) -> Result<ExitCode, Failure> {
     let (uri, stores) = settings.store().await?;
-    let client_ids = match (stores.own_store(), client_ids.is_empty()) {
-        (_, false) => client_ids,
-        (Some(own), true) => crate::store::clients(own.as_ref(), &uri).await?,
-        (None, true) => {
-            return Err(Failure::new(
-                "no client to verify: Portal's store cannot list its clients",
-            )
-            .hint("pass --client-id <id>, or a store of your own with --store"));
-        }
-    };
+    let own = stores.own_store();
+    if client_ids.is_empty() && own.is_none() {
+        return Err(
+            Failure::new("no client to verify: Portal's store cannot list its clients")
+                .hint("pass --client-id <id>, or a store of your own with --store"),
+        );
+    }
     let mut keyring = kms::keyring(&settings.kms, "--kms").await?;
     if let Some(calls) = kms_rate_limit {
         keyring = backup_flow::KmsRateLimit::per_second(calls).keyring(&keyring);
     }
     let flow = settings.flow_with(keyring, stores)?;
+    let clients = crate::store::clients(own.as_deref(), &uri, client_ids)?;
+    let bar = crate::progress::Bar::new(None);
     let mut tally = store_wide::Tally::default();
-    let mut lines = std::pin::pin!(flow.verify_store_wide(&client_ids, concurrency));
+    let mut lines = std::pin::pin!(flow.verify_streamed(clients, concurrency));
     while let Some(client) = lines.next().await {
         tally.print_client(&client)?;
+        bar.finished(tally.failed());
     }
-    tally.print_summary(client_ids.len(), concurrency)?;
-    tally.outcome(client_ids.len())
+    bar.done();
+    tally.print_summary(concurrency)?;
+    tally.outcome()
 }

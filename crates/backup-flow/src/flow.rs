@@ -16,8 +16,10 @@ use crate::stores::StoreFactory;
 /// makes every operation resumable. It holds no Portal credential, and the operations fall
 /// into three kinds by what they need:
 ///
-/// * store-only, on the flow itself: [`rotate`](Self::rotate),
-///   [`verify_stored`](Self::verify_stored), [`verify_store_wide`](Self::verify_store_wide),
+/// * store-only, on the flow itself: [`rotate`](Self::rotate) (and
+///   [`rotation`](Self::rotation) over a streamed listing),
+///   [`verify_stored`](Self::verify_stored), [`verify_store_wide`](Self::verify_store_wide)
+///   (and [`verify_streamed`](Self::verify_streamed)),
 ///   [`eject_offline`](Self::eject_offline); they call no Portal route;
 /// * one client's session, on [`session`](Self::session)`(client)`: backup, recover, verify;
 ///   and [`bulk_backup`](Self::bulk_backup), which opens one session per input line;

@@ -203,7 +203,7 @@ pub(crate) enum Command {
     /// to or from `portal` with --credentials (create-only on --to, read back and opened there
     /// before it counts as moved; --from is only read). Resumable: a rerun skips what is
     /// already moved. Custodian shares do not move
-    Migrate(crate::migrate::MigrateArgs),
+    Migrate(crate::commands::MigrateArgs),
     /// For every client of a credentials file (JSON Lines), finish what needs no new
     /// /v1/backup: resume journaled sealed backups, confirm stored ciphertexts that open (and,
     /// with Self-Managed Backups, whose custodian share the webhook holds). Report the rest

@@ -59,7 +59,6 @@ mod demo;
 mod failure;
 mod item_lines;
 mod kms;
-mod migrate;
 mod output;
 mod progress;
 mod store;

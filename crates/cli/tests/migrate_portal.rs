@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::{ApiKey, ClientApi, Portal, SharePairStatus};
+use portal_api::{ApiKey, ClientApi, SharePairStatus};
 use portal_sim::{PortalSim, SimConfig};
 use serde_json::{Value, json};
 use storage::fs::FsStore;
@@ -163,10 +163,7 @@ impl Fleet {
 }
 
 fn client(sim: &PortalSim, key: &str) -> ClientApi {
-    Portal::builder()
-        .with_api_base_url(sim.api_base_url())
-        .with_mpc_base_url(sim.mpc_base_url())
-        .without_rate_limits()
+    sim.portal_builder()
         .build()
         .unwrap()
         .client_with_api_key(&ApiKey::from(key))

@@ -6,6 +6,7 @@ mod bulk;
 mod eject;
 mod keygen;
 mod lines;
+mod migrate;
 mod reconcile;
 mod recover;
 mod rotate;
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 use crate::args::{BulkCommand, Command};
 use crate::failure::Failure;
 
+pub(crate) use migrate::MigrateArgs;
 pub(crate) use reconcile::ReconcileArgs;
 pub(crate) use settings::Settings;
 
@@ -60,7 +62,7 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
             .await
         }
         Command::Reconcile(args) => reconcile::reconcile(&settings, args).await,
-        Command::Migrate(args) => crate::migrate::run(&settings, args).await,
+        Command::Migrate(args) => migrate::migrate(&settings, args).await,
         Command::Bulk(BulkCommand::Backup(args)) => bulk::bulk_backup(&settings, args).await,
         Command::Demo => crate::demo::run().await,
         Command::ServeWebhook(args) => {

@@ -18,7 +18,7 @@ pub(crate) struct Settings {
     pub(super) custodian_api_key: Option<ApiKey>,
     pub(super) api_url: String,
     pub(super) mpc_url: String,
-    pub(crate) kms: Vec<String>,
+    pub(super) kms: Vec<String>,
     pub(super) store: String,
     pub(super) state_dir: Option<PathBuf>,
 }
@@ -45,7 +45,7 @@ impl Settings {
     }
 
     /// The connection to Portal, with no credential.
-    pub(crate) fn transport(&self, rate: Option<RateLimitArg>) -> Result<Portal, Failure> {
+    pub(super) fn transport(&self, rate: Option<RateLimitArg>) -> Result<Portal, Failure> {
         let mut builder = Portal::builder()
             .with_api_base_url(&self.api_url)
             .with_mpc_base_url(&self.mpc_url)

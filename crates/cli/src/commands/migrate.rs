@@ -5,7 +5,6 @@
 //! as its client finishes, one per client, line or object that could not be moved (the run
 //! goes on), and a summary line at the end; only the counts are kept.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,11 +18,13 @@ use futures_util::StreamExt as _;
 use serde::Serialize;
 
 use crate::args::RateLimitArg;
-use crate::commands::Settings;
-use crate::failure::{EXIT_FAILED, EXIT_USAGE, EXIT_ATTENTION, Failure};
+use crate::failure::{EXIT_ATTENTION, EXIT_FAILED, EXIT_USAGE, Failure};
 use crate::item_lines::{self, At, Errors};
 use crate::progress::Bar;
 use crate::store::StoreUri;
+
+use super::Settings;
+use super::lines::open_input;
 
 /// `migrate` options.
 #[derive(Args)]
@@ -65,7 +66,7 @@ fn default_concurrency() -> u16 {
 }
 
 /// Runs `migrate`.
-pub(crate) async fn run(settings: &Settings, args: MigrateArgs) -> Result<ExitCode, Failure> {
+pub(super) async fn migrate(settings: &Settings, args: MigrateArgs) -> Result<ExitCode, Failure> {
     let (from_uri, to_uri) = (
         crate::store::parse(&args.from)?,
         crate::store::parse(&args.to)?,
@@ -151,7 +152,7 @@ async fn with_portal(
     }
     .map_err(|e| Failure::flow("cannot migrate", e))?;
     let portal = settings.transport(args.rate_limit)?;
-    let input = credentials(args.credentials.as_deref().unwrap_or("-".as_ref()))?;
+    let input = open_input(args.credentials.as_deref().unwrap_or("-".as_ref()))?;
     tally.lines = Some(0);
     let run = LineRun::new(usize::from(args.concurrency)).run(
         input,
@@ -188,17 +189,6 @@ async fn with_portal(
         .map_err(|e| Failure::caused_by("the migration stopped", e))?;
     tally.lines = Some(read.selected);
     Ok(())
-}
-
-/// The credentials input: a file, or stdin for `-`.
-fn credentials(path: &std::path::Path) -> Result<Box<dyn BufRead + Send>, Failure> {
-    if path == std::path::Path::new("-") {
-        return Ok(Box::new(BufReader::new(std::io::stdin())));
-    }
-    let file = std::fs::File::open(path).map_err(|e| {
-        Failure::caused_by(format!("cannot open --credentials {}", path.display()), e)
-    })?;
-    Ok(Box::new(BufReader::new(file)))
 }
 
 /// An object's line: what became of it, and its pair's status at Portal when Portal is a side.

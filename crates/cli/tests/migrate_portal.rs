@@ -15,7 +15,6 @@ use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use portal_api::client_api::SharePairStatusUpdate;
 use portal_api::{ApiKey, ClientApi, SharePairStatus};
 use portal_sim::{PortalSim, SimConfig};
 use serde_json::{Value, json};
@@ -40,14 +39,8 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let (mut input, mut clients) = (String::new(), Vec::new());
         for _ in 0..CLIENTS {
-            let keys = sim.create_client();
+            let (keys, generate) = sim.generated_client().await.unwrap();
             let key = keys.client_api_key.expose_secret().to_owned();
-            let client = client(&sim, &key);
-            let generate = client.generate().await.unwrap();
-            client
-                .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-                .await
-                .unwrap();
             input.push_str(&json!({"clientApiKey": key, "generateResponse": generate}).to_string());
             input.push('\n');
             clients.push((keys.client_id.clone(), key));

@@ -163,17 +163,23 @@ impl ClientFlow {
                 .iter()
                 .map(|s| s.backup_share_pair_id.clone())
                 .collect();
-            self.client
-                .update_backup_share_pairs(&SharePairStatusUpdate::backup(
-                    ids,
-                    SharePairUpdateStatus::StoredClientBackupShare,
-                ))
-                .await
-                .map_err(Error::portal("PATCH /api/v3/clients/me/backup-share-pairs"))?;
+            self.confirm_stored(ids).await?;
             record.step = Step::Confirmed;
             self.on.flow.journal.record(record).await?;
         }
         Ok(())
+    }
+
+    /// Tells Portal the client ciphertexts of these pairs are durably stored
+    /// (`STORED_CLIENT_BACKUP_SHARE`): only after they were stored and drilled.
+    pub(crate) async fn confirm_stored(&self, backup_share_pair_ids: Vec<String>) -> Result<()> {
+        self.client
+            .update_backup_share_pairs(&SharePairStatusUpdate::backup(
+                backup_share_pair_ids,
+                SharePairUpdateStatus::StoredClientBackupShare,
+            ))
+            .await
+            .map_err(Error::portal("PATCH /api/v3/clients/me/backup-share-pairs"))
     }
 
     /// What the systems of record say when the journal knows nothing of this backup (a

@@ -66,6 +66,12 @@ impl Fleet {
     /// and drilled, its pairs stay incomplete.
     async fn unconfirmed(&self, state: &Path) -> (SimClient, ClientApi, GenerateResponse) {
         let (keys, client, generate) = generated_client(&self.sim).await;
+        self.refused(&self.session(&client, state), &generate).await;
+        (keys, client, generate)
+    }
+
+    /// Backs up through `session` while Portal refuses the confirmation.
+    async fn refused(&self, session: &ClientFlow, generate: &GenerateResponse) {
         self.sim
             .add_fault(
                 "PATCH /api/v3/clients/me/backup-share-pairs: error=1.0, status=503"
@@ -73,10 +79,9 @@ impl Fleet {
                     .unwrap(),
             )
             .unwrap();
-        let failed = self.session(&client, state).backup(&generate).await;
+        let failed = session.backup(generate).await;
         self.sim.clear_faults();
         assert!(failed.is_err(), "the confirmation was refused");
-        (keys, client, generate)
     }
 
     /// A client fully backed up.
@@ -382,23 +387,12 @@ async fn orphans_are_deleted_only_when_planned_by_a_dry_run_and_older_than_the_n
     // custodian shares are gone): an orphan, but newer than the completed pair, so a plan
     // naming it deletes nothing.
     fleet.sim.advance_clock(Duration::from_secs(60));
-    fleet
-        .sim
-        .add_fault(
-            "PATCH /api/v3/clients/me/backup-share-pairs: error=1.0, status=503"
-                .parse::<FaultRule>()
-                .unwrap(),
-        )
-        .unwrap();
     let third = tempfile::tempdir().unwrap();
-    let refused = fleet
+    let forced = fleet
         .flow(third.path())
         .forcing_new_backups(true)
-        .session(client.clone())
-        .backup(&generate)
-        .await;
-    fleet.sim.clear_faults();
-    assert!(refused.is_err());
+        .session(client.clone());
+    fleet.refused(&forced, &generate).await;
     for key in fleet.webhook.list(&keys.client_id).await.unwrap() {
         fleet.webhook.delete(&key).await.unwrap();
     }

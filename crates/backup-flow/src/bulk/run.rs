@@ -6,7 +6,7 @@ use portal_api::Portal;
 use tracing::Instrument as _;
 
 use super::{BulkEvent, BulkOptions, BulkReport, LineResult};
-use crate::client_lines::{LineEvent, LineRun, NumberedLine};
+use crate::client_lines::{LineEvent, LineRun, NumberedLine, write_result_line};
 use crate::error::cause_chain;
 use crate::flow::Flow;
 
@@ -59,9 +59,7 @@ impl Flow {
                         }
                         LineEvent::Finished(result) => {
                             report.count(&result);
-                            serde_json::to_writer(&mut output, &result)?;
-                            output.write_all(b"\n")?;
-                            output.flush()?;
+                            write_result_line(&mut output, &result)?;
                             if let Some(progress) = options.progress.as_mut() {
                                 progress(BulkEvent::Finished(&result));
                             }

@@ -105,6 +105,20 @@ fn optional_generate_response<'de, D: serde::Deserializer<'de>>(
     portal_api::mpc::generate_response_object_or_string(deserializer).map(Some)
 }
 
+/// Writes one result line (`result` as JSON and a newline) and flushes it, so that a reader
+/// of the output sees each client as it finishes.
+///
+/// # Errors
+/// Writing or serializing failed.
+pub fn write_result_line<W: std::io::Write, T: serde::Serialize>(
+    output: &mut W,
+    result: &T,
+) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *output, result)?;
+    output.write_all(b"\n")?;
+    output.flush()
+}
+
 /// Parses one input line. Errors name the position, never the input.
 ///
 /// ```

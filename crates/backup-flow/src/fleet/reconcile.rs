@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envelope::Opener;
-use portal_api::SharePairUpdateStatus;
-use portal_api::client_api::{ClientDetails, SharePairStatusUpdate};
+use portal_api::client_api::ClientDetails;
 use serde::Serialize;
 use storage::{BackupKey, StorageError};
 
@@ -230,14 +229,8 @@ impl ClientFlow {
             }
         }
         if !confirm.is_empty() {
-            let ids = confirm.iter().map(|p| p.pair_id.clone()).collect();
-            self.client
-                .update_backup_share_pairs(&SharePairStatusUpdate::backup(
-                    ids,
-                    SharePairUpdateStatus::StoredClientBackupShare,
-                ))
-                .await
-                .map_err(Error::portal("PATCH /api/v3/clients/me/backup-share-pairs"))?;
+            self.confirm_stored(confirm.iter().map(|p| p.pair_id.clone()).collect())
+                .await?;
             done.extend(confirm.iter().map(|p| Done::Confirmed {
                 curve: p.curve.clone(),
                 backup_share_pair_id: p.pair_id.clone(),

@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 
 use super::Orphan;
 use super::reconcile::{ClientReconcile, Done, Open, OrphanPruning};
-use crate::client_lines::{LineEvent, LineRun, NumberedLine, Shard};
+use crate::client_lines::{LineEvent, LineRun, NumberedLine, Shard, write_result_line};
 use crate::error::cause_chain;
 use crate::flow::Flow;
 use crate::journal::BackupRecord;
@@ -244,9 +244,7 @@ impl Flow {
                 |event| {
                     if let LineEvent::Finished(result) = event {
                         report.count(&result);
-                        serde_json::to_writer(&mut output, &result)?;
-                        output.write_all(b"\n")?;
-                        output.flush()?;
+                        write_result_line(&mut output, &result)?;
                     }
                     Ok(())
                 },

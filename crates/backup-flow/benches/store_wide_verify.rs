@@ -29,20 +29,23 @@ use std::time::{Duration, Instant};
 
 use backup_flow::envelope::local::LocalKek;
 use backup_flow::envelope::testing::{CallCounter, HookedKek, Latency};
-use backup_flow::envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer};
-use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
+use backup_flow::envelope::{KeyEncryptionKey, Keyring};
+use backup_flow::storage::BackupStore;
 use backup_flow::storage::fs::FsStore;
-use backup_flow::storage::{BackupKey, BackupStore, PutOptions, ShareKind};
 use backup_flow::{Finding, Flow};
 use futures_util::StreamExt as _;
 use futures_util::stream;
+
+// One backup as `backup` stores it; shared with the tests.
+#[path = "../tests/support/backups.rs"]
+mod backups;
+use backups::{CURVES, store_backup};
 use serde_json::json;
 
 const LATENCY_MS: u64 = 5;
 const BACKUPS: usize = 2_000;
 const LEVELS: [usize; 2] = [1, 64];
 const GROUP: &str = "verify_store_wide_5ms";
-const CURVES: [&str; 2] = ["SECP256K1", "ED25519"];
 
 /// A local KEK with a latency added to every call (none while seeding), counting the calls.
 struct Kek {
@@ -71,26 +74,8 @@ async fn seed(store: &dyn BackupStore, keyring: &Keyring, backups: usize) -> Vec
     let ids: Vec<String> = (0..backups).map(|i| format!("client-{i:06}")).collect();
     stream::iter(&ids)
         .for_each_concurrent(64, |client_id| async move {
-            let kek_context = EncryptionContext::new()
-                .with(CLIENT_ID, client_id.as_str())
-                .and_then(|c| c.with(PURPOSE, ShareKind::ClientBackup.as_str()))
-                .unwrap();
-            let sealer = Sealer::new(keyring, kek_context.clone()).await.unwrap();
-            for curve in CURVES {
-                let pair = format!("{client_id}-{curve}");
-                let context = kek_context
-                    .clone()
-                    .with(BACKUP_SHARE_PAIR_ID, pair.as_str())
-                    .and_then(|c| c.with(CURVE, curve))
-                    .unwrap();
-                let sealed = sealer.seal(&context, &[7; 64]).unwrap();
-                let key = BackupKey::client_backup(client_id, &pair, curve).unwrap();
-                let text = envelope::to_text(&sealed);
-                store
-                    .put(&key, text.into_bytes().into(), PutOptions::create())
-                    .await
-                    .unwrap();
-            }
+            let pair = |curve: &str| format!("{client_id}-{curve}");
+            store_backup(store, keyring, client_id, pair, &[7; 64]).await;
         })
         .await;
     ids

@@ -16,15 +16,13 @@ use std::sync::Arc;
 
 use backup_flow::envelope::local::LocalKek;
 use backup_flow::envelope::testing::{CallCounter, HookedKek};
-use backup_flow::envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer};
+use backup_flow::envelope::{KeyEncryptionKey, Keyring};
 use backup_flow::migrate::{MigratedClient, Migration, Moved};
-use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
 use backup_flow::storage::memory::MemoryStore;
-use backup_flow::storage::{
-    BackupKey, BackupStore, Capabilities, PutOptions, ShareKind, StorageError,
-};
+use backup_flow::storage::{BackupKey, BackupStore, Capabilities, PutOptions, StorageError};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use support::backups::store_backup;
 
 const CLIENTS: usize = 12;
 
@@ -32,30 +30,15 @@ const CLIENTS: usize = 12;
 /// share of client 0 (which must not move).
 async fn seed(store: &dyn BackupStore, keyring: &Keyring) {
     for i in 0..CLIENTS {
-        let client_id = format!("client-{i:03}");
-        let kek_context = EncryptionContext::new()
-            .with(CLIENT_ID, client_id.as_str())
-            .and_then(|c| c.with(PURPOSE, ShareKind::ClientBackup.as_str()))
-            .unwrap();
-        let sealer = Sealer::new(keyring, kek_context.clone()).await.unwrap();
-        for curve in ["SECP256K1", "ED25519"] {
-            let pair = format!("pair-{i}-{curve}");
-            let context = kek_context
-                .clone()
-                .with(BACKUP_SHARE_PAIR_ID, pair.as_str())
-                .and_then(|c| c.with(CURVE, curve))
-                .unwrap();
-            let sealed = sealer.seal(&context, b"a backup share").unwrap();
-            let key = BackupKey::client_backup(&client_id, &pair, curve).unwrap();
-            store
-                .put(
-                    &key,
-                    envelope::to_text(&sealed).into_bytes().into(),
-                    PutOptions::create(),
-                )
-                .await
-                .unwrap();
-        }
+        let pair = |curve: &str| format!("pair-{i}-{curve}");
+        store_backup(
+            store,
+            keyring,
+            &format!("client-{i:03}"),
+            pair,
+            b"a backup share",
+        )
+        .await;
     }
     let custodian = BackupKey::custodian_backup("client-000", "GDRIVE").unwrap();
     store

@@ -7,18 +7,20 @@
     clippy::arithmetic_side_effects
 )] // tests: a panic is a failure
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backup_flow::envelope::local::LocalKek;
 use backup_flow::envelope::testing::{CallCounter, HookedKek, InFlight, Latency};
-use backup_flow::envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer};
-use backup_flow::storage::context::{BACKUP_SHARE_PAIR_ID, CLIENT_ID, CURVE, PURPOSE};
+use backup_flow::envelope::{KeyEncryptionKey, Keyring};
 use backup_flow::storage::fs::FsStore;
-use backup_flow::storage::{BackupKey, BackupStore, PutOptions, ShareKind};
+use backup_flow::storage::{BackupKey, BackupStore, PutOptions};
 use backup_flow::{Finding, Flow};
 use futures_util::StreamExt as _;
+use support::backups::store_backup;
 
 /// A KEK that takes `delay` per call (a KMS round trip), with the calls in flight and all
 /// calls counted.
@@ -34,26 +36,8 @@ async fn seed(store: &dyn BackupStore, keyring: &Keyring, clients: usize) -> Vec
     let mut ids = Vec::new();
     for i in 0..clients {
         let client_id = format!("client-{i:04}");
-        let kek_context = EncryptionContext::new()
-            .with(CLIENT_ID, client_id.as_str())
-            .and_then(|c| c.with(PURPOSE, ShareKind::ClientBackup.as_str()))
-            .unwrap();
-        let sealer = Sealer::new(keyring, kek_context.clone()).await.unwrap();
-        for curve in ["SECP256K1", "ED25519"] {
-            let pair = format!("pair-{i}-{curve}");
-            let context = kek_context
-                .clone()
-                .with(BACKUP_SHARE_PAIR_ID, pair.as_str())
-                .and_then(|c| c.with(CURVE, curve))
-                .unwrap();
-            let sealed = sealer.seal(&context, b"a backup share").unwrap();
-            let key = BackupKey::client_backup(&client_id, &pair, curve).unwrap();
-            let text = envelope::to_text(&sealed);
-            store
-                .put(&key, text.into_bytes().into(), PutOptions::create())
-                .await
-                .unwrap();
-        }
+        let pair = |curve: &str| format!("pair-{i}-{curve}");
+        store_backup(store, keyring, &client_id, pair, b"a backup share").await;
         ids.push(client_id);
     }
     ids

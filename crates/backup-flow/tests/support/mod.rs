@@ -8,6 +8,8 @@
     clippy::indexing_slicing
 )] // test helpers shared by several test binaries; a broken fixture should panic
 
+pub mod backups;
+
 use std::path::Path;
 use std::sync::Arc;
 

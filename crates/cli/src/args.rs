@@ -42,8 +42,9 @@ Exit codes:
   3  failed for a reason that may pass (Portal, the KMS or the store unavailable or
      throttling): run the same command again to resume where it stopped (bulk backup:
      every failed line may pass)
-  4  verify: a share is missing or does not open as the share it is stored for (migrate:
-     a source object does not open as its share, and was not copied)
+  4  the check ran and found backups that are not whole: verify: a share is missing or
+     does not open as the share it is stored for (migrate: a source object does not open as
+     its share, and was not copied; status: a client needs attention)
 
 Results go to stdout as JSON, logs and progress to stderr (RUST_LOG=info for more).";
 
@@ -72,7 +73,7 @@ pub(crate) struct Global {
     )]
     pub(crate) api_key: Option<String>,
 
-    /// The Custodian (Portal) API Key, for `eject`
+    /// The Custodian (Portal) API Key, for `eject` and `status`
     #[arg(
         long,
         env = "PORTAL_CUSTODIAN_API_KEY",
@@ -209,6 +210,12 @@ pub(crate) enum Command {
     /// with Self-Managed Backups, whose custodian share the webhook holds). Report the rest
     /// (exit 4). Deletes nothing unless --prune-orphans --plan
     Reconcile(crate::commands::ReconcileArgs),
+    /// As the custodian, the status of every client: Portal's client listing beside the
+    /// stores (is the newest completed backup of each wallet stored, and with --deep does it
+    /// open; a custodian share in the webhook's store; incomplete pairs; orphans). One JSON
+    /// line per client and a summary line; a table on a terminal. Exit 4 when a client needs
+    /// attention. Changes nothing
+    Status(StatusArgs),
     /// Many clients at once
     #[command(subcommand)]
     Bulk(BulkCommand),
@@ -258,6 +265,42 @@ pub(crate) struct EjectArgs {
         value_delimiter = ','
     )]
     pub(crate) webhook_kms: Vec<String>,
+}
+
+/// `status` options.
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    /// Run the restore drill: open each newest completed backup's ciphertext as that share
+    /// (one KMS call per client) [default: presence only]
+    #[arg(long)]
+    pub(crate) deep: bool,
+    /// With Portal-Managed Backups (--store portal): client credentials, one client a line
+    /// ({"clientApiKey" or "clientSessionToken": "…"}, as for `bulk backup`), to read the
+    /// ciphertexts Portal keeps behind each client's routes; `-` for stdin. Clients without a
+    /// line are reported held-by-portal-unchecked
+    #[arg(long, value_name = "FILE.jsonl|-")]
+    pub(crate) credentials: Option<PathBuf>,
+    /// Self-Managed Backups: the custodian webhook's store, to check that it holds each
+    /// client's custodian share [default: not checked, reported custodian-share-unchecked]
+    #[arg(long, value_name = "URI")]
+    pub(crate) webhook_store: Option<String>,
+    /// Clients checked at once (store reads, KMS calls, ciphertext reads)
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) concurrency: u16,
+    /// Clients per page of Portal's client listing (Portal allows 1 to 100)
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(crate) page_size: u32,
+    /// Requests a minute to Portal, shared by the whole run; `off` for none [default:
+    /// Portal's published limit, 200]
+    #[arg(long, value_name = "PER_MINUTE")]
+    pub(crate) rate_limit: Option<RateLimitArg>,
+    /// Write the JSON lines to this file (replaced) instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// Also write a self-contained HTML report (no external assets) to this file, replaced:
+    /// the summary, then the clients that need attention
+    #[arg(long, value_name = "FILE")]
+    pub(crate) html: Option<PathBuf>,
 }
 
 /// `eject` subcommands.

@@ -22,6 +22,10 @@
 //!                                             the same to or from Portal-Managed Backups
 //!   reconcile --credentials <file.jsonl|-> [--webhook-store <uri>] [--prune-orphans [--plan <file>]]
 //!                                             finish what needs no new backup, report the rest
+//!   status [--deep] [--credentials <file.jsonl|->] [--webhook-store <uri>] [--concurrency N]
+//!          [--page-size N] [--rate-limit <per minute>|off] [--output <file>] [--html <file>]
+//!                                             as the custodian: every client's backups, a
+//!                                             verdict each (exit 4: one needs attention)
 //!   bulk backup --input <file.jsonl|->        many clients; [--concurrency N]
 //!               [--rate-limit <per minute>|off] [--shard i/n | --shard-count N]
 //!               [--output <file>] [--summary <file>]
@@ -46,9 +50,10 @@
 //! Results go to stdout as JSON; logs (`RUST_LOG`), progress and errors to stderr. An error
 //! prints its whole cause chain, with Portal's HTTP status and error id when Portal refused,
 //! and never a key, a token or a share. Exit codes: 0 success, 1 failure, 2 usage error,
-//! 3 a failure that may pass (run the same command again to resume), 4 `verify` found a
-//! share that is missing or does not open as its identity. `portal-backup --help` has the
-//! KMS and store URI grammars.
+//! 3 a failure that may pass (run the same command again to resume), 4 the check found
+//! backups that are not whole (`verify`: a share missing or not opening as its identity;
+//! `status`: a client needs attention). `portal-backup --help` has the KMS and store URI
+//! grammars.
 
 mod args;
 mod combine;

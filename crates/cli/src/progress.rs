@@ -40,6 +40,27 @@ impl Bar {
         }
     }
 
+    /// Shows `note` beside the count.
+    pub(crate) fn note(&self, note: String) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(note);
+        }
+    }
+
+    /// The total became known.
+    pub(crate) fn set_total(&self, total: u64) {
+        if let Some(bar) = &self.0
+            && bar.length().is_none()
+        {
+            bar.set_length(total);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} clients, {per_sec}, eta {eta} {msg}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+        }
+    }
+
     /// The run is over.
     pub(crate) fn done(&self) {
         if let Some(bar) = &self.0 {

@@ -11,6 +11,7 @@ mod reconcile;
 mod recover;
 mod rotate;
 mod settings;
+mod status;
 mod verify;
 
 use std::process::ExitCode;
@@ -63,6 +64,7 @@ pub(crate) async fn run(settings: Settings, command: Command) -> Result<ExitCode
         }
         Command::Reconcile(args) => reconcile::reconcile(&settings, args).await,
         Command::Migrate(args) => migrate::migrate(&settings, args).await,
+        Command::Status(args) => status::status(&settings, args).await,
         Command::Bulk(BulkCommand::Backup(args)) => bulk::bulk_backup(&settings, args).await,
         Command::Demo => crate::demo::run().await,
         Command::ServeWebhook(args) => {

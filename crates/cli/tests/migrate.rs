@@ -389,3 +389,90 @@ async fn file_to_postgres_to_s3_to_file_gives_back_the_same_bytes() {
         client_backups(&work.path("source"))
     );
 }
+
+/// `rotate` killed midway, like `migrate`: the rerun (with the old key as --kms, as an operator
+/// reruns it) rewraps what is left, skips what the killed run finished, and proves from the
+/// headers that nothing is left under the old key; every object then opens with the new key
+/// alone, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_rotation_resumes_and_leaves_nothing_under_the_old_key() {
+    const CLIENTS: usize = 30;
+    let work = Work::new(CLIENTS).await;
+    // Only client backups: the fixture's custodian share is not an envelope.
+    FsStore::new(work.path("source"))
+        .unwrap()
+        .delete(&BackupKey::custodian_backup(client(0), "GDRIVE").unwrap())
+        .await
+        .unwrap();
+    let names_before: Vec<String> = files(&work.path("source")).into_keys().collect();
+    let new_key = work.path("kek-new");
+    LocalKek::generate_file(&new_key).unwrap();
+    let to_kms = format!("local:{}", new_key.display());
+    let rotate = |more: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "rotate",
+            "--store",
+            &work.file("source"),
+            "--to-kms",
+            &to_kms,
+        ])
+        .args(more)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PORTAL_BACKUP_KMS", &work.kms)
+        .env("PORTAL_BACKUP_STATE_DIR", work.path("state"))
+        .stdin(Stdio::null());
+        cmd
+    };
+    // Slow enough to be killed midway: two KMS calls per client, 15 a second.
+    let mut child = rotate(&["--concurrency", "1", "--kms-rate-limit", "15"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if line["kind"] == "object" {
+            seen += 1;
+        }
+        if seen == 8 {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success(), "killed before the end");
+
+    let out = rotate(&["--concurrency", "8"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["kind"], "summary", "{}", text(&out));
+    assert_eq!(summary["notUnderTarget"], 0, "{}", text(&out));
+    assert_eq!(summary["failed"], 0);
+    let (rewrapped, current) = (
+        summary["rewrapped"].as_u64().unwrap(),
+        summary["alreadyCurrent"].as_u64().unwrap(),
+    );
+    assert_eq!(rewrapped + current, (CLIENTS * 2) as u64, "{}", text(&out));
+    assert!(
+        current >= 8,
+        "the killed run's objects are skipped: {current}"
+    );
+    assert!(rewrapped > 0, "the rerun finished the rest");
+
+    // Nothing lost or added, and the new key alone opens every object as its share.
+    let names_after: Vec<String> = files(&work.path("source")).into_keys().collect();
+    assert_eq!(names_after, names_before);
+    let out = Command::new(BIN)
+        .args(["verify", "--store-wide", "--store", &work.file("source")])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PORTAL_BACKUP_KMS", &to_kms)
+        .env("PORTAL_BACKUP_STATE_DIR", work.path("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}

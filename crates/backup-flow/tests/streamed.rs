@@ -7,21 +7,19 @@
     clippy::arithmetic_side_effects
 )] // tests: a panic is a failure
 
+mod support;
+
 use std::sync::Arc;
 
-use backup_flow::envelope::local::LocalKek;
-use backup_flow::envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer, to_text};
+use backup_flow::envelope::Keyring;
 use backup_flow::storage::memory::MemoryStore;
-use backup_flow::storage::{BackupKey, BackupStore, PutOptions, StorageError};
+use backup_flow::storage::{BackupStore, StorageError};
 use backup_flow::{Finding, Flow, Rotated};
 use futures_util::StreamExt as _;
+use support::backups::store_backup;
+use support::keyring;
 
 const CLIENTS: usize = 20;
-const CURVES: [&str; 2] = ["SECP256K1", "ED25519"];
-
-fn keyring() -> Keyring {
-    Keyring::new().with(Arc::new(LocalKek::generate().unwrap()) as Arc<dyn KeyEncryptionKey>)
-}
 
 fn client(i: usize) -> String {
     format!("client-{i:03}")
@@ -31,35 +29,10 @@ fn client(i: usize) -> String {
 async fn seeded(keyring: &Keyring) -> Arc<dyn BackupStore> {
     let store = Arc::new(MemoryStore::new());
     for i in 0..CLIENTS {
-        let client_id = client(i);
-        let kek_context = EncryptionContext::new()
-            .with("client-id", client_id.as_str())
-            .and_then(|c| c.with("purpose", "client-backup"))
-            .unwrap();
-        let sealer = Sealer::new(keyring, kek_context.clone()).await.unwrap();
-        for curve in CURVES {
-            let pair = format!("pair-{i}-{curve}");
-            let context = kek_context
-                .clone()
-                .with("backup-share-pair-id", pair.as_str())
-                .and_then(|c| c.with("curve", curve))
-                .unwrap();
-            let sealed = sealer.seal(&context, b"a backup share").unwrap();
-            store
-                .put(
-                    &BackupKey::client_backup(&client_id, &pair, curve).unwrap(),
-                    envelope_text(&sealed),
-                    PutOptions::create(),
-                )
-                .await
-                .unwrap();
-        }
+        let pair = |curve: &str| format!("pair-{i}-{curve}");
+        store_backup(store.as_ref(), keyring, &client(i), pair, b"a backup share").await;
     }
     store
-}
-
-fn envelope_text(sealed: &[u8]) -> bytes::Bytes {
-    to_text(sealed).into_bytes().into()
 }
 
 /// A listing that sends the clients through a channel (the test decides when it ends), with

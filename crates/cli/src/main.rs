@@ -52,8 +52,8 @@
 //! and never a key, a token or a share. Exit codes: 0 success, 1 failure, 2 usage error,
 //! 3 a failure that may pass (run the same command again to resume), 4 the check found
 //! backups that are not whole (`verify`: a share missing or not opening as its identity;
-//! `status`: a client needs attention). `portal-backup --help` has the KMS and store URI
-//! grammars.
+//! `status`: a client needs attention; `reconcile`: a client is left open). `portal-backup
+//! --help` has the KMS and store URI grammars.
 
 mod args;
 mod combine;

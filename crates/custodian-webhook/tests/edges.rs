@@ -217,22 +217,24 @@ async fn an_allowed_caller_is_answered_within_3s_while_2000_refused_connections_
     for stream in held.iter_mut().step_by(97) {
         assert!(closed_within(stream, Duration::from_secs(1)).await);
     }
-    let text = metrics.encode();
-    let refused = sample(
-        &text,
-        "custodian_webhook_connections_refused_total",
-        &[("reason", "disallowed_peer")],
-    )
-    .unwrap();
+    // Each refusal counts in both series, one after the other: the last refusal of the
+    // storm may be between the two when the metrics are read, so read until they settle.
+    let counts = || {
+        let text = metrics.encode();
+        let of = |name| sample(&text, name, &[("reason", "disallowed_peer")]);
+        (
+            of("custodian_webhook_connections_refused_total").unwrap(),
+            of("custodian_webhook_auth_failures_total"),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let (mut refused, mut auth_failures) = counts();
+    while auth_failures != Some(refused) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        (refused, auth_failures) = counts();
+    }
     assert!(refused >= 2000.0, "{refused}");
-    assert_eq!(
-        sample(
-            &text,
-            "custodian_webhook_auth_failures_total",
-            &[("reason", "disallowed_peer")]
-        ),
-        Some(refused)
-    );
+    assert_eq!(auth_failures, Some(refused));
     eprintln!(
         "slowest backup+fetch pair during the flood: {slowest:?}; {reconnects} reconnects from the refused address meanwhile"
     );

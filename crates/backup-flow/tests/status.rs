@@ -431,3 +431,45 @@ async fn portal_held_ciphertexts_are_read_through_the_sessions_given_and_counted
             .all(|c| c.curves.iter().all(|c| c.drill.is_none()))
     );
 }
+
+#[tokio::test]
+async fn a_listing_page_portal_will_not_give_ends_the_walk_with_an_error_after_the_clients_so_far()
+{
+    let sim = support::sim(false).await;
+    let first = sim.create_client();
+    for _ in 0..11 {
+        let _ = sim.create_client();
+    }
+    let state = tempfile::tempdir().unwrap();
+    let flow = Flow::new(keyring(), support::portal_managed(), state.path())
+        .unwrap()
+        .custodian(custodian_client(&sim, &first));
+    let mut run = flow.status(StatusOptions::new().with_take(5).with_concurrency(1));
+    let mut seen = vec![run.next().await.unwrap().unwrap().client_id];
+    assert_eq!(run.total_clients(), Some(12));
+    // The first page is in; every later one fails (after portal-api's retries).
+    sim.add_fault(
+        "GET /api/v3/custodians/me/clients: error=1.0, status=503"
+            .parse::<portal_sim::FaultRule>()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut failed = None;
+    while let Some(next) = run.next().await {
+        match next {
+            Ok(client) => seen.push(client.client_id),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(seen.len(), 5, "the first page's clients, then the error");
+    let failed = failed.unwrap();
+    assert!(failed.is_retryable(), "{failed}");
+    assert!(
+        run.next().await.is_none(),
+        "the walk cannot go past a missing page"
+    );
+    assert_eq!(run.requests().listing_pages, 1, "only pages given count");
+}

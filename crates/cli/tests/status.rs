@@ -441,6 +441,7 @@ async fn a_self_managed_fleet_over_several_pages_gets_exact_verdicts_and_exit_4(
     for (id, (verdict, _)) in &presence {
         assert_eq!(run.html.contains(id.as_str()), verdict != "ok", "{id}");
     }
+    assert!(run.html.contains("<li>no wallet</li>"), "the bare client");
 
     // The restore drill also finds the corrupted ciphertext.
     let deep = fleet.status(

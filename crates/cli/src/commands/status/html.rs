@@ -144,6 +144,9 @@ fn client_row(page: &mut String, row: &ClientStatus) {
     for curve in &row.curves {
         let _ = write!(page, "<li>{}</li>", esc(&describe(curve)));
     }
+    if row.curves.is_empty() {
+        page.push_str("<li>no wallet</li>");
+    }
     page.push_str("</ul></td><td>");
     match &row.orphans {
         Some(orphans) => {

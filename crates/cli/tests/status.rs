@@ -694,3 +694,31 @@ async fn the_html_report_escapes_a_hostile_client_id_and_loads_nothing() {
     ));
     assert!(page.contains("bp&quot;&gt;&lt;img src=x&gt;"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_portal_will_not_give_stops_the_run_with_exit_3_and_still_a_summary() {
+    let fleet = Fleet::portal_managed().await;
+    let keys = fleet.sim.create_client();
+    fleet
+        .sim
+        .add_fault(
+            "GET /api/v3/custodians/me/clients: error=1.0, status=503"
+                .parse()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = fleet.status(&keys, "portal", &[]);
+    assert_eq!(run.code(), Some(3), "{}", text(&run.out));
+    assert!(run.lines.is_empty());
+    assert_eq!(run.summary["exitCode"], 3);
+    assert_eq!(run.summary["clients"], 0);
+    let stopped = run.summary["stopped"].as_str().unwrap();
+    assert!(stopped.contains("the client listing stopped"), "{stopped}");
+    assert!(
+        run.html.contains("The run stopped before the end"),
+        "{}",
+        run.html
+    );
+    assert!(!run.html.contains("every client is ok"));
+    assert_self_contained(&run.html);
+}

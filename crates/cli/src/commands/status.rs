@@ -157,7 +157,11 @@ pub(super) async fn status(settings: &Settings, args: StatusArgs) -> Result<Exit
         table::print(to, &rows, named_more(&summary, rows.len()), &summary)?;
     }
     if let Some(path) = &args.html {
-        std::fs::write(path, html::report(&summary, &rows, &unusable)).map_err(|e| {
+        std::fs::write(
+            path,
+            html::report(&summary, &rows, &unusable, end.stopped.as_deref()),
+        )
+        .map_err(|e| {
             Failure::caused_by(format!("cannot write the report {}", path.display()), e)
         })?;
     }

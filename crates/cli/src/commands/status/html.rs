@@ -32,6 +32,7 @@ pub(super) fn report(
     summary: &StatusSummary,
     rows: &[ClientStatus],
     unusable: &[UnusableLine],
+    stopped: Option<&str>,
 ) -> String {
     let mut page = String::with_capacity(4096_usize.saturating_add(rows.len().saturating_mul(512)));
     page.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -40,6 +41,13 @@ pub(super) fn report(
     page.push_str("<title>portal-backup status</title>\n<style>");
     page.push_str(STYLE);
     page.push_str("</style>\n</head>\n<body>\n<h1>Status of every client</h1>\n");
+    if let Some(why) = stopped {
+        let _ = writeln!(
+            page,
+            "<p class=\"attention\">The run stopped before the end of Portal's client listing; only the clients before that are counted: <code>{}</code></p>",
+            esc(why)
+        );
+    }
 
     page.push_str("<div class=\"cards\">\n");
     card(&mut page, "clients", summary.clients, "");
@@ -93,8 +101,10 @@ pub(super) fn report(
         .saturating_sub(summary.verdicts.get(&Verdict::Ok).copied().unwrap_or(0))
         .saturating_sub(u64::try_from(rows.len()).unwrap_or(u64::MAX));
     page.push_str("<h2>Clients not ok (those that need attention first)</h2>\n");
-    if rows.is_empty() {
+    if rows.is_empty() && stopped.is_none() {
         page.push_str("<p>None: every client is ok.</p>\n");
+    } else if rows.is_empty() {
+        page.push_str("<p>None among the clients counted.</p>\n");
     } else {
         page.push_str("<table>\n<tr><th>client</th><th>verdict</th><th>reasons</th><th>wallets</th><th>orphans</th><th>errors</th></tr>\n");
         for row in rows {

@@ -66,7 +66,7 @@ impl ClientFlow {
             .client
             .client_me()
             .await
-            .map_err(Error::portal("GET /api/v3/clients/me"))?;
+            .map_err(Error::portal("GET", portal_api::paths::CLIENT_ME))?;
         *client_id = Some(me.id.clone());
         let signing_ids = generate.ids();
         if signing_ids.is_empty() {
@@ -112,7 +112,7 @@ impl ClientFlow {
                 .client
                 .backup(generate)
                 .await
-                .map_err(Error::portal("POST /v1/backup"))?;
+                .map_err(Error::portal("POST", portal_api::paths::MPC_BACKUP))?;
             record.shares = seal_backup(&sealer, &me.id, &shares)?;
             record.step = Step::Sealed;
             self.on.flow.journal.record(&record).await?;
@@ -179,7 +179,10 @@ impl ClientFlow {
                 SharePairUpdateStatus::StoredClientBackupShare,
             ))
             .await
-            .map_err(Error::portal("PATCH /api/v3/clients/me/backup-share-pairs"))
+            .map_err(Error::portal(
+                "PATCH",
+                portal_api::paths::BACKUP_SHARE_PAIRS,
+            ))
     }
 
     /// What the systems of record say when the journal knows nothing of this backup (a

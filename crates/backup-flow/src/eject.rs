@@ -92,7 +92,7 @@ async fn mark(client: &ClientApi) -> Result<()> {
             client_platform_version: concat!("portal-backup/", env!("CARGO_PKG_VERSION")).into(),
         })
         .await
-        .map_err(Error::portal("POST /api/v3/clients/me/eject"))
+        .map_err(Error::portal("POST", portal_api::paths::CLIENT_EJECT))
 }
 
 fn eject_curve(curve: &Curve) -> Result<eject::Curve> {
@@ -139,9 +139,7 @@ impl CustodianFlow {
         let details = custodian
             .get_client(client_id)
             .await
-            .map_err(Error::portal(
-                "GET /api/v3/custodians/me/clients/{clientId}",
-            ))?;
+            .map_err(Error::portal("GET", portal_api::paths::CUSTODIAN_CLIENT))?;
         if details.wallets.is_empty() {
             return Err(Error::Unexpected(
                 "the client has no wallet to eject".into(),
@@ -209,7 +207,8 @@ impl CustodianFlow {
             )
             .await
             .map_err(Error::portal(
-                "PATCH /api/v3/custodians/me/clients/{clientId}/enable-eject",
+                "PATCH",
+                portal_api::paths::CUSTODIAN_ENABLE_EJECT,
             ))?;
         let (custodian_text, portal_ciphertext) = match &options.backup_method {
             // Only the client-side route takes a method.
@@ -224,7 +223,8 @@ impl CustodianFlow {
                     )
                     .await
                     .map_err(Error::portal(
-                        "POST /api/v3/clients/me/wallets/{walletId}/prepare-eject",
+                        "POST",
+                        portal_api::paths::WALLET_PREPARE_EJECT,
                     ))?;
                 (prepared.share, None)
             }
@@ -234,7 +234,8 @@ impl CustodianFlow {
                     .ejectable_backup_shares(client_id, &wallet.id)
                     .await
                     .map_err(Error::portal(
-                        "GET …/wallets/{walletId}/ejectable-backup-shares",
+                        "GET",
+                        portal_api::paths::CUSTODIAN_EJECTABLE_BACKUP_SHARES,
                     ))?;
                 (
                     shares.custodian_backup_share,
@@ -410,7 +411,8 @@ async fn client_session<'s>(
             .client_session(client_id)
             .await
             .map_err(Error::portal(
-                "POST /api/v3/custodians/me/clients/{clientId}/sessions",
+                "POST",
+                portal_api::paths::CUSTODIAN_CLIENT_SESSIONS,
             ))?;
         *session = Some(client);
     }

@@ -12,10 +12,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A Portal call failed (after the retries `portal-api` allows).
-    #[error("Portal call `{call}` failed")]
+    #[error("Portal call `{method} {route}` failed")]
     Portal {
-        /// The call, e.g. `POST /v1/backup`.
-        call: &'static str,
+        /// The HTTP method, e.g. `POST`.
+        method: &'static str,
+        /// The route template, one of [`portal_api::paths`], e.g. `/v1/backup`.
+        route: &'static str,
         /// Portal's error, with its status and error id.
         #[source]
         source: Box<portal_api::Error>,
@@ -141,9 +143,14 @@ impl Error {
         }
     }
 
-    pub(crate) fn portal(call: &'static str) -> impl FnOnce(portal_api::Error) -> Self {
+    /// A failed call of `method` on `route` (a [`portal_api::paths`] template).
+    pub(crate) fn portal(
+        method: &'static str,
+        route: &'static str,
+    ) -> impl FnOnce(portal_api::Error) -> Self {
         move |source| Self::Portal {
-            call,
+            method,
+            route,
             source: Box::new(source),
         }
     }

@@ -77,7 +77,7 @@ impl ClientFlow {
             .client
             .client_me()
             .await
-            .map_err(Error::portal("GET /api/v3/clients/me"))?;
+            .map_err(Error::portal("GET", portal_api::paths::CLIENT_ME))?;
         let opener = Opener::new(&self.on.flow.keyring);
         let mut backup = BackupResponse::default();
         for wallet in &me.wallets {
@@ -113,7 +113,7 @@ impl ClientFlow {
             .client
             .recover(&backup)
             .await
-            .map_err(Error::portal("POST /v1/recover"))?;
+            .map_err(Error::portal("POST", portal_api::paths::MPC_RECOVER))?;
         drop(backup);
         if let Some(store) = &self.on.flow.signing_store {
             self.store_signing_shares(store.as_ref(), &me.id, &shares)
@@ -137,7 +137,8 @@ impl ClientFlow {
             ))
             .await
             .map_err(Error::portal(
-                "PATCH /api/v3/clients/me/signing-share-pairs",
+                "PATCH",
+                portal_api::paths::SIGNING_SHARE_PAIRS,
             ))
     }
 

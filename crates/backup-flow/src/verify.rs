@@ -99,7 +99,7 @@ impl ClientFlow {
             .client
             .client_me()
             .await
-            .map_err(Error::portal("GET /api/v3/clients/me"))?;
+            .map_err(Error::portal("GET", portal_api::paths::CLIENT_ME))?;
         let opener = Opener::new(&self.on.flow.keyring);
         let mut checked = Vec::new();
         for wallet in &me.wallets {

@@ -166,7 +166,8 @@ mod tests {
             None,
         );
         let flow = backup_flow::Error::Portal {
-            call: "POST /v1/backup",
+            method: "POST",
+            route: portal_api::paths::MPC_BACKUP,
             source: Box::new(portal),
         };
         let text = Failure::flow("backup failed", flow).render();

@@ -286,7 +286,7 @@ impl ClientFlow {
         self.client
             .client_me()
             .await
-            .map_err(Error::portal("GET /api/v3/clients/me"))
+            .map_err(Error::portal("GET", portal_api::paths::CLIENT_ME))
     }
 
     /// The client backup keys the store holds for `me`: its listing, or, for a store that

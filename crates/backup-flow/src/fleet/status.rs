@@ -230,7 +230,7 @@ impl CustodianFlow {
                     .custodian
                     .list_clients(&query)
                     .await
-                    .map_err(Error::portal("GET /api/v3/custodians/me/clients"))?;
+                    .map_err(Error::portal("GET", portal_api::paths::CUSTODIAN_CLIENTS))?;
                 counters.pages.fetch_add(1, Ordering::Relaxed);
                 if let Some(total) = page.metadata.total {
                     counters.total.store(total, Ordering::Relaxed);

@@ -151,7 +151,7 @@ impl PortalMigration {
         };
         let me = match client.client_me().await {
             Ok(me) => me,
-            Err(e) => return failed(Error::portal("GET /api/v3/clients/me")(e)),
+            Err(e) => return failed(Error::portal("GET", portal_api::paths::CLIENT_ME)(e)),
         };
         let portal = PortalStore::new(client);
         let opener = Opener::new(&self.keyring);

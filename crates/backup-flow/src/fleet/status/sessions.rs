@@ -83,11 +83,16 @@ impl ClientSessions {
                             Ok(client) => client,
                             Err(reason) => return (line, false, Err(reason)),
                         };
-                        let found = client
-                            .client_me()
-                            .await
-                            .map(|me| (me.id, client))
-                            .map_err(|e| cause_chain(&Error::portal("GET /api/v3/clients/me")(e)));
+                        let found =
+                            client
+                                .client_me()
+                                .await
+                                .map(|me| (me.id, client))
+                                .map_err(|e| {
+                                    cause_chain(
+                                        &Error::portal("GET", portal_api::paths::CLIENT_ME)(e),
+                                    )
+                                });
                         (line, true, found)
                     }
                 },

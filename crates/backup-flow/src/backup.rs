@@ -6,7 +6,7 @@ use portal_api::SharePairUpdateStatus;
 use portal_api::client_api::SharePairStatusUpdate;
 use portal_api::mpc::GenerateResponse;
 use serde::Serialize;
-use storage::{BackupStoreExt as _, PutOptions, StorageError};
+use storage::{BackupStoreExt as _, PutOptions, ShareKind, StorageError};
 
 use crate::error::{Error, Result};
 use crate::flow::ClientFlow;
@@ -103,9 +103,12 @@ impl ClientFlow {
             // The KMS round trip comes first: if the KMS is down, Portal is not asked for a
             // backup whose shares could not then be sealed (their pairs would be orphaned).
             // After `/v1/backup` answers, sealing is local and cannot be unavailable.
-            let sealer = Sealer::new(&self.on.flow.keyring, ShareId::kek_context(&me.id, false)?)
-                .await
-                .map_err(Error::envelope("wrapping the backup's data key"))?;
+            let sealer = Sealer::new(
+                &self.on.flow.keyring,
+                ShareId::kek_context(&me.id, ShareKind::ClientBackup)?,
+            )
+            .await
+            .map_err(Error::envelope("wrapping the backup's data key"))?;
             record.backup_requests = record.backup_requests.saturating_add(1);
             self.on.flow.journal.record(&record).await?;
             let shares = self
@@ -220,7 +223,7 @@ impl ClientFlow {
                 .await
                 .map_err(|e| Error::store_listing(&me.id, e))?
                 .iter()
-                .any(|k| k.kind() == storage::ShareKind::CustodianBackup);
+                .any(|k| k.kind() == ShareKind::CustodianBackup);
             if !held {
                 return Ok(None);
             }
@@ -329,7 +332,7 @@ fn seal_backup(
                 client_id,
                 pair_id: &share.id,
                 curve: &curve,
-                signing: false,
+                kind: ShareKind::ClientBackup,
             };
             let sealed = sealer
                 .seal(&id.context()?, share.share.expose_secret().as_bytes())
@@ -348,7 +351,7 @@ pub(crate) fn share_id<'a>(record: &'a BackupRecord, share: &'a SealedShare) -> 
         client_id: &record.client_id,
         pair_id: &share.backup_share_pair_id,
         curve: &share.curve,
-        signing: false,
+        kind: ShareKind::ClientBackup,
     }
 }
 

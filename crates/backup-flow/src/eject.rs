@@ -260,7 +260,7 @@ impl CustodianFlow {
             client_id,
             pair_id: &pair.id,
             curve: &wallet.curve,
-            signing: false,
+            kind: ShareKind::ClientBackup,
         };
         let key = id.key()?;
         let stores = &self.flow.stores;
@@ -357,7 +357,7 @@ impl Flow {
                 client_id,
                 pair_id: &pair_id,
                 curve: &curve,
-                signing: false,
+                kind: ShareKind::ClientBackup,
             };
             let key = id.key()?;
             let stored = on

@@ -25,14 +25,16 @@ pub(crate) struct ShareId<'a> {
     pub(crate) client_id: &'a str,
     pub(crate) pair_id: &'a str,
     pub(crate) curve: &'a Curve,
-    pub(crate) signing: bool,
+    /// [`ShareKind::ClientBackup`] (by backup share pair id) or [`ShareKind::ClientSigning`]
+    /// (by signing share pair id).
+    pub(crate) kind: ShareKind,
 }
 
 impl ShareId<'_> {
     /// The KEK context shared by every share of one client and purpose: what the KMS sees
     /// (and logs) for the one data key of a backup.
-    pub(crate) fn kek_context(client_id: &str, signing: bool) -> Result<EncryptionContext> {
-        EncryptionContext::from_entries(storage::context::kek_entries(client_id, kind(signing)))
+    pub(crate) fn kek_context(client_id: &str, kind: ShareKind) -> Result<EncryptionContext> {
+        EncryptionContext::from_entries(storage::context::kek_entries(client_id, kind))
             .map_err(|e| Error::Invalid(format!("client id: {e}")))
     }
 
@@ -43,18 +45,10 @@ impl ShareId<'_> {
 
     /// Where the share's ciphertext is stored.
     pub(crate) fn key(&self) -> Result<BackupKey> {
-        BackupKey::builder(kind(self.signing), self.client_id)
+        BackupKey::builder(self.kind, self.client_id)
             .share_pair_id(self.pair_id)
             .curve(self.curve.as_str())
             .build()
             .map_err(|e| Error::Unexpected(format!("Portal id not usable as a store key: {e}")))
-    }
-}
-
-fn kind(signing: bool) -> ShareKind {
-    if signing {
-        ShareKind::ClientSigning
-    } else {
-        ShareKind::ClientBackup
     }
 }

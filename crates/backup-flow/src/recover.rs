@@ -12,6 +12,7 @@ use crate::backup::open_text;
 use crate::error::{Error, Result};
 use crate::flow::ClientFlow;
 use crate::identity::ShareId;
+use storage::ShareKind;
 
 /// The new signing shares from a recovery. They are secrets: `Debug` is redacted and they
 /// are zeroized on drop; serialize [`Recovered::shares`] only to a private file or pipe.
@@ -86,7 +87,7 @@ impl ClientFlow {
                 client_id: &me.id,
                 pair_id: &pair.id,
                 curve: &wallet.curve,
-                signing: false,
+                kind: ShareKind::ClientBackup,
             };
             let key = id.key()?;
             let stored = self
@@ -150,7 +151,7 @@ impl ClientFlow {
     ) -> Result<()> {
         let sealer = Sealer::new(
             &self.on.flow.keyring,
-            ShareId::kek_context(client_id, true)?,
+            ShareId::kek_context(client_id, ShareKind::ClientSigning)?,
         )
         .await
         .map_err(Error::envelope("wrapping the signing shares' data key"))?;
@@ -159,7 +160,7 @@ impl ClientFlow {
                 client_id,
                 pair_id: &share.id,
                 curve: &curve,
-                signing: true,
+                kind: ShareKind::ClientSigning,
             };
             let key = id.key()?;
             let sealed = sealer

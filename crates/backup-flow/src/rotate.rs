@@ -13,7 +13,7 @@ use bytes::Bytes;
 use envelope::{KeyRef, Keyring, Rewrapper};
 use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Serialize;
-use storage::{BackupKey, PutOptions, StorageError};
+use storage::{BackupKey, PutOptions, ShareKind, StorageError};
 
 use crate::error::{Error, Result};
 use crate::flow::{Flow, OnStore};
@@ -440,7 +440,7 @@ impl OnStore {
                     client_id: &record.client_id,
                     pair_id: &share.backup_share_pair_id,
                     curve: &share.curve,
-                    signing: false,
+                    kind: ShareKind::ClientBackup,
                 }
                 .key()?;
                 let in_store = match self.store.get(&key).await {

@@ -4,7 +4,7 @@ use envelope::Opener;
 use futures_util::stream::{self, Stream, StreamExt as _};
 use portal_api::SharePairStatus;
 use serde::Serialize;
-use storage::{BackupKey, BackupStoreExt as _, StorageError};
+use storage::{BackupKey, BackupStoreExt as _, ShareKind, StorageError};
 
 use crate::backup::open_text;
 use crate::error::{Error, Result};
@@ -251,7 +251,7 @@ impl OnStore {
         };
         let mut shares = Vec::new();
         for key in keys {
-            if key.kind() != storage::ShareKind::ClientBackup {
+            if key.kind() != ShareKind::ClientBackup {
                 continue;
             }
             let body = match self.store.get_opt(&key).await {
@@ -278,7 +278,7 @@ impl OnStore {
             client_id,
             pair_id,
             curve,
-            signing: false,
+            kind: ShareKind::ClientBackup,
         };
         let key = id.key()?;
         let body = match self.store.get_opt(&key).await {
@@ -345,7 +345,7 @@ async fn open_stored(
         client_id,
         pair_id,
         curve: &curve,
-        signing: false,
+        kind: ShareKind::ClientBackup,
     };
     let finding = finding(opener, &id, key, body).await?;
     Ok(ShareCheck {

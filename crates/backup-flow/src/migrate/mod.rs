@@ -229,8 +229,8 @@ impl Migration {
 
     /// Moves one object, or says why not.
     async fn object(&self, opener: &Opener<'_>, key: &BackupKey) -> Result<Moved> {
-        let signing = match movable(key) {
-            Ok(signing) => signing,
+        let kind = match movable(key) {
+            Ok(kind) => kind,
             Err(skipped) => return Ok(skipped),
         };
         let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
@@ -243,7 +243,7 @@ impl Migration {
             client_id: key.client_id(),
             pair_id,
             curve: &curve,
-            signing,
+            kind,
         };
         let body = match self.from.get(key).await {
             Ok(body) => body,
@@ -258,12 +258,11 @@ impl Migration {
     }
 }
 
-/// Whether the object under `key` is a client ciphertext that moves (`Ok(signing)`), or why
+/// Whether the object under `key` is a client ciphertext that moves (`Ok(its kind)`), or why
 /// it stays (`Err` with the [`Moved::Skipped`] to report).
-fn movable(key: &BackupKey) -> std::result::Result<bool, Moved> {
+fn movable(key: &BackupKey) -> std::result::Result<ShareKind, Moved> {
     match key.kind() {
-        ShareKind::ClientBackup => Ok(false),
-        ShareKind::ClientSigning => Ok(true),
+        kind @ (ShareKind::ClientBackup | ShareKind::ClientSigning) => Ok(kind),
         ShareKind::CustodianBackup => Err(Moved::Skipped {
             reason: CUSTODIAN_STAYS,
         }),

@@ -190,7 +190,7 @@ async fn from_portal(
                 client_id: &me.id,
                 pair_id: &pair.id,
                 curve: &wallet.curve,
-                signing: false,
+                kind: ShareKind::ClientBackup,
             };
             let (key, result) = match id.key() {
                 Ok(key) => {
@@ -291,7 +291,7 @@ async fn to_portal_one(
         client_id: key.client_id(),
         pair_id,
         curve: &curve,
-        signing: false,
+        kind: ShareKind::ClientBackup,
     };
     let body = match from.get(key).await {
         Ok(body) => body,

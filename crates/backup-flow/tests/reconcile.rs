@@ -228,12 +228,7 @@ async fn what_cannot_be_finished_is_reported_and_left_unconfirmed() {
     for key in fleet.client_keys(&keys.client_id).await {
         fleet.store.delete(&key).await.unwrap();
     }
-    let result = fleet
-        .session(&lost, fresh.path())
-        .reconcile(&OrphanPruning::Keep)
-        .await
-        .unwrap();
-    let reasons: Vec<&str> = result.open.iter().map(reason).collect();
+    let (result, reasons) = open_reasons(&fleet.session(&lost, fresh.path())).await;
     assert_eq!(reasons, ["not-stored", "not-stored"], "{result:?}");
 
     // Stored unconfirmed, but the ciphertexts were swapped for another client's.
@@ -248,12 +243,7 @@ async fn what_cannot_be_finished_is_reported_and_left_unconfirmed() {
             .unwrap();
         fleet.store.put_overwrite(&key, body).await.unwrap();
     }
-    let result = fleet
-        .session(&swapped, fresh.path())
-        .reconcile(&OrphanPruning::Keep)
-        .await
-        .unwrap();
-    let reasons: Vec<&str> = result.open.iter().map(reason).collect();
+    let (result, reasons) = open_reasons(&fleet.session(&swapped, fresh.path())).await;
     assert_eq!(reasons, ["does-not-open", "does-not-open"], "{result:?}");
     assert!(result.done.is_empty());
     assert_eq!(fleet.completed(&keys.client_id), 0, "nothing confirmed");
@@ -264,12 +254,7 @@ async fn what_cannot_be_finished_is_reported_and_left_unconfirmed() {
         assert_eq!(key.kind(), ShareKind::CustodianBackup);
         fleet.webhook.delete(&key).await.unwrap();
     }
-    let result = fleet
-        .session(&no_custodian, fresh.path())
-        .reconcile(&OrphanPruning::Keep)
-        .await
-        .unwrap();
-    let reasons: Vec<&str> = result.open.iter().map(reason).collect();
+    let (result, reasons) = open_reasons(&fleet.session(&no_custodian, fresh.path())).await;
     assert_eq!(
         reasons,
         ["no-custodian-share", "no-custodian-share"],
@@ -286,17 +271,20 @@ async fn what_cannot_be_finished_is_reported_and_left_unconfirmed() {
     )
     .unwrap()
     .session(unchecked.clone());
-    let result = without_webhook
-        .reconcile(&OrphanPruning::Keep)
-        .await
-        .unwrap();
-    let reasons: Vec<&str> = result.open.iter().map(reason).collect();
+    let (result, reasons) = open_reasons(&without_webhook).await;
     assert_eq!(
         reasons,
         ["custodian-share-unchecked", "custodian-share-unchecked"],
         "{result:?}"
     );
     assert_eq!(fleet.completed(&keys.client_id), 0, "nothing confirmed");
+}
+
+/// Reconciles the client of `session`, keeping orphans; the result and its open reasons.
+async fn open_reasons(session: &ClientFlow) -> (ClientReconcile, Vec<&'static str>) {
+    let result = session.reconcile(&OrphanPruning::Keep).await.unwrap();
+    let reasons = result.open.iter().map(reason).collect();
+    (result, reasons)
 }
 
 fn reason(open: &Open) -> &'static str {

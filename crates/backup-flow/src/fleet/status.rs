@@ -31,6 +31,14 @@ use crate::verify::Finding;
 pub const DEFAULT_STATUS_CONCURRENCY: usize = 16;
 
 /// How a [`CustodianFlow::status`] run goes.
+///
+/// ```
+/// use backup_flow::fleet::StatusOptions;
+///
+/// let options = StatusOptions::new().deep(true).with_concurrency(32).with_take(500);
+/// assert!(options.deep);
+/// assert_eq!((options.concurrency, options.take), (32, 100), "Portal allows pages of 100 at most");
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct StatusOptions {

@@ -57,6 +57,22 @@ impl ClientSessions {
     /// `GET /api/v3/clients/me`, `concurrency` lines at once, over `portal`'s transport.
     /// Lines that cannot be used are returned with why; the others are kept.
     ///
+    /// ```
+    /// use backup_flow::fleet::ClientSessions;
+    /// use backup_flow::portal_api::Portal;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let portal = Portal::builder().build()?;
+    /// // Neither line is usable, so nothing is asked of Portal.
+    /// let input = &b"not json\n{\"clientApiKey\":\"k\",\"clientSessionToken\":\"t\"}\n"[..];
+    /// let (sessions, unusable) = ClientSessions::from_lines(&portal, input, 4).await?;
+    /// assert!(sessions.is_empty() && sessions.lookups() == 0);
+    /// assert_eq!(unusable.iter().map(|u| u.line).collect::<Vec<_>>(), [1, 2]);
+    /// assert!(unusable.iter().all(|u| !u.reason.contains("\"k\"")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// Reading `input`.
     pub async fn from_lines<R: BufRead + Send + 'static>(

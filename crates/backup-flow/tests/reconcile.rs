@@ -490,3 +490,60 @@ async fn a_run_over_many_clients_gives_one_line_each_and_never_a_secret() {
     );
     assert_clean(&fleet.sim);
 }
+
+/// Portal-Managed Backups: the ciphertexts are Portal's, which reconcile reads but cannot
+/// delete. A superseded unconfirmed pair is an orphan there too; a dry run plans nothing and
+/// a plan naming it deletes nothing and fails nothing.
+#[tokio::test]
+async fn orphans_held_by_portal_are_reported_and_never_planned_for_deletion() {
+    let sim = support::sim(false).await;
+    let (_, client, generate) = generated_client(&sim).await;
+    let (state, later) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let keyring = keyring();
+    let session = |dir: &Path, force: bool| {
+        Flow::new(keyring.clone(), support::portal_managed(), dir)
+            .unwrap()
+            .forcing_new_backups(force)
+            .session(client.clone())
+    };
+    sim.add_fault(
+        "PATCH /api/v3/clients/me/backup-share-pairs: error=1.0, status=503"
+            .parse::<FaultRule>()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        session(state.path(), false)
+            .backup(&generate)
+            .await
+            .is_err()
+    );
+    sim.clear_faults();
+    sim.advance_clock(Duration::from_secs(60));
+    session(later.path(), true).backup(&generate).await.unwrap();
+
+    let fresh = tempfile::tempdir().unwrap();
+    let dry = session(fresh.path(), false)
+        .reconcile(&OrphanPruning::DryRun)
+        .await
+        .unwrap();
+    assert_eq!(dry.orphans.len(), 2, "{dry:?}");
+    assert!(dry.orphans.iter().all(|o| o.older_than_newest_completed));
+    assert!(dry.would_prune.is_empty(), "Portal's store cannot delete");
+    assert!(dry.is_whole(), "{dry:?}");
+    let plan = dry.orphans.iter().map(|o| o.key.clone()).collect();
+    let planned = session(fresh.path(), false)
+        .reconcile(&OrphanPruning::Planned(Arc::new(plan)))
+        .await
+        .unwrap();
+    assert!(planned.done.is_empty(), "{planned:?}");
+    assert_eq!(planned.orphans.len(), 2);
+    for orphan in &dry.orphans {
+        assert!(
+            sim.stored_cipher_text(&orphan.backup_share_pair_id)
+                .is_some(),
+            "Portal still holds it"
+        );
+    }
+    assert_clean(&sim);
+}

@@ -27,7 +27,8 @@ pub enum OrphanPruning {
     DryRun,
     /// Delete the orphans of this plan (store keys, path form, as a dry run listed them in
     /// `wouldPrune`) that are, when reconcile looks again, still orphans older than the
-    /// newest completed pair of their curve. Nothing outside the plan is deleted.
+    /// newest completed pair of their curve. Nothing outside the plan is deleted, and
+    /// nothing from a store that cannot delete (Portal's keeps its ciphertexts).
     Planned(Arc<BTreeSet<String>>),
 }
 
@@ -248,8 +249,11 @@ impl ClientFlow {
             })
             .collect();
         let mut would_prune = Vec::new();
+        // A store that cannot delete (Portal's) keeps its orphans whatever is asked.
+        let can_delete = self.on.store.capabilities().delete;
         match pruning {
             OrphanPruning::Keep => {}
+            _ if !can_delete => {}
             OrphanPruning::DryRun => {
                 would_prune = orphans
                     .iter()

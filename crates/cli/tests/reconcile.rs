@@ -8,8 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use portal_api::client_api::SharePairStatusUpdate;
-use portal_api::{ApiKey, SharePairStatus};
+use portal_api::SharePairStatus;
 use portal_sim::{FaultRule, PortalSim, SimClient, SimConfig};
 use serde_json::{Value, json};
 
@@ -40,18 +39,7 @@ fn output(cmd: &mut Command) -> Output {
 
 /// A client whose app generated its wallet; its generate response as JSON text.
 async fn app_client(sim: &PortalSim) -> (SimClient, String) {
-    let keys = sim.create_client();
-    let client = sim
-        .portal_builder()
-        .build()
-        .unwrap()
-        .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-        .unwrap();
-    let generate = client.generate().await.unwrap();
-    client
-        .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-        .await
-        .unwrap();
+    let (keys, generate) = sim.generated_client().await.unwrap();
     (keys, serde_json::to_string(&generate).unwrap())
 }
 

@@ -107,18 +107,13 @@ impl Fleet {
 
     /// A client whose app generated its wallet and confirmed its signing shares.
     async fn generated(&mut self) -> Made {
-        let keys = self.sim.create_client();
+        let (keys, generate) = self.sim.generated_client().await.unwrap();
         let client = self
             .sim
             .portal_builder()
             .build()
             .unwrap()
-            .client_with_api_key(&ApiKey::from(keys.client_api_key.expose_secret()))
-            .unwrap();
-        let generate = client.generate().await.unwrap();
-        client
-            .update_signing_share_pairs(&SharePairStatusUpdate::signing_stored(generate.ids()))
-            .await
+            .client_with_api_key(&keys.client_api_key)
             .unwrap();
         for (_, share) in generate.iter() {
             self.secrets.push(share.share.expose_secret().to_owned());

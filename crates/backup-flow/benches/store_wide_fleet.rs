@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use backup_flow::envelope::local::LocalKek;
 use backup_flow::envelope::testing::{CallCounter, HookedKek, Latency};
-use backup_flow::envelope::{KeyEncryptionKey, Keyring};
+use backup_flow::envelope::{EncryptionContext, KeyEncryptionKey, Keyring};
 use backup_flow::migrate::{Migration, Moved};
 use backup_flow::storage::fs::FsStore;
 use backup_flow::storage::object::ObjectStoreStore;
@@ -63,6 +63,16 @@ const RSS_SIZES: [usize; 2] = [10_000, 100_000];
 const RSS_CHILD_ENV: &str = "FLEET_BENCH_RSS_STORE";
 /// The key file of the RSS child.
 const RSS_KEY_ENV: &str = "FLEET_BENCH_RSS_KEY";
+/// Optional, to measure a part while profiling: the parts to run, comma-separated, of
+/// `file`, `postgres`, `s3`, `migrate`, `rss` (all when unset).
+const PARTS_ENV: &str = "FLEET_BENCH_PARTS";
+/// Optional: backups per store instead of [`BACKUPS`].
+const BACKUPS_ENV: &str = "FLEET_BENCH_BACKUPS";
+
+/// Whether `part` is to run (see [`PARTS_ENV`]).
+fn part(name: &str) -> bool {
+    std::env::var(PARTS_ENV).map_or(true, |parts| parts.split(',').any(|p| p.trim() == name))
+}
 
 /// Three local KEKs: the one the backups are sealed under, and two to rotate to; one latency
 /// added to every call of each (a KMS round trip), one count of their calls.
@@ -118,10 +128,10 @@ async fn seed(store: &dyn BackupStore, keyring: &Keyring, backups: usize) -> Vec
     ids
 }
 
-/// Backups a second of `work` over each client, `concurrency` clients at once.
-async fn rate<'a, F, Fut>(clients: &'a [String], concurrency: usize, work: F) -> f64
+/// Items a second of `work` over each item, `concurrency` items at once.
+async fn rate<'a, T: Sync, F, Fut>(clients: &'a [T], concurrency: usize, work: F) -> f64
 where
-    F: FnMut(&'a String) -> Fut,
+    F: FnMut(&'a T) -> Fut,
     Fut: Future<Output = ()>,
 {
     let started = Instant::now();
@@ -170,6 +180,48 @@ async fn write_rate(store: &dyn BackupStore, clients: &[String], concurrency: us
     clients.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The store alone, doing a rotation's store work: list each client, read each object with
+/// its version, write it back in its place (compare-and-swap where the store can), then the
+/// proof (list again, read each object again).
+async fn rotate_store_rate(store: &dyn BackupStore, clients: &[String], concurrency: usize) -> f64 {
+    let cas = store.capabilities().compare_and_swap;
+    rate(clients, concurrency, |client| async move {
+        for key in store.list(client).await.unwrap() {
+            let (body, version) = store.get_versioned(&key).await.unwrap();
+            let options = if cas {
+                PutOptions::update(version)
+            } else {
+                PutOptions::overwrite()
+            };
+            store.put(&key, body, options).await.unwrap();
+        }
+        for key in store.list(client).await.unwrap() {
+            store.get(&key).await.unwrap();
+        }
+    })
+    .await
+}
+
+/// The KMS alone, with its latency: backups a second of one unwrap each (and, to rotate, a
+/// wrap under another key after it), `concurrency` backups at once, nothing else.
+async fn kms_rate(keks: &Keks, backups: usize, concurrency: usize, rotate: bool) -> f64 {
+    let context = EncryptionContext::new();
+    keks.set_latency(0);
+    let (_, wrapped) = keks.all[0].generate_data_key(&context).await.unwrap();
+    keks.set_latency(LATENCY_MS);
+    let items: Vec<usize> = (0..backups).collect();
+    let (wrapped, context) = (&wrapped, &context);
+    let achieved = rate(&items, concurrency, |_| async move {
+        let key = keks.all[0].unwrap(wrapped, context).await.unwrap();
+        if rotate {
+            keks.all[1].wrap(&key, context).await.unwrap();
+        }
+    })
+    .await;
+    keks.take_calls();
+    achieved
+}
+
 fn flow(store: Arc<dyn BackupStore>, keyring: Keyring, state: &Path) -> Flow {
     // Store-wide work takes no Portal role.
     Flow::new(keyring, store, state).unwrap()
@@ -182,46 +234,67 @@ struct Level {
     concurrency: usize,
     backups: usize,
     achieved: f64,
-    kms_bound: f64,
+    /// concurrency ÷ the nominal latency (÷ twice it to rotate: an unwrap, then a wrap).
+    kms_nominal: f64,
+    /// The KMS alone at the same concurrency, measured in the same run.
+    kms_alone: f64,
+    /// The store alone as the issue defines it: reads for verify, writes for rotate.
     store_alone: f64,
+    /// The store alone doing all of the command's store work (for rotate: the reads, the
+    /// writes and the proof's reads; for verify the same as `store_alone`).
+    store_work_alone: f64,
     kms_calls_per_backup: f64,
 }
 
 impl Level {
+    /// min(KMS alone, store alone): the issue's ideal, with the KMS measured alone.
     fn ideal(&self) -> f64 {
-        self.kms_bound.min(self.store_alone)
+        self.kms_alone.min(self.store_alone)
+    }
+    /// min(KMS alone, the store alone doing all of the command's store work).
+    fn work_ideal(&self) -> f64 {
+        self.kms_alone.min(self.store_work_alone)
     }
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {} | {} | {} | {:.2} | {:.0} ({:.0}) | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} |",
             self.command,
             self.store,
             self.concurrency,
             self.backups,
             self.kms_calls_per_backup,
+            self.kms_alone,
+            self.kms_nominal,
             self.store_alone,
-            self.kms_bound,
+            self.store_work_alone,
             self.achieved,
             self.ideal(),
-            self.achieved / self.ideal()
+            self.achieved / self.ideal(),
+            self.achieved / self.work_ideal(),
         )
     }
     fn json(&self) -> String {
         format!(
-            "{{\"command\":\"{}\",\"store\":\"{}\",\"concurrency\":{},\"backups\":{},\"kmsCallsPerBackup\":{:.3},\"storeAlone\":{:.1},\"kmsBound\":{:.1},\"achieved\":{:.1},\"ideal\":{:.1},\"ratio\":{:.3}}}",
+            "{{\"command\":\"{}\",\"store\":\"{}\",\"concurrency\":{},\"backups\":{},\"kmsCallsPerBackup\":{:.3},\"kmsNominal\":{:.1},\"kmsAlone\":{:.1},\"storeAlone\":{:.1},\"storeWorkAlone\":{:.1},\"achieved\":{:.1},\"ideal\":{:.1},\"ratio\":{:.3},\"workRatio\":{:.3}}}",
             self.command,
             self.store,
             self.concurrency,
             self.backups,
             self.kms_calls_per_backup,
+            self.kms_nominal,
+            self.kms_alone,
             self.store_alone,
-            self.kms_bound,
+            self.store_work_alone,
             self.achieved,
             self.ideal(),
-            self.achieved / self.ideal()
+            self.achieved / self.ideal(),
+            self.achieved / self.work_ideal(),
         )
     }
 }
+
+/// The header of the table [`Level::row`] prints.
+const TABLE_HEADER: &str = "| command | store | concurrency | backups | KMS calls/backup | KMS alone/s (nominal) | store alone/s | command's store work alone/s | achieved/s | ideal/s | achieved/ideal | achieved/min(KMS alone, store work alone) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 async fn verify_level(
     name: &'static str,
@@ -233,6 +306,7 @@ async fn verify_level(
     state: &Path,
 ) -> Level {
     let store_alone = read_rate(store.as_ref(), clients, concurrency).await;
+    let kms_alone = kms_rate(keks, clients.len(), concurrency, false).await;
     let flow = flow(Arc::clone(store), keyring, state);
     keks.take_calls();
     let started = Instant::now();
@@ -252,8 +326,10 @@ async fn verify_level(
         concurrency,
         backups: clients.len(),
         achieved,
-        kms_bound: concurrency as f64 * 1000.0 / LATENCY_MS as f64,
+        kms_nominal: concurrency as f64 * 1000.0 / LATENCY_MS as f64,
+        kms_alone,
         store_alone,
+        store_work_alone: store_alone,
         kms_calls_per_backup: keks.take_calls() as f64 / clients.len() as f64,
     }
 }
@@ -269,9 +345,9 @@ async fn rotate_level(
     concurrency: usize,
     state: &Path,
 ) -> Level {
-    keks.set_latency(0);
     let store_alone = write_rate(store.as_ref(), clients, concurrency).await;
-    keks.set_latency(LATENCY_MS);
+    let store_work_alone = rotate_store_rate(store.as_ref(), clients, concurrency).await;
+    let kms_alone = kms_rate(keks, clients.len(), concurrency, true).await;
     let flow = flow(Arc::clone(store), from, state);
     keks.take_calls();
     let started = Instant::now();
@@ -287,8 +363,10 @@ async fn rotate_level(
         concurrency,
         backups: clients.len(),
         achieved,
-        kms_bound: concurrency as f64 * 1000.0 / (2 * LATENCY_MS) as f64,
+        kms_nominal: concurrency as f64 * 1000.0 / (2 * LATENCY_MS) as f64,
+        kms_alone,
         store_alone,
+        store_work_alone,
         kms_calls_per_backup: calls as f64 / clients.len() as f64,
     }
 }
@@ -370,6 +448,22 @@ async fn migrate_level(
         }
     })
     .await;
+    // Migrate's store work: the copy, and the read-back of what was created (its drill).
+    let (_, scratch) = pg.create_database("fleet_copy_read_back");
+    let scratch = PostgresStore::connect(&scratch).await.unwrap();
+    let work_alone = rate(clients, concurrency, |client| {
+        let (from, scratch) = (from.as_ref(), &scratch);
+        async move {
+            for key in from.list(client).await.unwrap() {
+                let body = from.get(&key).await.unwrap();
+                scratch.put(&key, body, PutOptions::create()).await.unwrap();
+                scratch.get(&key).await.unwrap();
+            }
+        }
+    })
+    .await;
+    keks.set_latency(LATENCY_MS);
+    let kms_alone = kms_rate(keks, clients.len(), concurrency, false).await;
     let (_, url) = pg.create_database("fleet_migrate");
     let to: Arc<dyn BackupStore> = Arc::new(PostgresStore::connect(&url).await.unwrap());
     keks.set_latency(LATENCY_MS);
@@ -392,8 +486,10 @@ async fn migrate_level(
         concurrency,
         backups: clients.len(),
         achieved,
-        kms_bound: concurrency as f64 * 1000.0 / LATENCY_MS as f64,
+        kms_nominal: concurrency as f64 * 1000.0 / LATENCY_MS as f64,
+        kms_alone,
         store_alone: copy_alone,
+        store_work_alone: work_alone,
         kms_calls_per_backup: keks.take_calls() as f64 / clients.len() as f64,
     }
 }
@@ -505,7 +601,8 @@ fn main() {
     let (backups, c1_backups, rss_sizes) = if smoke {
         (40, 8, [20, 40])
     } else {
-        (BACKUPS, C1_BACKUPS, RSS_SIZES)
+        let backups = std::env::var(BACKUPS_ENV).map_or(BACKUPS, |n| n.parse().unwrap());
+        (backups, C1_BACKUPS.min(backups), RSS_SIZES)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -518,12 +615,16 @@ fn main() {
     let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let file: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
     let mut levels = Vec::new();
-    let (file_levels, file_keks, file_clients) =
-        runtime.block_on(store_levels("file", Arc::clone(&file), backups, c1_backups));
-    levels.extend(file_levels);
+    // Migrate copies the file store as its rotations left it.
+    let file_run = (part("file") || part("migrate"))
+        .then(|| runtime.block_on(store_levels("file", Arc::clone(&file), backups, c1_backups)));
+    let file_run = file_run.map(|(file_levels, keks, clients)| {
+        levels.extend(file_levels);
+        (keks, clients)
+    });
 
     let pg = test_services::postgres::shared();
-    if let Some(pg) = pg {
+    if let Some(pg) = pg.filter(|_| part("postgres")) {
         let (_, url) = pg.create_database("fleet_store");
         let store: Arc<dyn BackupStore> =
             Arc::new(runtime.block_on(PostgresStore::connect(&url)).unwrap());
@@ -533,7 +634,7 @@ fn main() {
                 .0,
         );
     }
-    if let Some(moto) = test_services::moto::shared() {
+    if let Some(moto) = test_services::moto::shared().filter(|_| part("s3")) {
         let store = s3_store(moto);
         levels.extend(
             runtime
@@ -541,14 +642,15 @@ fn main() {
                 .0,
         );
     }
-    if let Some(pg) = pg {
-        let level = runtime.block_on(migrate_level(&file, &file_keks, &file_clients, pg));
+    if let (Some(pg), Some((keks, clients))) = (pg.filter(|_| part("migrate")), &file_run) {
+        let level = runtime.block_on(migrate_level(&file, keks, clients, pg));
         eprintln!("{}", level.row());
         levels.push(level);
     }
 
     let rss: Vec<(usize, usize, u64)> = rss_sizes
         .iter()
+        .filter(|_| part("rss"))
         .map(|&n| {
             let (ok, kb) = rss_of(&runtime, n);
             assert_eq!(ok, n * CURVES.len());
@@ -561,10 +663,7 @@ fn main() {
         "store-wide work, {backups} backups (2 shares each; concurrency 1 on the first {c1_backups}), \
          local KEKs + {LATENCY_MS} ms per call; {cores} cores, load average {load} at the start"
     );
-    println!(
-        "| command | store | concurrency | backups | KMS calls/backup | store alone/s | KMS bound/s | achieved/s | ideal/s | achieved/ideal |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("{TABLE_HEADER}");
     for level in &levels {
         println!("{}", level.row());
     }

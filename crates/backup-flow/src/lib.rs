@@ -18,6 +18,7 @@ mod kms_rate;
 pub mod migrate;
 mod recover;
 mod rotate;
+mod stages;
 mod stores;
 mod verify;
 

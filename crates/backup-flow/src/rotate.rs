@@ -18,6 +18,7 @@ use storage::{BackupKey, PutOptions, ShareKind, StorageError};
 use crate::error::{Error, Result};
 use crate::flow::{Flow, OnStore};
 use crate::identity::expected_context;
+use crate::stages::Stages;
 
 /// How many clients a rotation works on at once, unless told otherwise: enough to keep a
 /// KMS with a few milliseconds of latency busy, few enough for its default quotas.
@@ -146,12 +147,16 @@ impl Rotation {
     }
 
     /// Rotates every client of `clients` (a listing, possibly streamed: work starts with the
-    /// first client and only the clients in flight are held), up to `concurrency` clients at
-    /// once (`0` counts as 1), as a stream of one result per client in the order they finish.
-    /// Each client's objects go in turn through one [`Rewrapper`], so the shares sealed under
-    /// one data key are rewrapped with one unwrap and one wrap and keep one wrapped key; then
-    /// the client's proof is counted. A failed object, client or listing item is reported
-    /// in its item and the others go on.
+    /// first client and only the clients in flight are held), as a stream of one result per
+    /// client in the order they finish. Each client's objects go in turn through one
+    /// [`Rewrapper`], so the shares sealed under one data key are rewrapped with one unwrap
+    /// and one wrap and keep one wrapped key; then the client's proof is counted. A failed
+    /// object, client or listing item is reported in its item and the others go on.
+    ///
+    /// At most `concurrency` clients are at the KMS at once (`0` counts as 1), and meanwhile
+    /// at most `concurrency` store steps (a client's reads, its writes, its proof) of other
+    /// clients are in flight: twice `concurrency` clients in all, so that the store works on
+    /// some while the KMS works on others.
     pub fn run<'a, S>(
         &'a self,
         clients: S,
@@ -160,22 +165,27 @@ impl Rotation {
     where
         S: Stream<Item = std::result::Result<String, StorageError>> + Send + 'a,
     {
+        let stages = Stages::new(concurrency);
+        let in_flight = stages.clients_in_flight();
         clients
-            .map(move |listed| async move {
-                match listed {
-                    Ok(client_id) => self.client(client_id).await,
-                    Err(source) => RotatedClient {
-                        client_id: String::new(),
-                        objects: Err(Error::Store {
-                            operation: "list clients",
-                            key: "the store".to_owned(),
-                            source: Box::new(source),
-                        }),
-                        not_under_target: Ok(0),
-                    },
+            .map(move |listed| {
+                let stages = stages.clone();
+                async move {
+                    match listed {
+                        Ok(client_id) => self.client(client_id, &stages).await,
+                        Err(source) => RotatedClient {
+                            client_id: String::new(),
+                            objects: Err(Error::Store {
+                                operation: "list clients",
+                                key: "the store".to_owned(),
+                                source: Box::new(source),
+                            }),
+                            not_under_target: Ok(0),
+                        },
+                    }
                 }
             })
-            .buffer_unordered(concurrency.max(1))
+            .buffer_unordered(in_flight)
     }
 
     /// Rewraps the sealed shares of every unfinished backup in the journal (after the store:
@@ -193,17 +203,16 @@ impl Rotation {
         Ok(done)
     }
 
-    async fn client(&self, client_id: String) -> RotatedClient {
-        let objects = self
-            .on
-            .rotate_client(&client_id, &self.to, &self.current)
-            .await;
+    /// One client: its objects read, rewrapped and written back, each step under its own
+    /// permit (see [`Stages`]), then its proof counted.
+    async fn client(&self, client_id: String, stages: &Stages) -> RotatedClient {
+        let objects = self.client_objects(&client_id, stages).await;
         let not_under_target = match &objects {
             // Nothing was listed, so nothing was rotated: the proof would fail the same way.
             Err(_) => Ok(0),
             Ok(_) => {
-                self.on
-                    .count_client_not_under(&client_id, &self.current)
+                stages
+                    .store(self.on.count_client_not_under(&client_id, &self.current))
                     .await
             }
         };
@@ -212,6 +221,58 @@ impl Rotation {
             objects,
             not_under_target,
         }
+    }
+
+    /// Every object of one client through one [`Rewrapper`]: the shares sealed under one
+    /// data key are rewrapped with one unwrap and one wrap and keep one wrapped key.
+    async fn client_objects(&self, client_id: &str, stages: &Stages) -> Result<Vec<RotatedObject>> {
+        let read = stages.store(self.on.read_client_objects(client_id)).await?;
+        let rewrapper = Rewrapper::new(&self.on.flow.keyring, &self.to);
+        let planned = stages
+            .kms(async {
+                let mut planned = Vec::with_capacity(read.len());
+                for (key, object) in read {
+                    let step = match object {
+                        Ok(object) => plan(&key, object, &rewrapper, &self.current).await,
+                        Err(e) => Err(e),
+                    };
+                    planned.push((key, step));
+                }
+                planned
+            })
+            .await;
+        let written = stages
+            .store(async {
+                let mut written = Vec::with_capacity(planned.len());
+                for (key, step) in planned {
+                    let result = match step {
+                        Ok(step) => self.on.write_planned(&key, step).await,
+                        Err(e) => Err(e),
+                    };
+                    written.push((key, result));
+                }
+                written
+            })
+            .await;
+        let mut done = Vec::with_capacity(written.len());
+        for (key, result) in written {
+            let result = match result {
+                Ok(Written::Done(rotated)) => Ok(rotated),
+                // Replaced since it was read (a live webhook stored a newer share): redone
+                // from the newer object, rare enough to go in turn.
+                Ok(Written::Conflict) => {
+                    stages
+                        .kms(self.on.rotate_one(&key, &rewrapper, &self.current, 1))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            done.push(RotatedObject {
+                key: key.to_string(),
+                result,
+            });
+        }
+        Ok(done)
     }
 }
 
@@ -237,9 +298,10 @@ impl Flow {
             .await
     }
 
-    /// [`rotate`](Self::rotate) with up to `concurrency` clients in flight (each client's
-    /// objects in turn, so that the shares sealed under one data key are rewrapped with one
-    /// unwrap and one wrap, and keep one wrapped key).
+    /// [`rotate`](Self::rotate) with up to `concurrency` clients at the KMS and `concurrency`
+    /// store steps of other clients in flight (see [`Rotation::run`]; each client's objects
+    /// in turn, so that the shares sealed under one data key are rewrapped with one unwrap
+    /// and one wrap, and keep one wrapped key).
     ///
     /// # Errors
     /// As [`rotate`](Self::rotate).
@@ -325,73 +387,68 @@ impl RotateReport {
 }
 
 impl OnStore {
-    /// Every object of one client, in turn, through one [`Rewrapper`].
-    async fn rotate_client(
+    /// Lists one client's objects and reads each, with the version to compare against when
+    /// writing it back.
+    async fn read_client_objects(
         &self,
         client_id: &str,
-        to: &Keyring,
-        current: &[KeyRef],
-    ) -> Result<Vec<RotatedObject>> {
-        let rewrapper = Rewrapper::new(&self.flow.keyring, to);
-        let mut done = Vec::new();
+    ) -> Result<Vec<(BackupKey, Result<Versioned>)>> {
+        let mut read = Vec::new();
         for key in self.list_client(client_id).await? {
-            let result = self.rotate_one(&key, &rewrapper, current).await;
-            done.push(RotatedObject {
-                key: key.to_string(),
-                result,
-            });
+            let object = self.read_versioned(&key).await;
+            read.push((key, object));
         }
-        Ok(done)
+        Ok(read)
     }
 
+    /// Writes back what [`plan`] decided, replacing only the version that was read.
+    async fn write_planned(&self, key: &BackupKey, step: Step) -> Result<Written> {
+        let (body, options) = match step {
+            Step::Current => {
+                return Ok(Written::Done(Rotated::AlreadyCurrent {
+                    conflicts_redone: 0,
+                }));
+            }
+            Step::Write { body, options } => (body, options),
+        };
+        match self.store.put(key, body, options).await {
+            Ok(()) => Ok(Written::Done(Rotated::Rewrapped {
+                conflicts_redone: 0,
+            })),
+            Err(e) if e.is_conflict() => Ok(Written::Conflict),
+            Err(e) => Err(Error::store("put", key)(e)),
+        }
+    }
+
+    /// Reads, rewraps and writes back one object until no concurrent writer replaced it
+    /// meanwhile (at most [`MAX_CONFLICT_RETRIES`] redos, `conflicts_redone` of them done).
     async fn rotate_one(
         &self,
         key: &BackupKey,
         rewrapper: &Rewrapper<'_>,
         current: &[KeyRef],
+        mut conflicts_redone: u32,
     ) -> Result<Rotated> {
-        let context = expected_context(key)?;
-        let mut conflicts_redone = 0;
         loop {
-            let (stored, form, version) = self.read_versioned(key).await?;
-            let info = envelope::inspect(&stored).map_err(|e| Error::WrongIdentity {
-                key: key.to_string(),
-                source: envelope::Error::from(e),
-            })?;
-            if info.context != context {
-                return Err(Error::Drill {
-                    key: key.to_string(),
-                    reason: "the object is sealed for another share than the one it is stored as",
-                });
-            }
-            if info.is_wrapped_only_by(current) {
-                return Ok(Rotated::AlreadyCurrent { conflicts_redone });
-            }
-            let rewrapped = rewrapper
-                .rewrap(&stored)
-                .await
-                .map_err(Error::envelope("rewrapping a stored share"))?;
-            let body = encode(&rewrapped, form);
-            let options = match version {
-                Some(version) => PutOptions::update(version),
-                None => PutOptions::overwrite(),
-            };
-            match self.store.put(key, body, options).await {
-                Ok(()) => return Ok(Rotated::Rewrapped { conflicts_redone }),
-                Err(e) if e.is_conflict() && conflicts_redone < MAX_CONFLICT_RETRIES => {
+            let object = self.read_versioned(key).await?;
+            let step = plan(key, object, rewrapper, current).await?;
+            match self.write_planned(key, step).await? {
+                Written::Done(rotated) => return Ok(rotated.redone(conflicts_redone)),
+                Written::Conflict if conflicts_redone < MAX_CONFLICT_RETRIES => {
                     conflicts_redone = conflicts_redone.saturating_add(1);
                 }
-                Err(e) => return Err(Error::store("put", key)(e)),
+                Written::Conflict => {
+                    return Err(Error::store("put", key)(StorageError::Conflict {
+                        key: key.clone(),
+                    }));
+                }
             }
         }
     }
 
     /// The stored envelope, the form it is stored in, and the version to compare against
     /// when writing it back (where the store can compare).
-    async fn read_versioned(
-        &self,
-        key: &BackupKey,
-    ) -> Result<(Vec<u8>, Form, Option<storage::ObjectVersion>)> {
+    async fn read_versioned(&self, key: &BackupKey) -> Result<Versioned> {
         let (body, version) = if self.store.capabilities().compare_and_swap {
             let (body, version) = self
                 .store
@@ -408,7 +465,11 @@ impl OnStore {
             (body, None)
         };
         let (sealed, form) = decode(key, &body)?;
-        Ok((sealed, form, version))
+        Ok(Versioned {
+            sealed,
+            form,
+            version,
+        })
     }
 
     /// Rewraps the sealed shares of every unfinished backup in the journal. A share the store
@@ -507,6 +568,76 @@ impl OnStore {
         }
         Ok(count)
     }
+}
+
+/// A stored object as read: its envelope, the form it is stored in, and the version to
+/// compare against when writing it back (where the store can compare).
+struct Versioned {
+    sealed: Vec<u8>,
+    form: Form,
+    version: Option<storage::ObjectVersion>,
+}
+
+/// What to do with one object: leave it, or write this rewrap in its place.
+enum Step {
+    Current,
+    Write { body: Bytes, options: PutOptions },
+}
+
+/// What came of writing a [`Step`].
+enum Written {
+    Done(Rotated),
+    /// A concurrent writer replaced the object since it was read.
+    Conflict,
+}
+
+impl Rotated {
+    fn redone(self, conflicts: u32) -> Self {
+        match self {
+            Self::Rewrapped { .. } => Self::Rewrapped {
+                conflicts_redone: conflicts,
+            },
+            Self::AlreadyCurrent { .. } => Self::AlreadyCurrent {
+                conflicts_redone: conflicts,
+            },
+        }
+    }
+}
+
+/// Checks that `object` is sealed for the share `key` names, and rewraps it unless it is
+/// already wrapped exactly by `current` (KMS calls, through `rewrapper`).
+async fn plan(
+    key: &BackupKey,
+    object: Versioned,
+    rewrapper: &Rewrapper<'_>,
+    current: &[KeyRef],
+) -> Result<Step> {
+    let context = expected_context(key)?;
+    let info = envelope::inspect(&object.sealed).map_err(|e| Error::WrongIdentity {
+        key: key.to_string(),
+        source: envelope::Error::from(e),
+    })?;
+    if info.context != context {
+        return Err(Error::Drill {
+            key: key.to_string(),
+            reason: "the object is sealed for another share than the one it is stored as",
+        });
+    }
+    if info.is_wrapped_only_by(current) {
+        return Ok(Step::Current);
+    }
+    let rewrapped = rewrapper
+        .rewrap(&object.sealed)
+        .await
+        .map_err(Error::envelope("rewrapping a stored share"))?;
+    let options = match object.version {
+        Some(version) => PutOptions::update(version),
+        None => PutOptions::overwrite(),
+    };
+    Ok(Step::Write {
+        body: encode(&rewrapped, object.form),
+        options,
+    })
 }
 
 /// The key reference each KEK of `to` wraps with today, resolved once (an alias to its key,

@@ -10,6 +10,7 @@ use crate::backup::open_text;
 use crate::error::{Error, Result};
 use crate::flow::{ClientFlow, Flow, OnStore};
 use crate::identity::ShareId;
+use crate::stages::Stages;
 
 /// What the drill found for one stored share.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -147,16 +148,17 @@ impl Flow {
         })
     }
 
-    /// The restore drill of [`verify_stored`](Self::verify_stored) over many clients, up to
-    /// `concurrency` clients at once, as a stream of one result per client in the order they
-    /// finish. Nothing is held beyond the clients in flight, and a client or share that cannot
+    /// The restore drill of [`verify_stored`](Self::verify_stored) over many clients, as a
+    /// stream of one result per client in the order they finish. Nothing is held beyond the clients in flight, and a client or share that cannot
     /// be checked (a store or KMS failure) is reported in its [`StoredClientCheck`] while the
     /// others go on.
     ///
     /// A client is the unit of work: its shares are opened one after the other through one
-    /// [`Opener`], so the shares of a backup sealed under one data key cost one KMS call, and
-    /// at most `concurrency` KMS calls are in flight ([`DEFAULT_VERIFY_CONCURRENCY`] keeps a
-    /// KMS with a few milliseconds of latency busy; `0` counts as 1).
+    /// [`Opener`], so the shares of a backup sealed under one data key cost one KMS call. At
+    /// most `concurrency` KMS calls are in flight ([`DEFAULT_VERIFY_CONCURRENCY`] keeps a KMS
+    /// with a few milliseconds of latency busy; `0` counts as 1), and meanwhile at most
+    /// `concurrency` other clients are being read from the store: twice `concurrency` clients
+    /// in flight in all.
     ///
     /// Without a store of your own, every client's check is an [`Error::Invalid`].
     pub fn verify_store_wide<'a>(
@@ -185,10 +187,11 @@ impl Flow {
     where
         S: Stream<Item = std::result::Result<String, StorageError>> + Send + 'a,
     {
-        // Two stages, each `concurrency` clients wide: the store reads of the next clients go
-        // on while the KMS calls of the previous ones are in flight, so a client's time is not
-        // its read plus its KMS call.
-        let concurrency = concurrency.max(1);
+        // At most `concurrency` KMS calls and `concurrency` store reads in flight, each for
+        // other clients: the reads of the next clients go on while the KMS calls of the
+        // previous ones are in flight, so a client's time is not its read plus its KMS call.
+        let stages = Stages::new(concurrency);
+        let in_flight = stages.clients_in_flight();
         // Without a store of our own each client says so (the error is not `Clone`).
         let on = self
             .on_own_store("the store-wide restore drill")
@@ -198,12 +201,12 @@ impl Flow {
             });
         clients
             .map(move |listed| {
-                let on = on.clone();
+                let (on, stages) = (on.clone(), stages.clone());
                 async move {
                     let client_id = match listed {
                         Ok(client_id) => client_id,
                         Err(source) => {
-                            return ReadClient {
+                            return StoredClientCheck {
                                 client_id: String::new(),
                                 shares: Err(Error::Store {
                                     operation: "list clients",
@@ -213,18 +216,17 @@ impl Flow {
                             };
                         }
                     };
-                    match on {
-                        Ok(on) => on.read_client(client_id).await,
+                    let read = match on {
+                        Ok(on) => stages.store(on.read_client(client_id)).await,
                         Err(reason) => ReadClient {
                             client_id,
                             shares: Err(Error::Invalid(reason)),
                         },
-                    }
+                    };
+                    stages.kms(open_client(&self.keyring, read)).await
                 }
             })
-            .buffer_unordered(concurrency)
-            .map(move |read| open_client(&self.keyring, read))
-            .buffer_unordered(concurrency)
+            .buffer_unordered(in_flight)
     }
 }
 

@@ -1,6 +1,7 @@
-//! The store-wide restore drill at KMS speed: clients drilled concurrently, never more KMS
-//! calls in flight than asked for, one KMS call per backup, and a bad share or client reported
-//! while the others go on.
+//! The store-wide restore drill and rotation at KMS speed: clients worked on concurrently,
+//! never more KMS calls in flight than asked for, one KMS call per backup to drill it (one
+//! unwrap and one wrap to rotate it), and a bad share or client reported while the others go
+//! on.
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -96,6 +97,36 @@ async fn the_drill_keeps_at_most_n_kms_calls_in_flight_and_more_than_one() {
     }
     // Both shares of a backup open with one unwrap.
     assert_eq!(kek.calls.total(), clients.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rotation_keeps_at_most_n_kms_calls_in_flight_and_more_than_one() {
+    let (data, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
+    let old = in_flight(Duration::from_millis(20));
+    let clients = seed(store.as_ref(), &ring(&old), 24).await;
+    // The new key shares the old one's gauges: calls to either count as KMS calls in flight.
+    let new = HookedKek::new(Arc::new(LocalKek::generate().unwrap()))
+        .with_hook(Arc::clone(&old.calls))
+        .with_hook(Arc::clone(&old.in_flight))
+        .with_hook(Arc::new(Latency::new(Duration::from_millis(20))));
+    let new = Keyring::new().with(Arc::new(new) as Arc<dyn KeyEncryptionKey>);
+    old.in_flight.reset_peak();
+    old.calls.reset();
+    let flow = flow_over(Arc::clone(&store), &old, state.path());
+
+    const CONCURRENCY: usize = 4;
+    let report = flow.rotate_with(&new, &clients, CONCURRENCY).await.unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.rewrapped, clients.len() * 2);
+    let peak = old.in_flight.peak();
+    assert!(
+        (2..=CONCURRENCY).contains(&peak),
+        "{peak} KMS calls were in flight at most; wanted more than 1 and at most {CONCURRENCY}"
+    );
+    // One unwrap and one wrap per backup, and the new key's current key resolved once.
+    assert_eq!(old.calls.unwraps(), clients.len());
+    assert_eq!(old.calls.wraps(), clients.len());
 }
 
 /// A swapped share and a corrupt one are reported as what they are, and every other share of

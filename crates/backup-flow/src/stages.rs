@@ -1,0 +1,112 @@
+//! The two widths of store-wide work: KMS calls in flight, and store operations in flight.
+//!
+//! A client's work alternates between the store (read its objects, write them back) and the
+//! KMS (unwrap, wrap). Bounding whole clients at `concurrency` makes a client's time the sum
+//! of both, so neither is ever kept full: at 64 clients, a 5 ms KMS and a store that answers
+//! in 5 ms under load, half the KMS's capacity goes unused. Instead each part has its own
+//! bound, `concurrency` KMS calls and `concurrency` store operations, and twice as many
+//! clients are in flight, so the store works on some clients while the KMS works on others.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+/// The permits of one store-wide run; cheap to clone (clones share the permits).
+#[derive(Clone, Debug)]
+pub(crate) struct Stages {
+    kms: Arc<Semaphore>,
+    store: Arc<Semaphore>,
+    width: usize,
+}
+
+impl Stages {
+    /// `concurrency` KMS calls and `concurrency` store operations at most (`0` counts as 1).
+    pub(crate) fn new(concurrency: usize) -> Self {
+        let width = concurrency.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            kms: Arc::new(Semaphore::new(width)),
+            store: Arc::new(Semaphore::new(width)),
+            width,
+        }
+    }
+
+    /// How many clients to keep in flight: one set at the KMS, one at the store.
+    pub(crate) fn clients_in_flight(&self) -> usize {
+        self.width.saturating_mul(2)
+    }
+
+    /// Runs `work` (KMS calls) once a KMS permit is free.
+    pub(crate) async fn kms<F: Future>(&self, work: F) -> F::Output {
+        // The semaphore is never closed, so a permit always comes.
+        let _permit = self.kms.acquire().await.ok();
+        work.await
+    }
+
+    /// Runs `work` (store operations) once a store permit is free.
+    pub(crate) async fn store<F: Future>(&self, work: F) -> F::Output {
+        let _permit = self.store.acquire().await.ok();
+        work.await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use futures_util::StreamExt as _;
+
+    use super::*;
+
+    /// Steps in flight now, and the most seen at once.
+    #[derive(Default)]
+    struct Gauge {
+        now: AtomicUsize,
+        peak: AtomicUsize,
+    }
+
+    impl Gauge {
+        fn enter(&self) {
+            let now = self.now.fetch_add(1, Ordering::SeqCst).saturating_add(1);
+            self.peak.fetch_max(now, Ordering::SeqCst);
+        }
+        fn leave(&self) {
+            self.now.fetch_sub(1, Ordering::SeqCst);
+        }
+        fn peak(&self) -> usize {
+            self.peak.load(Ordering::SeqCst)
+        }
+    }
+
+    /// One 2 ms step, counted in its part's gauge and in the gauge of both parts.
+    async fn step(part: &Gauge, both: &Gauge) {
+        part.enter();
+        both.enter();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        both.leave();
+        part.leave();
+    }
+
+    /// Runs `clients` clients of one store step then one KMS step through `stages`: the
+    /// most store steps, KMS steps, and steps of either part seen in flight at once.
+    async fn peaks(stages: &Stages, clients: usize) -> (usize, usize, usize) {
+        let (store, kms, both) = (Gauge::default(), Gauge::default(), Gauge::default());
+        futures_util::stream::iter(0..clients)
+            .for_each_concurrent(stages.clients_in_flight(), |_| async {
+                stages.store(step(&store, &both)).await;
+                stages.kms(step(&kms, &both)).await;
+            })
+            .await;
+        (store.peak(), kms.peak(), both.peak())
+    }
+
+    #[tokio::test]
+    async fn the_store_works_on_some_clients_while_the_kms_works_on_others() {
+        // Each part full and never over its width, and both full at once (bounding whole
+        // clients at 4 would never have more than 4 steps in flight).
+        assert_eq!(peaks(&Stages::new(4), 64).await, (4, 4, 8));
+        // 0 counts as 1.
+        assert_eq!(peaks(&Stages::new(0), 8).await, (1, 1, 2));
+    }
+}

@@ -29,6 +29,7 @@ use storage::{BackupKey, BackupStore, PutOptions, ShareKind, StorageError};
 use crate::backup::open_text;
 use crate::error::{Error, Result};
 use crate::identity::ShareId;
+use crate::stages::Stages;
 
 mod portal;
 
@@ -162,16 +163,19 @@ impl Migration {
         Ok(Self { keyring, from, to })
     }
 
-    /// Migrates the objects of every client of `clients` (a listing, possibly streamed),
-    /// up to `concurrency` clients at once (`0` counts as 1), as a stream of one result per
-    /// client in the order they finish; an item is `Err` when the listing itself failed.
-    /// Nothing is held beyond the clients in flight.
+    /// Migrates the objects of every client of `clients` (a listing, possibly streamed), as
+    /// a stream of one result per client in the order they finish; an item is `Err` when the
+    /// listing itself failed. Nothing is held beyond the clients in flight.
     ///
     /// Per object: the source is read and opened as its share (the drill of the source; what
     /// does not open is [`Moved::BadSource`] and not copied), put create-only on the target,
     /// read back, compared byte for byte and opened again (the drill of the target). The
     /// objects of a client go through one [`Opener`], so the shares of a backup sealed
     /// under one data key cost one KMS call in all.
+    ///
+    /// At most `concurrency` clients are at the KMS at once (`0` counts as 1), and meanwhile
+    /// at most `concurrency` store steps (a client's reads of the source, its writes and
+    /// reads of the target) of other clients are in flight.
     pub fn run<'a, S>(
         &'a self,
         clients: S,
@@ -180,24 +184,30 @@ impl Migration {
     where
         S: Stream<Item = Result<String, StorageError>> + Send + 'a,
     {
+        let stages = Stages::new(concurrency);
+        let in_flight = stages.clients_in_flight();
         clients
-            .map(move |listed| async move {
-                match listed {
-                    Ok(client_id) => Ok(self.client(client_id).await),
-                    Err(source) => Err(Error::Store {
-                        operation: "list clients",
-                        key: format!("the {} store", self.from.name()),
-                        source: Box::new(source),
-                    }),
+            .map(move |listed| {
+                let stages = stages.clone();
+                async move {
+                    match listed {
+                        Ok(client_id) => Ok(self.client(client_id, &stages).await),
+                        Err(source) => Err(Error::Store {
+                            operation: "list clients",
+                            key: format!("the {} store", self.from.name()),
+                            source: Box::new(source),
+                        }),
+                    }
                 }
             })
-            .buffer_unordered(concurrency.max(1))
+            .buffer_unordered(in_flight)
     }
 
-    /// Every object of one client, in turn, through one [`Opener`].
-    async fn client(&self, client_id: String) -> MigratedClient {
-        let keys = match self.from.list(&client_id).await {
-            Ok(keys) => keys,
+    /// Every object of one client through one [`Opener`]: read from the source, drilled
+    /// (KMS), then copied and drilled on the target, each step under its own permit.
+    async fn client(&self, client_id: String, stages: &Stages) -> MigratedClient {
+        let read = match stages.store(self.read_client(&client_id)).await {
+            Ok(read) => read,
             Err(source) => {
                 return MigratedClient {
                     line: None,
@@ -211,15 +221,53 @@ impl Migration {
             }
         };
         let opener = Opener::new(&self.keyring);
-        let mut objects = Vec::with_capacity(keys.len());
-        for key in keys {
-            let result = self.object(&opener, &key).await;
-            objects.push(MigratedObject {
-                key: key.to_string(),
-                pair_status: None,
-                result,
-            });
-        }
+        let drilled = stages
+            .kms(async {
+                let mut drilled = Vec::with_capacity(read.len());
+                for (key, source) in read {
+                    let step = match source {
+                        Ok(Source::Read { kind, body }) => {
+                            match with_share_id(&key, kind, async |id| {
+                                drill_source(&opener, id, &key, &body).await
+                            })
+                            .await
+                            {
+                                Ok(None) => Ok(Source::Read { kind, body }),
+                                Ok(Some(bad)) => Ok(Source::Settled(bad)),
+                                Err(e) => Err(e),
+                            }
+                        }
+                        other => other,
+                    };
+                    drilled.push((key, step));
+                }
+                drilled
+            })
+            .await;
+        let target = Target::Store(self.to.as_ref());
+        let objects = stages
+            .store(async {
+                let mut objects = Vec::with_capacity(drilled.len());
+                for (key, step) in drilled {
+                    let result = match step {
+                        Ok(Source::Read { kind, body }) => {
+                            with_share_id(&key, kind, async |id| {
+                                copy_drilled(&opener, id, &key, body, target).await
+                            })
+                            .await
+                        }
+                        Ok(Source::Settled(moved)) => Ok(moved),
+                        Err(e) => Err(e),
+                    };
+                    objects.push(MigratedObject {
+                        key: key.to_string(),
+                        pair_status: None,
+                        result,
+                    });
+                }
+                objects
+            })
+            .await;
         MigratedClient {
             client_id,
             line: None,
@@ -227,35 +275,62 @@ impl Migration {
         }
     }
 
-    /// Moves one object, or says why not.
-    async fn object(&self, opener: &Opener<'_>, key: &BackupKey) -> Result<Moved> {
+    /// Lists one client's objects on the source and reads each that moves.
+    async fn read_client(
+        &self,
+        client_id: &str,
+    ) -> std::result::Result<Vec<(BackupKey, Result<Source>)>, StorageError> {
+        let mut read = Vec::new();
+        for key in self.from.list(client_id).await? {
+            let source = self.read_source(&key).await;
+            read.push((key, source));
+        }
+        Ok(read)
+    }
+
+    /// One source object: its body to move, or what already came of it.
+    async fn read_source(&self, key: &BackupKey) -> Result<Source> {
         let kind = match movable(key) {
             Ok(kind) => kind,
-            Err(skipped) => return Ok(skipped),
+            Err(skipped) => return Ok(Source::Settled(skipped)),
         };
-        let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
-            return Err(Error::Invalid(format!(
-                "{key}: the key names no pair or curve"
-            )));
-        };
-        let curve = Curve::from_wire(curve);
-        let id = ShareId {
-            client_id: key.client_id(),
-            pair_id,
-            curve: &curve,
-            kind,
-        };
-        let body = match self.from.get(key).await {
-            Ok(body) => body,
-            Err(e) if e.is_not_found() => {
-                return Ok(Moved::Skipped {
-                    reason: "deleted from the source since it was listed",
-                });
-            }
-            Err(e) => return Err(Error::store("get", key)(e)),
-        };
-        copy(opener, &id, key, body, Target::Store(self.to.as_ref())).await
+        match self.from.get(key).await {
+            Ok(body) => Ok(Source::Read { kind, body }),
+            Err(e) if e.is_not_found() => Ok(Source::Settled(Moved::Skipped {
+                reason: "deleted from the source since it was listed",
+            })),
+            Err(e) => Err(Error::store("get", key)(e)),
+        }
     }
+}
+
+/// One object of a [`Migration`] on its way: read from the source and still to move, or
+/// settled (skipped, or a bad source).
+enum Source {
+    Read { kind: ShareKind, body: Bytes },
+    Settled(Moved),
+}
+
+/// Runs `then` with the identity of the `kind` share stored under `key` (which names its
+/// pair and curve).
+async fn with_share_id<T>(
+    key: &BackupKey,
+    kind: ShareKind,
+    then: impl AsyncFnOnce(&ShareId<'_>) -> Result<T>,
+) -> Result<T> {
+    let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
+        return Err(Error::Invalid(format!(
+            "{key}: the key names no pair or curve"
+        )));
+    };
+    let curve = Curve::from_wire(curve);
+    let id = ShareId {
+        client_id: key.client_id(),
+        pair_id,
+        curve: &curve,
+        kind,
+    };
+    then(&id).await
 }
 
 /// Whether the object under `key` is a client ciphertext that moves (`Ok(its kind)`), or why
@@ -329,16 +404,38 @@ async fn copy(
     body: Bytes,
     target: Target<'_>,
 ) -> Result<Moved> {
-    // The drill of the source: what does not open as its share is not worth a copy.
-    match open_text(opener, id, key, &body).await {
-        Ok(_) => {}
-        Err(Error::WrongIdentity { source, .. }) => {
-            return Ok(Moved::BadSource {
-                reason: crate::error::cause_chain(&source),
-            });
-        }
-        Err(e) => return Err(e),
+    match drill_source(opener, id, key, &body).await? {
+        Some(bad) => Ok(bad),
+        None => copy_drilled(opener, id, key, body, target).await,
     }
+}
+
+/// The drill of the source: `None` when `body` opens as its share, else the
+/// [`Moved::BadSource`] to report instead of a copy.
+async fn drill_source(
+    opener: &Opener<'_>,
+    id: &ShareId<'_>,
+    key: &BackupKey,
+    body: &Bytes,
+) -> Result<Option<Moved>> {
+    match open_text(opener, id, key, body).await {
+        Ok(_) => Ok(None),
+        Err(Error::WrongIdentity { source, .. }) => Ok(Some(Moved::BadSource {
+            reason: crate::error::cause_chain(&source),
+        })),
+        Err(e) => Err(e),
+    }
+}
+
+/// The copy of a source that opened: a create-only write to the target, then the drill of
+/// the target (its opening of the same wrapped key hits `opener`'s cache: no KMS call).
+async fn copy_drilled(
+    opener: &Opener<'_>,
+    id: &ShareId<'_>,
+    key: &BackupKey,
+    body: Bytes,
+    target: Target<'_>,
+) -> Result<Moved> {
     let created = target.create(key, body.clone()).await?;
     drill_target(opener, id, key, &body, created, target).await
 }

@@ -1,27 +1,33 @@
 //! Store-wide work at KMS speed on every kind of store: `verify --store-wide`
 //! (`Flow::verify_store_wide`) and `rotate` (`Flow::rotate_with`) of [`BACKUPS`] backups (one
-//! client each, two shares sealed under one data key) on the file store, PostgreSQL and S3
-//! (moto), behind local KEKs with [`LATENCY_MS`] ms added to every call, at concurrency 1 and
-//! 64; `migrate` file → PostgreSQL at concurrency 64; and the peak RSS of a store-wide verify
-//! of 10,000 and 100,000 backups (seeded on tmpfs, each measured in a child process).
+//! client each, two shares sealed under one data key; [`S3_BACKUPS`] on moto's S3) on the file
+//! store, PostgreSQL and S3 (moto), behind local KEKs with [`LATENCY_MS`] ms added to every
+//! call, at concurrency 1 and 64; the same on the file store behind moto's KMS (aws-sdk-kms),
+//! for information; `migrate` file → PostgreSQL at concurrency 64; and the peak RSS of a
+//! store-wide verify of 10,000 and 100,000 backups (seeded on tmpfs, each measured in a
+//! child process).
 //!
-//! Each level is set against its ideal, min(KMS bound, the store's own rate measured alone in
-//! the same run at the same concurrency):
+//! Each level is set against its ideal, min(KMS alone, store alone), both measured alone in
+//! the same run at the same concurrency:
 //!
-//! * verify: KMS bound = concurrency / 5 ms (one unwrap per backup); store alone = list each
-//!   client and read its two objects;
-//! * rotate: KMS bound = concurrency / (2 × 5 ms) (one unwrap and one wrap per backup, one
-//!   after the other); store alone = overwrite each client's two objects;
-//! * migrate: KMS bound = concurrency / 5 ms; store alone = read each client's two objects from
-//!   the file store and create them in a fresh PostgreSQL database.
+//! * KMS alone: backups a second of the KMS calls alone (verify and migrate: one unwrap;
+//!   rotate: an unwrap, then a wrap under another key), next to the nominal bound
+//!   concurrency / 5 ms (/ 10 ms to rotate);
+//! * store alone, as the issue defines it: verify lists each client and reads its two
+//!   objects; rotate overwrites each client's two objects (writes only); migrate reads the
+//!   file store and creates in a fresh PostgreSQL database;
+//! * the command's whole store work alone, beside it: rotate also lists, reads each object
+//!   with its version, writes it back compare-and-swap, and its proof lists and reads every
+//!   object again; migrate also reads back what it created.
 //!
 //! Concurrency 1 runs on the first [`C1_BACKUPS`] backups (a rate; 10,000 at 5 ms a call would
 //! take minutes per store), concurrency 64 on all of them. PostgreSQL and moto are started on
 //! loopback (`test-services`); moto is a Python development server, so its rows measure the
-//! client plus an emulator, not S3.
+//! client plus an emulator, not S3 or KMS.
 //!
 //! Prints a Markdown table (lines starting with `|`) and one JSON line for `cargo xtask bench
-//! fleet`. `cargo test --benches` runs a smoke-sized pass.
+//! fleet`. `cargo test --benches` runs a smoke-sized pass. To measure a part while
+//! profiling: `FLEET_BENCH_PARTS=file,postgres` and `FLEET_BENCH_BACKUPS=N`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -38,6 +44,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backup_flow::envelope::aws::AwsKms;
 use backup_flow::envelope::local::LocalKek;
 use backup_flow::envelope::testing::{CallCounter, HookedKek, Latency};
 use backup_flow::envelope::{EncryptionContext, KeyEncryptionKey, Keyring};
@@ -58,13 +65,16 @@ use backups::{CURVES, store_backup};
 const LATENCY_MS: u64 = 5;
 const BACKUPS: usize = 10_000;
 const C1_BACKUPS: usize = 1_000;
+/// Backups on moto's S3, whose listing of a prefix walks every key of the bucket (a client's
+/// listing takes about 30 ms at 10,000 backups): 10,000 would take over an hour to rotate.
+const S3_BACKUPS: usize = 2_000;
 const RSS_SIZES: [usize; 2] = [10_000, 100_000];
 /// Set in the child process that measures peak RSS: `<store dir>`.
 const RSS_CHILD_ENV: &str = "FLEET_BENCH_RSS_STORE";
 /// The key file of the RSS child.
 const RSS_KEY_ENV: &str = "FLEET_BENCH_RSS_KEY";
 /// Optional, to measure a part while profiling: the parts to run, comma-separated, of
-/// `file`, `postgres`, `s3`, `migrate`, `rss` (all when unset).
+/// `file`, `postgres`, `s3`, `moto-kms`, `migrate`, `rss` (all when unset).
 const PARTS_ENV: &str = "FLEET_BENCH_PARTS";
 /// Optional: backups per store instead of [`BACKUPS`].
 const BACKUPS_ENV: &str = "FLEET_BENCH_BACKUPS";
@@ -74,22 +84,59 @@ fn part(name: &str) -> bool {
     std::env::var(PARTS_ENV).map_or(true, |parts| parts.split(',').any(|p| p.trim() == name))
 }
 
-/// Three local KEKs: the one the backups are sealed under, and two to rotate to; one latency
-/// added to every call of each (a KMS round trip), one count of their calls.
+/// Three KEKs: the one the backups are sealed under, and two to rotate to; one count of their
+/// calls, and one latency added to every call of each (a KMS round trip) while the KMS is
+/// being measured (`latency_ms`: 5 for the local KEKs, 0 for moto's KMS, which has its own).
 struct Keks {
     all: [Arc<HookedKek>; 3],
     latency: Arc<Latency>,
+    latency_ms: u64,
     calls: Arc<CallCounter>,
 }
 
 impl Keks {
-    fn new() -> Self {
+    /// Local KEKs with [`LATENCY_MS`] added to each call.
+    fn local() -> Self {
+        let keks =
+            [0, 1, 2].map(|_| Arc::new(LocalKek::generate().unwrap()) as Arc<dyn KeyEncryptionKey>);
+        Self::hooked(keks, LATENCY_MS)
+    }
+
+    /// Three keys of moto's KMS through `envelope::aws::AwsKms` (aws-sdk-kms), nothing added.
+    async fn moto(endpoint: &str) -> Self {
+        let client = aws_sdk_kms::Client::from_conf(
+            aws_sdk_kms::Config::builder()
+                .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+                .region(aws_sdk_kms::config::Region::new("us-east-1"))
+                .endpoint_url(endpoint)
+                .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                    "testing", "testing", None, None, "bench",
+                ))
+                .build(),
+        );
+        let mut keks = Vec::new();
+        for _ in 0..3 {
+            let created = client.create_key().send().await.unwrap();
+            let arn = created.key_metadata().unwrap().arn().unwrap().to_owned();
+            let kek = AwsKms::builder()
+                .with_key_id(arn)
+                .with_client(client.clone())
+                .build()
+                .await
+                .unwrap();
+            keks.push(Arc::new(kek) as Arc<dyn KeyEncryptionKey>);
+        }
+        let keks: [Arc<dyn KeyEncryptionKey>; 3] = keks.try_into().unwrap();
+        Self::hooked(keks, 0)
+    }
+
+    fn hooked(keks: [Arc<dyn KeyEncryptionKey>; 3], latency_ms: u64) -> Self {
         let (latency, calls) = (
             Arc::new(Latency::default()),
             Arc::new(CallCounter::default()),
         );
-        let all = [0, 1, 2].map(|_| {
-            let kek = HookedKek::new(Arc::new(LocalKek::generate().unwrap()))
+        let all = keks.map(|kek| {
+            let kek = HookedKek::new(kek)
                 .with_hook(Arc::clone(&calls))
                 .with_hook(Arc::clone(&latency));
             Arc::new(kek)
@@ -97,16 +144,29 @@ impl Keks {
         Self {
             all,
             latency,
+            latency_ms,
             calls,
         }
+    }
+
+    /// Every call takes the KMS's latency from now on.
+    fn latency_on(&self) {
+        self.latency.set(Duration::from_millis(self.latency_ms));
+    }
+    /// No latency added (to seed, or to measure the store alone).
+    fn latency_off(&self) {
+        self.latency.set(Duration::ZERO);
+    }
+    /// concurrency ÷ the latency added to each of `calls_in_turn` calls (`None` for a KMS
+    /// with its own latency).
+    fn nominal(&self, concurrency: usize, calls_in_turn: u64) -> Option<f64> {
+        (self.latency_ms > 0)
+            .then(|| concurrency as f64 * 1000.0 / (calls_in_turn * self.latency_ms) as f64)
     }
     fn ring(&self, which: &[usize]) -> Keyring {
         which.iter().fold(Keyring::new(), |ring, &i| {
             ring.with(Arc::clone(&self.all[i]) as Arc<dyn KeyEncryptionKey>)
         })
-    }
-    fn set_latency(&self, ms: u64) {
-        self.latency.set(Duration::from_millis(ms));
     }
     /// Calls since the last reset, and resets.
     fn take_calls(&self) -> usize {
@@ -206,9 +266,9 @@ async fn rotate_store_rate(store: &dyn BackupStore, clients: &[String], concurre
 /// wrap under another key after it), `concurrency` backups at once, nothing else.
 async fn kms_rate(keks: &Keks, backups: usize, concurrency: usize, rotate: bool) -> f64 {
     let context = EncryptionContext::new();
-    keks.set_latency(0);
+    keks.latency_off();
     let (_, wrapped) = keks.all[0].generate_data_key(&context).await.unwrap();
-    keks.set_latency(LATENCY_MS);
+    keks.latency_on();
     let items: Vec<usize> = (0..backups).collect();
     let (wrapped, context) = (&wrapped, &context);
     let achieved = rate(&items, concurrency, |_| async move {
@@ -234,8 +294,9 @@ struct Level {
     concurrency: usize,
     backups: usize,
     achieved: f64,
-    /// concurrency ÷ the nominal latency (÷ twice it to rotate: an unwrap, then a wrap).
-    kms_nominal: f64,
+    /// concurrency ÷ the nominal latency (÷ twice it to rotate: an unwrap, then a wrap);
+    /// `None` for moto's KMS.
+    kms_nominal: Option<f64>,
     /// The KMS alone at the same concurrency, measured in the same run.
     kms_alone: f64,
     /// The store alone as the issue defines it: reads for verify, writes for rotate.
@@ -257,14 +318,15 @@ impl Level {
     }
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | {} | {:.2} | {:.0} ({:.0}) | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.2} | {:.0}{} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} |",
             self.command,
             self.store,
             self.concurrency,
             self.backups,
             self.kms_calls_per_backup,
             self.kms_alone,
-            self.kms_nominal,
+            self.kms_nominal
+                .map_or(String::new(), |nominal| format!(" ({nominal:.0})")),
             self.store_alone,
             self.store_work_alone,
             self.achieved,
@@ -281,7 +343,7 @@ impl Level {
             self.concurrency,
             self.backups,
             self.kms_calls_per_backup,
-            self.kms_nominal,
+            self.kms_nominal.unwrap_or(0.0),
             self.kms_alone,
             self.store_alone,
             self.store_work_alone,
@@ -326,7 +388,7 @@ async fn verify_level(
         concurrency,
         backups: clients.len(),
         achieved,
-        kms_nominal: concurrency as f64 * 1000.0 / LATENCY_MS as f64,
+        kms_nominal: keks.nominal(concurrency, 1),
         kms_alone,
         store_alone,
         store_work_alone: store_alone,
@@ -363,7 +425,7 @@ async fn rotate_level(
         concurrency,
         backups: clients.len(),
         achieved,
-        kms_nominal: concurrency as f64 * 1000.0 / (2 * LATENCY_MS) as f64,
+        kms_nominal: keks.nominal(concurrency, 2),
         kms_alone,
         store_alone,
         store_work_alone,
@@ -375,11 +437,11 @@ async fn rotate_level(
 async fn store_levels(
     name: &'static str,
     store: Arc<dyn BackupStore>,
+    keks: Keks,
     backups: usize,
     c1_backups: usize,
 ) -> (Vec<Level>, Keks, Vec<String>) {
-    let keks = Keks::new();
-    keks.set_latency(0);
+    keks.latency_off();
     let seeded = Instant::now();
     let clients = seed(store.as_ref(), &keks.ring(&[0]), backups).await;
     eprintln!(
@@ -389,7 +451,7 @@ async fn store_levels(
     let state = tempfile::tempdir().unwrap();
     let mut levels = Vec::new();
     let few = &clients[..c1_backups.min(clients.len())];
-    keks.set_latency(LATENCY_MS);
+    keks.latency_on();
     for (concurrency, subset) in [(1, few), (64, &clients[..])] {
         levels.push(
             verify_level(
@@ -435,7 +497,7 @@ async fn migrate_level(
     pg: &test_services::postgres::Postgres,
 ) -> Level {
     let concurrency = 64;
-    keks.set_latency(0);
+    keks.latency_off();
     let (_, scratch) = pg.create_database("fleet_copy");
     let scratch = PostgresStore::connect(&scratch).await.unwrap();
     let copy_alone = rate(clients, concurrency, |client| {
@@ -462,11 +524,11 @@ async fn migrate_level(
         }
     })
     .await;
-    keks.set_latency(LATENCY_MS);
+    keks.latency_on();
     let kms_alone = kms_rate(keks, clients.len(), concurrency, false).await;
     let (_, url) = pg.create_database("fleet_migrate");
     let to: Arc<dyn BackupStore> = Arc::new(PostgresStore::connect(&url).await.unwrap());
-    keks.set_latency(LATENCY_MS);
+    keks.latency_on();
     let migration = Migration::new(keks.ring(&[2]), Arc::clone(from), to).unwrap();
     keks.take_calls();
     let started = Instant::now();
@@ -486,7 +548,7 @@ async fn migrate_level(
         concurrency,
         backups: clients.len(),
         achieved,
-        kms_nominal: concurrency as f64 * 1000.0 / LATENCY_MS as f64,
+        kms_nominal: keks.nominal(concurrency, 1),
         kms_alone,
         store_alone: copy_alone,
         store_work_alone: work_alone,
@@ -537,8 +599,9 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-/// The RSS child: a store-wide verify of the store at `dir` as the CLI runs it (clients listed
-/// by the store, concurrency 64, a count kept per line), then its peak RSS on stdout.
+/// The RSS child: a store-wide verify of the store at `dir` as the CLI runs it (clients
+/// streamed from the store's listing, concurrency 64, a count kept per line), then its peak
+/// RSS on stdout.
 fn rss_child(dir: &str, key: &str) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -550,9 +613,8 @@ fn rss_child(dir: &str, key: &str) {
     let state = tempfile::tempdir().unwrap();
     let flow = flow(Arc::clone(&store), keyring, state.path());
     let ok = runtime.block_on(async {
-        let clients = store.list_clients().await.unwrap();
         let mut ok = 0usize;
-        let mut drill = std::pin::pin!(flow.verify_store_wide(&clients, 64));
+        let mut drill = std::pin::pin!(flow.verify_streamed(store.stream_clients(), 64));
         while let Some(client) = drill.next().await {
             for share in client.shares.unwrap() {
                 if share.result.unwrap().finding == Finding::Ok {
@@ -616,8 +678,15 @@ fn main() {
     let file: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
     let mut levels = Vec::new();
     // Migrate copies the file store as its rotations left it.
-    let file_run = (part("file") || part("migrate"))
-        .then(|| runtime.block_on(store_levels("file", Arc::clone(&file), backups, c1_backups)));
+    let file_run = (part("file") || part("migrate")).then(|| {
+        runtime.block_on(store_levels(
+            "file",
+            Arc::clone(&file),
+            Keks::local(),
+            backups,
+            c1_backups,
+        ))
+    });
     let file_run = file_run.map(|(file_levels, keks, clients)| {
         levels.extend(file_levels);
         (keks, clients)
@@ -630,15 +699,41 @@ fn main() {
             Arc::new(runtime.block_on(PostgresStore::connect(&url)).unwrap());
         levels.extend(
             runtime
-                .block_on(store_levels("postgres", store, backups, c1_backups))
+                .block_on(store_levels(
+                    "postgres",
+                    store,
+                    Keks::local(),
+                    backups,
+                    c1_backups,
+                ))
                 .0,
         );
     }
     if let Some(moto) = test_services::moto::shared().filter(|_| part("s3")) {
         let store = s3_store(moto);
+        // moto lists a prefix by walking every key of the bucket: fewer backups there.
+        let backups = backups.min(S3_BACKUPS);
         levels.extend(
             runtime
-                .block_on(store_levels("s3 (moto)", store, backups, c1_backups))
+                .block_on(store_levels(
+                    "s3 (moto)",
+                    store,
+                    Keks::local(),
+                    backups,
+                    c1_backups,
+                ))
+                .0,
+        );
+    }
+    if let Some(moto) = test_services::moto::shared().filter(|_| part("moto-kms")) {
+        let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let store: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
+        levels.extend(
+            runtime
+                .block_on(async {
+                    let keks = Keks::moto(&moto.endpoint).await;
+                    store_levels("file, moto's KMS", store, keks, backups, c1_backups).await
+                })
                 .0,
         );
     }
@@ -684,7 +779,8 @@ fn main() {
         .map(|(n, _, kb)| format!("{{\"backups\":{n},\"peakRssKb\":{kb}}}"))
         .collect();
     println!(
-        "{{\"backups\":{backups},\"c1Backups\":{c1_backups},\"latencyMs\":{LATENCY_MS},\"cores\":{cores},\"loadAverage\":{load},\"levels\":[{}],\"rss\":[{}]}}",
+        "{{\"backups\":{backups},\"s3Backups\":{},\"c1Backups\":{c1_backups},\"latencyMs\":{LATENCY_MS},\"cores\":{cores},\"loadAverage\":{load},\"levels\":[{}],\"rss\":[{}]}}",
+        backups.min(S3_BACKUPS),
         json_levels.join(","),
         json_rss.join(",")
     );

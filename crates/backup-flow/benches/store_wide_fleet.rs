@@ -63,8 +63,14 @@ mod backups;
 use backups::{CURVES, store_backup};
 
 const LATENCY_MS: u64 = 5;
+/// The CLI's bound on Tokio's blocking threads (`crates/cli/src/main.rs`).
+const MAX_BLOCKING_THREADS: usize = 64;
 const BACKUPS: usize = 10_000;
 const C1_BACKUPS: usize = 1_000;
+/// Runs of each concurrency-64 level on the file store and PostgreSQL, whose rates vary from
+/// run to run on a shared machine (checkpoints, writeback): the median is reported. One on
+/// moto, whose runs take minutes.
+const C64_RUNS: usize = 3;
 /// Backups on moto's S3, whose listing of a prefix walks every key of the bucket (a client's
 /// listing takes about 30 ms at 10,000 backups): 10,000 would take over an hour to rotate.
 const S3_BACKUPS: usize = 2_000;
@@ -188,12 +194,19 @@ async fn seed(store: &dyn BackupStore, keyring: &Keyring, backups: usize) -> Vec
     ids
 }
 
+/// Waits until what earlier measurements wrote is on disk (`sync`), so that a measurement
+/// does not pay for the writeback of the one before it.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 /// Items a second of `work` over each item, `concurrency` items at once.
 async fn rate<'a, T: Sync, F, Fut>(clients: &'a [T], concurrency: usize, work: F) -> f64
 where
     F: FnMut(&'a T) -> Fut,
     Fut: Future<Output = ()>,
 {
+    settle();
     let started = Instant::now();
     stream::iter(clients)
         .for_each_concurrent(concurrency, work)
@@ -226,6 +239,7 @@ async fn write_rate(store: &dyn BackupStore, clients: &[String], concurrency: us
         .collect()
         .await;
     let per_client = CURVES.len();
+    settle();
     let started = Instant::now();
     stream::iter(bodies.chunks(per_client))
         .for_each_concurrent(concurrency, |chunk| async move {
@@ -305,9 +319,36 @@ struct Level {
     /// writes and the proof's reads; for verify the same as `store_alone`).
     store_work_alone: f64,
     kms_calls_per_backup: f64,
+    /// Runs this level is the median of (each run measures the KMS alone, the store alone
+    /// and the command in turn).
+    runs: usize,
 }
 
 impl Level {
+    /// The median of each rate of `runs` (measured in turn, of one command, store and
+    /// concurrency).
+    fn median(mut runs: Vec<Self>) -> Self {
+        fn median(values: impl Iterator<Item = f64>) -> f64 {
+            let mut values: Vec<f64> = values.collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        }
+        let n = runs.len();
+        let achieved = median(runs.iter().map(|l| l.achieved));
+        let kms_alone = median(runs.iter().map(|l| l.kms_alone));
+        let store_alone = median(runs.iter().map(|l| l.store_alone));
+        let store_work_alone = median(runs.iter().map(|l| l.store_work_alone));
+        let calls = median(runs.iter().map(|l| l.kms_calls_per_backup));
+        let mut level = runs.swap_remove(0);
+        level.achieved = achieved;
+        level.kms_alone = kms_alone;
+        level.store_alone = store_alone;
+        level.store_work_alone = store_work_alone;
+        level.kms_calls_per_backup = calls;
+        level.runs = n;
+        level
+    }
+
     /// min(KMS alone, store alone): the ideal, with the KMS measured alone.
     fn ideal(&self) -> f64 {
         self.kms_alone.min(self.store_alone)
@@ -318,11 +359,12 @@ impl Level {
     }
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | {} | {:.2} | {:.0}{} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.0}{} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} |",
             self.command,
             self.store,
             self.concurrency,
             self.backups,
+            self.runs,
             self.kms_calls_per_backup,
             self.kms_alone,
             self.kms_nominal
@@ -337,11 +379,12 @@ impl Level {
     }
     fn json(&self) -> String {
         format!(
-            "{{\"command\":\"{}\",\"store\":\"{}\",\"concurrency\":{},\"backups\":{},\"kmsCallsPerBackup\":{:.3},\"kmsNominal\":{:.1},\"kmsAlone\":{:.1},\"storeAlone\":{:.1},\"storeWorkAlone\":{:.1},\"achieved\":{:.1},\"ideal\":{:.1},\"ratio\":{:.3},\"workRatio\":{:.3}}}",
+            "{{\"command\":\"{}\",\"store\":\"{}\",\"concurrency\":{},\"backups\":{},\"runs\":{},\"kmsCallsPerBackup\":{:.3},\"kmsNominal\":{:.1},\"kmsAlone\":{:.1},\"storeAlone\":{:.1},\"storeWorkAlone\":{:.1},\"achieved\":{:.1},\"ideal\":{:.1},\"ratio\":{:.3},\"workRatio\":{:.3}}}",
             self.command,
             self.store,
             self.concurrency,
             self.backups,
+            self.runs,
             self.kms_calls_per_backup,
             self.kms_nominal.unwrap_or(0.0),
             self.kms_alone,
@@ -356,7 +399,7 @@ impl Level {
 }
 
 /// The header of the table [`Level::row`] prints.
-const TABLE_HEADER: &str = "| command | store | concurrency | backups | KMS calls/backup | KMS alone/s (nominal) | store alone/s | command's store work alone/s | achieved/s | ideal/s | achieved/ideal | achieved/min(KMS alone, store work alone) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+const TABLE_HEADER: &str = "| command | store | concurrency | backups | runs (median) | KMS calls/backup | KMS alone/s (nominal) | store alone/s | command's store work alone/s | achieved/s | ideal/s | achieved/ideal | achieved/min(KMS alone, store work alone) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 async fn verify_level(
     name: &'static str,
@@ -371,6 +414,7 @@ async fn verify_level(
     let kms_alone = kms_rate(keks, clients.len(), concurrency, false).await;
     let flow = flow(Arc::clone(store), keyring, state);
     keks.take_calls();
+    settle();
     let started = Instant::now();
     let mut shares = 0usize;
     let mut drill = std::pin::pin!(flow.verify_store_wide(clients, concurrency));
@@ -393,6 +437,7 @@ async fn verify_level(
         store_alone,
         store_work_alone: store_alone,
         kms_calls_per_backup: keks.take_calls() as f64 / clients.len() as f64,
+        runs: 1,
     }
 }
 
@@ -412,6 +457,7 @@ async fn rotate_level(
     let kms_alone = kms_rate(keks, clients.len(), concurrency, true).await;
     let flow = flow(Arc::clone(store), from, state);
     keks.take_calls();
+    settle();
     let started = Instant::now();
     let report = flow.rotate_with(&to, clients, concurrency).await.unwrap();
     let achieved = clients.len() as f64 / started.elapsed().as_secs_f64();
@@ -430,6 +476,7 @@ async fn rotate_level(
         store_alone,
         store_work_alone,
         kms_calls_per_backup: calls as f64 / clients.len() as f64,
+        runs: 1,
     }
 }
 
@@ -440,6 +487,7 @@ async fn store_levels(
     keks: Keks,
     backups: usize,
     c1_backups: usize,
+    c64_runs: usize,
 ) -> (Vec<Level>, Keks, Vec<String>) {
     keks.latency_off();
     let seeded = Instant::now();
@@ -452,37 +500,48 @@ async fn store_levels(
     let mut levels = Vec::new();
     let few = &clients[..c1_backups.min(clients.len())];
     keks.latency_on();
-    for (concurrency, subset) in [(1, few), (64, &clients[..])] {
-        levels.push(
-            verify_level(
+    let all_keys = [0, 1, 2];
+    for (concurrency, subset, runs) in [(1, few, 1), (64, &clients[..], c64_runs)] {
+        let mut measured = Vec::new();
+        for _ in 0..runs {
+            let keyring = keks.ring(&all_keys);
+            let level = verify_level(
                 name,
                 &store,
                 &keks,
-                keks.ring(&[0, 1]),
+                keyring,
                 subset,
                 concurrency,
                 state.path(),
-            )
-            .await,
-        );
+            );
+            measured.push(level.await);
+        }
+        levels.push(Level::median(measured));
         eprintln!("{}", levels.last().unwrap().row());
     }
-    // Rotate the few 0 → 1 at concurrency 1, then everything {0, 1} → 2 at 64.
-    for (concurrency, subset, from, to) in [(1, few, vec![0], 1), (64, &clients[..], vec![0, 1], 2)]
-    {
-        levels.push(
-            rotate_level(
+    // Rotate the few 0 → 1 at concurrency 1; then everything to 2, then 0, then 1 (each run
+    // rewraps every backup) at 64.
+    let targets_c64 = [2, 0, 1];
+    for (concurrency, subset, targets) in [
+        (1, few, &[1][..]),
+        (64, &clients[..], &targets_c64[..c64_runs]),
+    ] {
+        let mut measured = Vec::new();
+        for &to in targets {
+            let (from, to) = (keks.ring(&all_keys), keks.ring(&[to]));
+            let level = rotate_level(
                 name,
                 &store,
                 &keks,
-                keks.ring(&from),
-                keks.ring(&[to]),
+                from,
+                to,
                 subset,
                 concurrency,
                 state.path(),
-            )
-            .await,
-        );
+            );
+            measured.push(level.await);
+        }
+        levels.push(Level::median(measured));
         eprintln!("{}", levels.last().unwrap().row());
     }
     (levels, keks, clients)
@@ -529,8 +588,9 @@ async fn migrate_level(
     let (_, url) = pg.create_database("fleet_migrate");
     let to: Arc<dyn BackupStore> = Arc::new(PostgresStore::connect(&url).await.unwrap());
     keks.latency_on();
-    let migration = Migration::new(keks.ring(&[2]), Arc::clone(from), to).unwrap();
+    let migration = Migration::new(keks.ring(&[0, 1, 2]), Arc::clone(from), to).unwrap();
     keks.take_calls();
+    settle();
     let started = Instant::now();
     let mut moved = 0usize;
     let mut done = std::pin::pin!(migration.run(from.stream_clients(), concurrency));
@@ -553,6 +613,7 @@ async fn migrate_level(
         store_alone: copy_alone,
         store_work_alone: work_alone,
         kms_calls_per_backup: keks.take_calls() as f64 / clients.len() as f64,
+        runs: 1,
     }
 }
 
@@ -586,6 +647,16 @@ fn s3_store(moto: &test_services::moto::Moto) -> Arc<dyn BackupStore> {
     )
 }
 
+/// A runtime as the CLI builds one: multi-threaded, at most
+/// [`MAX_BLOCKING_THREADS`] threads for blocking file I/O.
+fn cli_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+        .unwrap()
+}
+
 /// Peak RSS (kB) of this process, from `/proc/self/status`.
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -603,10 +674,7 @@ fn peak_rss_kb() -> u64 {
 /// streamed from the store's listing, concurrency 64, a count kept per line), then its peak
 /// RSS on stdout.
 fn rss_child(dir: &str, key: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = cli_runtime();
     let store: Arc<dyn BackupStore> = Arc::new(FsStore::new(dir).unwrap());
     let keyring = Keyring::new()
         .with(Arc::new(LocalKek::from_file(Path::new(key)).unwrap()) as Arc<dyn KeyEncryptionKey>);
@@ -661,15 +729,12 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: a smoke pass.
     let smoke = !std::env::args().any(|a| a == "--bench");
     let (backups, c1_backups, rss_sizes) = if smoke {
-        (40, 8, [20, 40])
+        (40, 8, vec![20, 40])
     } else {
         let backups = std::env::var(BACKUPS_ENV).map_or(BACKUPS, |n| n.parse().unwrap());
-        (backups, C1_BACKUPS.min(backups), RSS_SIZES)
+        (backups, C1_BACKUPS.min(backups), RSS_SIZES.to_vec())
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = cli_runtime();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("?").to_owned();
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
@@ -685,6 +750,7 @@ fn main() {
             Keks::local(),
             backups,
             c1_backups,
+            C64_RUNS,
         ))
     });
     let file_run = file_run.map(|(file_levels, keks, clients)| {
@@ -705,6 +771,7 @@ fn main() {
                     Keks::local(),
                     backups,
                     c1_backups,
+                    C64_RUNS,
                 ))
                 .0,
         );
@@ -721,6 +788,7 @@ fn main() {
                     Keks::local(),
                     backups,
                     c1_backups,
+                    1,
                 ))
                 .0,
         );
@@ -732,7 +800,7 @@ fn main() {
             runtime
                 .block_on(async {
                     let keks = Keks::moto(&moto.endpoint).await;
-                    store_levels("file, moto's KMS", store, keks, backups, c1_backups).await
+                    store_levels("file, moto's KMS", store, keks, backups, c1_backups, 1).await
                 })
                 .0,
         );

@@ -203,30 +203,22 @@ impl Rotation {
         Ok(done)
     }
 
-    /// One client: its objects read, rewrapped and written back, each step under its own
-    /// permit (see [`Stages`]), then its proof counted.
+    /// One client: its objects read (a store step), rewrapped through one [`Rewrapper`]
+    /// (a KMS step: the shares sealed under one data key are rewrapped with one unwrap and
+    /// one wrap and keep one wrapped key), then written back and its proof counted (one more
+    /// store step). See [`Stages`].
     async fn client(&self, client_id: String, stages: &Stages) -> RotatedClient {
-        let objects = self.client_objects(&client_id, stages).await;
-        let not_under_target = match &objects {
+        let read = match stages.store(self.on.read_client_objects(&client_id)).await {
+            Ok(read) => read,
             // Nothing was listed, so nothing was rotated: the proof would fail the same way.
-            Err(_) => Ok(0),
-            Ok(_) => {
-                stages
-                    .store(self.on.count_client_not_under(&client_id, &self.current))
-                    .await
+            Err(e) => {
+                return RotatedClient {
+                    client_id,
+                    objects: Err(e),
+                    not_under_target: Ok(0),
+                };
             }
         };
-        RotatedClient {
-            client_id,
-            objects,
-            not_under_target,
-        }
-    }
-
-    /// Every object of one client through one [`Rewrapper`]: the shares sealed under one
-    /// data key are rewrapped with one unwrap and one wrap and keep one wrapped key.
-    async fn client_objects(&self, client_id: &str, stages: &Stages) -> Result<Vec<RotatedObject>> {
-        let read = stages.store(self.on.read_client_objects(client_id)).await?;
         let rewrapper = Rewrapper::new(&self.on.flow.keyring, &self.to);
         let planned = stages
             .kms(async {
@@ -241,7 +233,7 @@ impl Rotation {
                 planned
             })
             .await;
-        let written = stages
+        let (written, proof) = stages
             .store(async {
                 let mut written = Vec::with_capacity(planned.len());
                 for (key, step) in planned {
@@ -251,10 +243,20 @@ impl Rotation {
                     };
                     written.push((key, result));
                 }
-                written
+                // The proof comes after every object is settled: not yet if one is to be
+                // redone.
+                let settled = !written
+                    .iter()
+                    .any(|(_, result)| matches!(result, Ok(Written::Conflict)));
+                let proof = if settled {
+                    Some(self.count_not_under(&client_id).await)
+                } else {
+                    None
+                };
+                (written, proof)
             })
             .await;
-        let mut done = Vec::with_capacity(written.len());
+        let mut objects = Vec::with_capacity(written.len());
         for (key, result) in written {
             let result = match result {
                 Ok(Written::Done(rotated)) => Ok(rotated),
@@ -267,12 +269,27 @@ impl Rotation {
                 }
                 Err(e) => Err(e),
             };
-            done.push(RotatedObject {
+            objects.push(RotatedObject {
                 key: key.to_string(),
                 result,
             });
         }
-        Ok(done)
+        let not_under_target = match proof {
+            Some(proof) => proof,
+            None => stages.store(self.count_not_under(&client_id)).await,
+        };
+        RotatedClient {
+            client_id,
+            objects: Ok(objects),
+            not_under_target,
+        }
+    }
+
+    /// The proof for one client (see [`RotatedClient::not_under_target`]).
+    async fn count_not_under(&self, client_id: &str) -> Result<usize> {
+        self.on
+            .count_client_not_under(client_id, &self.current)
+            .await
     }
 }
 

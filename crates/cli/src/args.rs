@@ -165,7 +165,8 @@ pub(crate) enum Command {
         /// With --store-wide: only these clients (repeatable)
         #[arg(long = "client-id", value_name = "ID", requires = "store_wide")]
         client_id: Vec<String>,
-        /// With --store-wide: clients drilled at once (at most this many KMS calls in flight)
+        /// With --store-wide: KMS calls in flight at most, and meanwhile as many store reads
+        /// for other clients (a client's shares open with one KMS call)
         #[arg(long, default_value_t = 16, value_name = "N", requires = "store_wide", value_parser = clap::value_parser!(u16).range(1..=1024))]
         concurrency: u16,
         /// With --store-wide: at most this many KMS calls a second, shared by every key of
@@ -191,8 +192,9 @@ pub(crate) enum Command {
         /// --api-key]
         #[arg(long = "client-id", value_name = "ID")]
         client_id: Vec<String>,
-        /// Clients rotated at once (each client's objects in turn, so that the shares of a
-        /// backup keep one wrapped key)
+        /// Clients at the KMS at once, and meanwhile as many store steps (reads, writes, the
+        /// proof) for other clients; each client's objects go in turn, so that the shares of a
+        /// backup keep one wrapped key
         #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
         concurrency: u16,
         /// At most this many KMS calls a second, shared by every key of --kms and --to-kms

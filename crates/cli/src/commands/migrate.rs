@@ -47,8 +47,9 @@ pub(crate) struct MigrateArgs {
     /// --from lists]
     #[arg(long = "client-id", value_name = "ID")]
     pub(crate) client_id: Vec<String>,
-    /// Clients migrated at once (each client's objects in turn, so that the shares of a
-    /// backup cost one KMS call)
+    /// Clients at the KMS at once, and meanwhile as many store steps for other clients
+    /// (between stores of your own; with `portal` on one side, clients at once); each
+    /// client's objects go in turn, so that the shares of a backup cost one KMS call
     #[arg(long, default_value_t = default_concurrency(), value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) concurrency: u16,
     /// At most this many KMS calls a second, shared by every key of --kms (KMS quotas are

@@ -83,6 +83,9 @@ const BASELINE_PREFIX: &str = "baseline";
 /// `docs/benchmarks.md` and `docs/benchmarks.json` with their new figures and the last
 /// figures of every other section, kept from the JSON.
 pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
+    if args == ["render"] {
+        return render(root);
+    }
     let sections = select_sections(args)?;
     let metadata = json::parse(
         &cmd::cargo(root)
@@ -181,6 +184,18 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
         std::fs::write(&json_path, doc.to_json())?;
         println!("wrote docs/benchmarks.md and docs/benchmarks.json (section `{section}`)");
     }
+    Ok(())
+}
+
+/// `cargo xtask bench render`: rewrites `docs/benchmarks.md` from `docs/benchmarks.json`
+/// without measuring anything, after a change to how a section is written up.
+fn render(root: &Path) -> Result {
+    let docs = root.join("docs");
+    let doc = Doc::from_json(&json::parse(&std::fs::read_to_string(
+        docs.join("benchmarks.json"),
+    )?)?);
+    std::fs::write(docs.join("benchmarks.md"), doc.markdown())?;
+    println!("wrote docs/benchmarks.md from docs/benchmarks.json");
     Ok(())
 }
 

@@ -73,7 +73,12 @@ pub(crate) fn markdown(value: &Value, md: &mut String) {
          version, writes it back compare-and-swap, and its proof lists and reads every object \
          again; migrate also reads back what it created. The last column sets the achieved rate \
          against min(KMS alone, that). At concurrency c, a run keeps at most c KMS calls and c \
-         store steps in flight, for different clients.\n\n\
+         store steps in flight, for different clients (so at concurrency 1 a client's reads \
+         overlap the previous client's KMS call, and can beat a store alone that does one \
+         thing at a time). Every measurement starts after a `sync`, so that none pays for the \
+         writeback of the one before; *runs* > 1: each of the KMS alone, the store alone and \
+         the command measured that many times in turn, medians shown. The runtime is the \
+         CLI's (at most 64 blocking threads).\n\n\
          PostgreSQL is a throwaway server on loopback (`fsync` on); moto is a Python \
          development server on loopback: its rows measure the client plus an emulator, not AWS. \
          On {} cores, load average {} when the run began: compare the ratios of one run, \

@@ -48,7 +48,8 @@ Commands:
                 backups on every store behind KEKs with 5 ms per call; peak RSS of
                 store-wide verify at 10k/100k), build (clean build time and
                 dependency count by feature set; slow). No section: all but build; `all`:
-                every one.
+                every one; `render`: rewrite docs/benchmarks.md from the JSON, measuring
+                nothing.
   public-api [--bless]
                 Lists the public API of every publishable library (rustdoc JSON) and
                 compares it with docs/public-api/<package>.txt; --bless rewrites the files.

@@ -547,8 +547,34 @@ async fn store_levels(
     (levels, keks, clients)
 }
 
-/// `migrate` of the file store (everything under KEK 2 after the rotations) to a fresh
-/// PostgreSQL database, against the copy alone into another fresh database.
+/// The store alone, copying: each client's objects read from `from` and created in a fresh
+/// database `name` (and read back there when `read_back`), 64 clients at once.
+async fn copy_rate(
+    from: &dyn BackupStore,
+    clients: &[String],
+    pg: &test_services::postgres::Postgres,
+    name: &str,
+    read_back: bool,
+) -> f64 {
+    let (_, url) = pg.create_database(name);
+    let to = PostgresStore::connect(&url).await.unwrap();
+    rate(clients, 64, |client| {
+        let to = &to;
+        async move {
+            for key in from.list(client).await.unwrap() {
+                let body = from.get(&key).await.unwrap();
+                to.put(&key, body, PutOptions::create()).await.unwrap();
+                if read_back {
+                    to.get(&key).await.unwrap();
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// `migrate` of the file store (as the rotations left it) to a fresh PostgreSQL database,
+/// against the copy alone into other fresh databases.
 async fn migrate_level(
     from: &Arc<dyn BackupStore>,
     keks: &Keks,
@@ -557,37 +583,13 @@ async fn migrate_level(
 ) -> Level {
     let concurrency = 64;
     keks.latency_off();
-    let (_, scratch) = pg.create_database("fleet_copy");
-    let scratch = PostgresStore::connect(&scratch).await.unwrap();
-    let copy_alone = rate(clients, concurrency, |client| {
-        let (from, scratch) = (from.as_ref(), &scratch);
-        async move {
-            for key in from.list(client).await.unwrap() {
-                let body = from.get(&key).await.unwrap();
-                scratch.put(&key, body, PutOptions::create()).await.unwrap();
-            }
-        }
-    })
-    .await;
+    let copy_alone = copy_rate(from.as_ref(), clients, pg, "fleet_copy", false).await;
     // Migrate's store work: the copy, and the read-back of what was created (its drill).
-    let (_, scratch) = pg.create_database("fleet_copy_read_back");
-    let scratch = PostgresStore::connect(&scratch).await.unwrap();
-    let work_alone = rate(clients, concurrency, |client| {
-        let (from, scratch) = (from.as_ref(), &scratch);
-        async move {
-            for key in from.list(client).await.unwrap() {
-                let body = from.get(&key).await.unwrap();
-                scratch.put(&key, body, PutOptions::create()).await.unwrap();
-                scratch.get(&key).await.unwrap();
-            }
-        }
-    })
-    .await;
+    let work_alone = copy_rate(from.as_ref(), clients, pg, "fleet_copy_read_back", true).await;
     keks.latency_on();
     let kms_alone = kms_rate(keks, clients.len(), concurrency, false).await;
     let (_, url) = pg.create_database("fleet_migrate");
     let to: Arc<dyn BackupStore> = Arc::new(PostgresStore::connect(&url).await.unwrap());
-    keks.latency_on();
     let migration = Migration::new(keks.ring(&[0, 1, 2]), Arc::clone(from), to).unwrap();
     keks.take_calls();
     settle();

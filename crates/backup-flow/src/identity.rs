@@ -31,6 +31,28 @@ pub(crate) struct ShareId<'a> {
 }
 
 impl ShareId<'_> {
+    /// Runs `then` with the identity of the `kind` share stored under `key`, which names its
+    /// client, pair and curve (a key that names no pair or curve is [`Error::Invalid`]).
+    pub(crate) async fn of_stored<T>(
+        key: &BackupKey,
+        kind: ShareKind,
+        then: impl AsyncFnOnce(&ShareId<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
+            return Err(Error::Invalid(format!(
+                "{key}: the key names no pair or curve"
+            )));
+        };
+        let curve = Curve::from_wire(curve);
+        let id = ShareId {
+            client_id: key.client_id(),
+            pair_id,
+            curve: &curve,
+            kind,
+        };
+        then(&id).await
+    }
+
     /// The KEK context shared by every share of one client and purpose: what the KMS sees
     /// (and logs) for the one data key of a backup.
     pub(crate) fn kek_context(client_id: &str, kind: ShareKind) -> Result<EncryptionContext> {

@@ -316,7 +316,7 @@ async fn open_client(keyring: &envelope::Keyring, read: ReadClient) -> StoredCli
     let mut checked = Vec::with_capacity(shares.len());
     for (key, body) in shares {
         let result = match body {
-            Ok(body) => open_stored(&opener, &client_id, &key, body).await,
+            Ok(body) => open_stored(&opener, &key, body).await,
             Err(e) => Err(e),
         };
         checked.push(StoredShareCheck {
@@ -333,29 +333,19 @@ async fn open_client(keyring: &envelope::Keyring, read: ReadClient) -> StoredCli
 /// Drills the share read from `key` (which names its pair and curve).
 async fn open_stored(
     opener: &Opener<'_>,
-    client_id: &str,
     key: &BackupKey,
     body: Option<bytes::Bytes>,
 ) -> Result<ShareCheck> {
-    let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
-        return Err(Error::Invalid(format!(
-            "{key}: the key names no pair or curve"
-        )));
-    };
-    let curve = portal_api::Curve::from_wire(curve);
-    let id = ShareId {
-        client_id,
-        pair_id,
-        curve: &curve,
-        kind: ShareKind::ClientBackup,
-    };
-    let finding = finding(opener, &id, key, body).await?;
-    Ok(ShareCheck {
-        curve: curve.as_str().to_owned(),
-        backup_share_pair_id: pair_id.to_owned(),
-        key: key.to_string(),
-        finding,
+    ShareId::of_stored(key, ShareKind::ClientBackup, async |id| {
+        let finding = finding(opener, id, key, body).await?;
+        Ok(ShareCheck {
+            curve: id.curve.as_str().to_owned(),
+            backup_share_pair_id: id.pair_id.to_owned(),
+            key: key.to_string(),
+            finding,
+        })
     })
+    .await
 }
 
 /// One client's stored shares, read and not yet opened.

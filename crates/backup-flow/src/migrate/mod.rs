@@ -21,7 +21,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use envelope::{Keyring, Opener};
 use futures_util::stream::{Stream, StreamExt as _};
-use portal_api::Curve;
 use serde::Serialize;
 use storage::portal::PortalStore;
 use storage::{BackupKey, BackupStore, PutOptions, ShareKind, StorageError};
@@ -227,7 +226,7 @@ impl Migration {
                 for (key, source) in read {
                     let step = match source {
                         Ok(Source::Read { kind, body }) => {
-                            match with_share_id(&key, kind, async |id| {
+                            match ShareId::of_stored(&key, kind, async |id| {
                                 drill_source(&opener, id, &key, &body).await
                             })
                             .await
@@ -251,7 +250,7 @@ impl Migration {
                 for (key, step) in drilled {
                     let result = match step {
                         Ok(Source::Read { kind, body }) => {
-                            with_share_id(&key, kind, async |id| {
+                            ShareId::of_stored(&key, kind, async |id| {
                                 copy_drilled(&opener, id, &key, body, target).await
                             })
                             .await
@@ -309,28 +308,6 @@ impl Migration {
 enum Source {
     Read { kind: ShareKind, body: Bytes },
     Settled(Moved),
-}
-
-/// Runs `then` with the identity of the `kind` share stored under `key` (which names its
-/// pair and curve).
-async fn with_share_id<T>(
-    key: &BackupKey,
-    kind: ShareKind,
-    then: impl AsyncFnOnce(&ShareId<'_>) -> Result<T>,
-) -> Result<T> {
-    let (Some(pair_id), Some(curve)) = (key.share_pair_id(), key.curve()) else {
-        return Err(Error::Invalid(format!(
-            "{key}: the key names no pair or curve"
-        )));
-    };
-    let curve = Curve::from_wire(curve);
-    let id = ShareId {
-        client_id: key.client_id(),
-        pair_id,
-        curve: &curve,
-        kind,
-    };
-    then(&id).await
 }
 
 /// Whether the object under `key` is a client ciphertext that moves (`Ok(its kind)`), or why

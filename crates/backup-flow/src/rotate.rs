@@ -165,27 +165,20 @@ impl Rotation {
     where
         S: Stream<Item = std::result::Result<String, StorageError>> + Send + 'a,
     {
-        let stages = Stages::new(concurrency);
-        let in_flight = stages.clients_in_flight();
-        clients
-            .map(move |listed| {
-                let stages = stages.clone();
-                async move {
-                    match listed {
-                        Ok(client_id) => self.client(client_id, &stages).await,
-                        Err(source) => RotatedClient {
-                            client_id: String::new(),
-                            objects: Err(Error::Store {
-                                operation: "list clients",
-                                key: "the store".to_owned(),
-                                source: Box::new(source),
-                            }),
-                            not_under_target: Ok(0),
-                        },
-                    }
-                }
-            })
-            .buffer_unordered(in_flight)
+        Stages::run(concurrency, clients, move |listed, stages| async move {
+            match listed {
+                Ok(client_id) => self.client(client_id, &stages).await,
+                Err(source) => RotatedClient {
+                    client_id: String::new(),
+                    objects: Err(Error::Store {
+                        operation: "list clients",
+                        key: "the store".to_owned(),
+                        source: Box::new(source),
+                    }),
+                    not_under_target: Ok(0),
+                },
+            }
+        })
     }
 
     /// Rewraps the sealed shares of every unfinished backup in the journal (after the store:

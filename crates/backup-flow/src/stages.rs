@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::{Stream, StreamExt as _};
 use tokio::sync::Semaphore;
 
 /// The permits of one store-wide run; cheap to clone (clones share the permits).
@@ -32,8 +33,29 @@ impl Stages {
     }
 
     /// How many clients to keep in flight: one set at the KMS, one at the store.
-    pub(crate) fn clients_in_flight(&self) -> usize {
+    fn clients_in_flight(&self) -> usize {
         self.width.saturating_mul(2)
+    }
+
+    /// Runs `work` over every item of `clients` with one set of permits of width
+    /// `concurrency`, keeping [`clients_in_flight`](Self::clients_in_flight) items in flight:
+    /// a stream of their results in the order they finish.
+    pub(crate) fn run<'a, S, F, Fut>(
+        concurrency: usize,
+        clients: S,
+        work: F,
+    ) -> impl Stream<Item = Fut::Output> + Send + 'a
+    where
+        S: Stream + Send + 'a,
+        F: Fn(S::Item, Self) -> Fut + Send + 'a,
+        Fut: Future + Send + 'a,
+        Fut::Output: Send,
+    {
+        let stages = Self::new(concurrency);
+        let in_flight = stages.clients_in_flight();
+        clients
+            .map(move |client| work(client, stages.clone()))
+            .buffer_unordered(in_flight)
     }
 
     /// Runs `work` (KMS calls) once a KMS permit is free.

@@ -1,7 +1,7 @@
 //! Verification: the restore drill on its own, for every completed backup of a client.
 
 use envelope::Opener;
-use futures_util::stream::{self, Stream, StreamExt as _};
+use futures_util::stream::{self, Stream};
 use portal_api::SharePairStatus;
 use serde::Serialize;
 use storage::{BackupKey, BackupStoreExt as _, ShareKind, StorageError};
@@ -190,8 +190,6 @@ impl Flow {
         // At most `concurrency` KMS calls and `concurrency` store reads in flight, each for
         // other clients: the reads of the next clients go on while the KMS calls of the
         // previous ones are in flight, so a client's time is not its read plus its KMS call.
-        let stages = Stages::new(concurrency);
-        let in_flight = stages.clients_in_flight();
         // Without a store of our own each client says so (the error is not `Clone`).
         let on = self
             .on_own_store("the store-wide restore drill")
@@ -199,34 +197,32 @@ impl Flow {
                 Error::Invalid(reason) => reason,
                 other => other.to_string(),
             });
-        clients
-            .map(move |listed| {
-                let (on, stages) = (on.clone(), stages.clone());
-                async move {
-                    let client_id = match listed {
-                        Ok(client_id) => client_id,
-                        Err(source) => {
-                            return StoredClientCheck {
-                                client_id: String::new(),
-                                shares: Err(Error::Store {
-                                    operation: "list clients",
-                                    key: "the store".to_owned(),
-                                    source: Box::new(source),
-                                }),
-                            };
-                        }
-                    };
-                    let read = match on {
-                        Ok(on) => stages.store(on.read_client(client_id)).await,
-                        Err(reason) => ReadClient {
-                            client_id,
-                            shares: Err(Error::Invalid(reason)),
-                        },
-                    };
-                    stages.kms(open_client(&self.keyring, read)).await
-                }
-            })
-            .buffer_unordered(in_flight)
+        Stages::run(concurrency, clients, move |listed, stages| {
+            let on = on.clone();
+            async move {
+                let client_id = match listed {
+                    Ok(client_id) => client_id,
+                    Err(source) => {
+                        return StoredClientCheck {
+                            client_id: String::new(),
+                            shares: Err(Error::Store {
+                                operation: "list clients",
+                                key: "the store".to_owned(),
+                                source: Box::new(source),
+                            }),
+                        };
+                    }
+                };
+                let read = match on {
+                    Ok(on) => stages.store(on.read_client(client_id)).await,
+                    Err(reason) => ReadClient {
+                        client_id,
+                        shares: Err(Error::Invalid(reason)),
+                    },
+                };
+                stages.kms(open_client(&self.keyring, read)).await
+            }
+        })
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use envelope::{Keyring, Opener};
-use futures_util::stream::{Stream, StreamExt as _};
+use futures_util::stream::Stream;
 use serde::Serialize;
 use storage::portal::PortalStore;
 use storage::{BackupKey, BackupStore, PutOptions, ShareKind, StorageError};
@@ -183,23 +183,16 @@ impl Migration {
     where
         S: Stream<Item = Result<String, StorageError>> + Send + 'a,
     {
-        let stages = Stages::new(concurrency);
-        let in_flight = stages.clients_in_flight();
-        clients
-            .map(move |listed| {
-                let stages = stages.clone();
-                async move {
-                    match listed {
-                        Ok(client_id) => Ok(self.client(client_id, &stages).await),
-                        Err(source) => Err(Error::Store {
-                            operation: "list clients",
-                            key: format!("the {} store", self.from.name()),
-                            source: Box::new(source),
-                        }),
-                    }
-                }
-            })
-            .buffer_unordered(in_flight)
+        Stages::run(concurrency, clients, move |listed, stages| async move {
+            match listed {
+                Ok(client_id) => Ok(self.client(client_id, &stages).await),
+                Err(source) => Err(Error::Store {
+                    operation: "list clients",
+                    key: format!("the {} store", self.from.name()),
+                    source: Box::new(source),
+                }),
+            }
+        })
     }
 
     /// Every object of one client through one [`Opener`]: read from the source, drilled

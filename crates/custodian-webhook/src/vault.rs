@@ -213,7 +213,8 @@ impl ShareVault {
     /// # Errors
     /// As [`check`](Self::check); [`Error::Seal`] when the KMS fails; [`Error::Superseded`]
     /// when another share of this client and method was stored meanwhile (nothing was
-    /// stored); [`Error::Store`].
+    /// stored; the same share stored meanwhile, by an earlier attempt of this request whose
+    /// answer was lost, counts as stored); [`Error::Store`].
     pub async fn store(
         &self,
         client_id: &str,
@@ -236,14 +237,47 @@ impl ShareVault {
             Arrival::Unversioned => PutOptions::overwrite(),
             Arrival::Generations(existing) => {
                 return self
-                    .store_generation(client_id, backup_method, existing, sealed)
+                    .store_generation(client_id, backup_method, existing, sealed, share)
                     .await;
             }
         };
         match self.store.put(&key, sealed, options).await {
             Ok(()) => Ok(()),
-            Err(e) if e.is_conflict() || e.is_already_exists() => Err(self.superseded()),
+            Err(e) if e.is_conflict() || e.is_already_exists() => {
+                self.unless_already_held(&key, client_id, backup_method, share)
+                    .await
+            }
             Err(e) => Err(self.store_error("put", e)),
+        }
+    }
+
+    /// After a write lost to another: `Ok` when what now stands under `key` is this very
+    /// share, else [`Error::Superseded`].
+    ///
+    /// A retry whose first attempt got no answer (a replica killed mid-write, a timeout)
+    /// meets that attempt's write, which may land after the retry read the store. Both
+    /// carry the same share, so the retry has what it asked for; answering 503 would make
+    /// Portal send it a third time for nothing.
+    async fn unless_already_held(
+        &self,
+        key: &BackupKey,
+        client_id: &str,
+        backup_method: &str,
+        share: &SecretShare,
+    ) -> Result<(), Error> {
+        let Ok(body) = self.store.get(key).await else {
+            return Err(self.superseded());
+        };
+        let Ok(context) = context(client_id, backup_method) else {
+            return Err(self.superseded());
+        };
+        let held = envelope::open(&self.keyring, &context, &body)
+            .await
+            .ok()
+            .and_then(|plain| SecretShare::from_utf8(plain.into_zeroizing()));
+        match held {
+            Some(held) if held == *share => Ok(()),
+            _ => Err(self.superseded()),
         }
     }
 
@@ -277,13 +311,19 @@ impl ShareVault {
         backup_method: &str,
         existing: Vec<(u64, BackupKey)>,
         sealed: Bytes,
+        share: &SecretShare,
     ) -> Result<(), Error> {
         let next = existing.last().map_or(1, |(g, _)| g.saturating_add(1));
         let key = custodian_key(client_id, backup_method, Some(next))?;
         match self.store.put(&key, sealed, PutOptions::create()).await {
             Ok(()) => {}
-            // Another backup of this client and method created it first.
-            Err(e) if e.is_already_exists() => return Err(self.superseded()),
+            // Another backup of this client and method created it first (or an earlier
+            // attempt of this one, with the same share).
+            Err(e) if e.is_already_exists() => {
+                return self
+                    .unless_already_held(&key, client_id, backup_method, share)
+                    .await;
+            }
             Err(e) => return Err(self.store_error("put", e)),
         }
         if self.store.capabilities().delete {

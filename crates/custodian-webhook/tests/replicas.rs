@@ -97,6 +97,16 @@ impl BackupStore for HeldStore {
     fn stream_clients(&self) -> storage::ClientStream<'_> {
         self.inner.stream_clients()
     }
+    // One at a time, through this wrapper's own hooks.
+    fn batch_size(&self) -> usize {
+        1
+    }
+    async fn read_clients(&self, client_ids: &[String]) -> Vec<storage::batch::ClientObjects> {
+        storage::batch::read_clients_one_by_one(self, client_ids).await
+    }
+    async fn put_many(&self, puts: Vec<storage::batch::Put>) -> Vec<Result<(), StorageError>> {
+        storage::batch::put_one_by_one(self, puts).await
+    }
 }
 
 /// Two replicas over one store; the first one's next put is held back until a newer share

@@ -25,9 +25,10 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 
+use crate::batch::ClientObjects;
 use crate::error::{Report, StorageError};
 use crate::key::{BackupKey, MAX_PART_LEN, ShareKind};
-use crate::store::{BackupStore, Capabilities, ObjectVersion, PutMode};
+use crate::store::{BackupStore, Capabilities, ObjectVersion, PutMode, PutOptions};
 
 /// A check that did not pass.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,7 @@ pub const CHECKS: &[&str] = &[
     "concurrent_create",
     "compare_and_swap",
     "concurrent_update",
+    "batches",
 ];
 
 /// The size of the large body of [`large_body`]: 5 MiB and a few bytes.
@@ -84,7 +86,8 @@ pub async fn check_store(store: &dyn BackupStore) -> Outcome {
     concurrent_writers(store).await?;
     concurrent_create(store).await?;
     compare_and_swap(store).await?;
-    concurrent_update(store).await
+    concurrent_update(store).await?;
+    batches(store).await
 }
 
 /// What [`store_conformance_tests!`](crate::store_conformance_tests) accepts: a store, or a
@@ -949,6 +952,155 @@ pub async fn concurrent_update(store: &dyn BackupStore) -> Outcome {
     run.finish(outcome).await
 }
 
+/// The batch calls give what the single-item calls give. With [`Capabilities::list`]:
+/// [`read_clients`](BackupStore::read_clients) returns one entry per client in the order
+/// asked, each client's keys sorted with their bodies (and, with compare and swap, the
+/// versions [`get_versioned`](BackupStore::get_versioned) reports), an empty list for a
+/// client with nothing stored, and an error for an invalid client id alone.
+/// [`put_many`](BackupStore::put_many) returns one result per put in order, each as
+/// [`put`](BackupStore::put) would: a compare-and-swap put from a stale version fails with
+/// [`StorageError::Conflict`] and changes nothing while the others of the batch succeed.
+///
+/// # Errors
+/// A [`Failure`] naming this check.
+pub async fn batches(store: &dyn BackupStore) -> Outcome {
+    let run = Run::new(store, "batches")?;
+    let outcome = async {
+        let (a1, a2, b1) = (
+            run.key("", "bsp_batch_1")?,
+            run.key("", "bsp_batch_2")?,
+            run.key("-b", "bsp_batch_1")?,
+        );
+        let bodies: Vec<Bytes> = (1..=6).map(|i| body(&format!("batch {i}"), 900)).collect();
+        let [x1, x2, x3, y1, y2, y3] = bodies.as_slice() else {
+            return Err(run.fail("six bodies"));
+        };
+        run.write(&a1, x1).await?;
+        run.write(&a2, x2).await?;
+        run.write(&b1, x3).await?;
+        if run.caps.list {
+            let (a, b, empty) = (
+                run.client.clone(),
+                format!("{}-b", run.client),
+                format!("{}-c", run.client),
+            );
+            let asked = [a, empty, "not/a-client".to_owned(), b];
+            let read = run.store.read_clients(&asked).await;
+            run.expect_read(&read, &[&[(&a1, x1), (&a2, x2)], &[], &[], &[(&b1, x3)]])
+                .await?;
+            if !matches!(read.get(2), Some(Err(StorageError::InvalidKey { .. }))) {
+                return Err(
+                    run.fail("read clients of an invalid client id did not fail with InvalidKey")
+                );
+            }
+        }
+        if !run.caps.compare_and_swap {
+            let mode = run.write_mode();
+            let results = run
+                .store
+                .put_many(vec![
+                    (a1.clone(), y1.clone(), PutOptions::from(mode.clone())),
+                    (b1.clone(), y3.clone(), PutOptions::from(mode)),
+                ])
+                .await;
+            let want_ok = run.caps.overwrite;
+            for (result, key) in results.iter().zip([&a1, &b1]) {
+                match result {
+                    Ok(()) if want_ok => {}
+                    Err(StorageError::AlreadyExists { .. }) if !want_ok => {}
+                    other => {
+                        return Err(run.fail(format!("put many, {key}: unexpected {other:?}")));
+                    }
+                }
+            }
+            if results.len() != 2 {
+                return Err(run.fail(format!("put many of 2 puts gave {} results", results.len())));
+            }
+            return Ok(());
+        }
+        let v1 = run.expect_version(&a1, x1, "before a batch").await?;
+        let stale = run.expect_version(&a2, x2, "before a batch").await?;
+        run.put(&a2, x1, PutMode::Update(stale.clone()))
+            .await
+            .map_err(|e| run.store_error("compare-and-swap put", &e))?;
+        let v3 = run.expect_version(&b1, x3, "before a batch").await?;
+        let results = run
+            .store
+            .put_many(vec![
+                (a1.clone(), y1.clone(), PutOptions::update(v1)),
+                (a2.clone(), y2.clone(), PutOptions::update(stale)),
+                (b1.clone(), y3.clone(), PutOptions::update(v3)),
+            ])
+            .await;
+        match results.as_slice() {
+            [Ok(()), Err(StorageError::Conflict { key }), Ok(())] if *key == a2 => {}
+            other => {
+                return Err(run.fail(format!(
+                    "put many of (current, stale, current) versions gave {other:?}, not \
+                     (Ok, Conflict for {a2}, Ok)"
+                )));
+            }
+        }
+        run.expect_body(&a1, y1, "after put many").await?;
+        run.expect_body(&a2, x1, "after a refused put of put many")
+            .await?;
+        run.expect_body(&b1, y3, "after put many").await
+    }
+    .await;
+    run.finish(outcome).await
+}
+
+impl Run<'_> {
+    /// `read` holds, per client, exactly these keys with these bodies (and the versions
+    /// `get_versioned` reports, where the store can compare and swap).
+    async fn expect_read(
+        &self,
+        read: &[ClientObjects],
+        want: &[&[(&BackupKey, &Bytes)]],
+    ) -> Outcome {
+        if read.len() != want.len() {
+            return Err(self.fail(format!(
+                "read clients of {} clients gave {} entries",
+                want.len(),
+                read.len()
+            )));
+        }
+        for (entry, want) in read.iter().zip(want) {
+            let objects = match entry {
+                Ok(objects) => objects,
+                // The invalid client id (checked by the caller); it wants nothing.
+                Err(_) if want.is_empty() => continue,
+                Err(e) => return Err(self.store_error("read clients", e)),
+            };
+            let keys: Vec<&BackupKey> = objects.iter().map(|(k, _)| k).collect();
+            let want_keys: Vec<&BackupKey> = want.iter().map(|(k, _)| *k).collect();
+            if keys != want_keys {
+                return Err(self.fail(format!("read clients listed {keys:?}, not {want_keys:?}")));
+            }
+            for ((key, object), (_, body)) in objects.iter().zip(want.iter()) {
+                let object = object
+                    .as_ref()
+                    .map_err(|e| self.store_error(&format!("read clients, {key}"), e))?;
+                if object.body != **body {
+                    return Err(self.fail(format!("read clients returned another body for {key}")));
+                }
+                if self.caps.compare_and_swap {
+                    let version = self
+                        .expect_version(key, body, "beside read clients")
+                        .await?;
+                    if object.version.as_ref() != Some(&version) {
+                        return Err(self.fail(format!(
+                            "read clients gave {key} the version {:?}, get_versioned {version:?}",
+                            object.version
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Makes one `#[tokio::test]` per conformance check for the store that `$make` builds (an
 /// expression, evaluated once per test, giving a store or a `(guard, store)` pair; see
 /// [`Fixture`](crate::conformance::Fixture)). Needs `tokio` with `macros` and
@@ -966,7 +1118,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@one $make;
             round_trip, large_body, not_found, distinct_keys, create_only, overwrite,
             delete, list, concurrent_writers, concurrent_create, compare_and_swap,
-            concurrent_update);
+            concurrent_update, batches);
     };
     (@one $make:expr; $($check:ident),*) => {
         $(

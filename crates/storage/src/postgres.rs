@@ -60,6 +60,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 pub use sqlx::postgres::{PgConnectOptions, PgPool};
 
+use crate::batch::{ClientObjects, Put, StoredObject, spread_error};
 use crate::error::StorageError;
 use crate::key::BackupKey;
 use crate::store::{BackupStore, Capabilities, ObjectVersion, PutMode, PutOptions};
@@ -96,6 +97,22 @@ const UPDATE_IF_VERSION: &str = "UPDATE portal_backup_objects \
      RETURNING version";
 const SELECT: &str = "SELECT body, version, (extract(epoch FROM created_at) * 1000000)::bigint \
      FROM portal_backup_objects WHERE client_id = $1 AND path = $2";
+/// Every object of a batch of clients ([`BackupStore::read_clients`]).
+const READ_CLIENTS: &str = "SELECT client_id, path, body, version, \
+     (extract(epoch FROM created_at) * 1000000)::bigint \
+     FROM portal_backup_objects WHERE client_id = ANY($1) ORDER BY client_id, path";
+/// A batch of compare-and-swap updates ([`BackupStore::put_many`]): `UPDATE_IF_VERSION` for
+/// each row of the arrays at once; the rows it returns are the ones that matched.
+const UPDATE_MANY_IF_VERSION: &str = "UPDATE portal_backup_objects AS o \
+     SET body = u.body, version = o.version + 1, updated_at = now() \
+     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[], $5::int8[]) \
+     AS u(client_id, path, body, version, created) \
+     WHERE o.client_id = u.client_id AND o.path = u.path AND o.version = u.version \
+     AND (extract(epoch FROM o.created_at) * 1000000)::bigint = u.created \
+     RETURNING o.path";
+/// Clients of one [`BackupStore::read_clients`] call, or objects of one
+/// [`BackupStore::put_many`] call, that a store-wide run should send at once.
+pub const BATCH_SIZE: usize = 64;
 const DELETE: &str = "DELETE FROM portal_backup_objects WHERE client_id = $1 AND path = $2";
 const LIST: &str = "SELECT path FROM portal_backup_objects WHERE client_id = $1 ORDER BY path";
 const LIST_CLIENTS: &str =
@@ -392,6 +409,126 @@ impl BackupStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    /// [`BATCH_SIZE`]: a batch is one statement.
+    fn batch_size(&self) -> usize {
+        BATCH_SIZE
+    }
+
+    /// One `SELECT … WHERE client_id = ANY(…)` for the whole batch.
+    async fn read_clients(&self, client_ids: &[String]) -> Vec<ClientObjects> {
+        type Row = (String, String, Vec<u8>, i64, i64);
+        let valid: Vec<&str> = client_ids
+            .iter()
+            .filter(|id| BackupKey::check_client_id(id).is_ok())
+            .map(String::as_str)
+            .collect();
+        let rows: Result<Vec<Row>, _> = if valid.is_empty() {
+            Ok(Vec::new())
+        } else {
+            sqlx::query_as(READ_CLIENTS)
+                .bind(&valid)
+                .fetch_all(&self.pool)
+                .await
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                let error = db_error("cannot read the objects", e);
+                return spread_error(error, client_ids.len())
+                    .into_iter()
+                    .map(Err)
+                    .collect();
+            }
+        };
+        let mut by_client: std::collections::HashMap<String, ClientObjects> =
+            std::collections::HashMap::new();
+        for (client_id, path, body, version, created) in rows {
+            let entry = by_client.entry(client_id).or_insert_with(|| Ok(Vec::new()));
+            let Ok(objects) = entry else { continue };
+            match BackupKey::from_path(&path) {
+                Ok(key) => {
+                    let version =
+                        ObjectVersion::new(Some(created.to_string()), Some(version.to_string()));
+                    objects.push((key, Ok(StoredObject::new(Bytes::from(body), Some(version)))));
+                }
+                Err(e) => {
+                    *entry = Err(StorageError::Backend {
+                        backend: NAME,
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        client_ids
+            .iter()
+            .map(|id| match BackupKey::check_client_id(id) {
+                Err(e) => Err(e),
+                Ok(()) => by_client.remove(id).unwrap_or_else(|| Ok(Vec::new())),
+            })
+            .collect()
+    }
+
+    /// The compare-and-swap updates in one `UPDATE … FROM unnest(…)`; other puts, and a key
+    /// met again in the batch, one at a time after it.
+    async fn put_many(&self, puts: Vec<Put>) -> Vec<Result<(), StorageError>> {
+        let mut done: Vec<(usize, Result<(), StorageError>)> = Vec::with_capacity(puts.len());
+        let mut batched: Vec<(usize, BackupKey, Bytes, (i64, i64))> = Vec::new();
+        let mut alone: Vec<(usize, Put)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (index, (key, body, options)) in puts.into_iter().enumerate() {
+            let version = match &options.mode {
+                PutMode::Update(expected) => parse_version(expected),
+                _ => None,
+            };
+            match version {
+                Some(version) if seen.insert(key.to_path()) => {
+                    batched.push((index, key, body, version));
+                }
+                _ => alone.push((index, (key, body, options))),
+            }
+        }
+        if !batched.is_empty() {
+            let clients: Vec<&str> = batched.iter().map(|(_, k, _, _)| k.client_id()).collect();
+            let paths: Vec<String> = batched.iter().map(|(_, k, _, _)| k.to_path()).collect();
+            let bodies: Vec<&[u8]> = batched.iter().map(|(_, _, b, _)| b.as_ref()).collect();
+            let versions: Vec<i64> = batched.iter().map(|(_, _, _, (v, _))| *v).collect();
+            let created: Vec<i64> = batched.iter().map(|(_, _, _, (_, c))| *c).collect();
+            let updated: Result<Vec<String>, _> = sqlx::query_scalar(UPDATE_MANY_IF_VERSION)
+                .bind(&clients)
+                .bind(&paths)
+                .bind(&bodies)
+                .bind(&versions)
+                .bind(&created)
+                .fetch_all(&self.pool)
+                .await;
+            match updated {
+                Ok(updated) => {
+                    let updated: std::collections::HashSet<String> = updated.into_iter().collect();
+                    for ((index, key, _, _), path) in batched.into_iter().zip(&paths) {
+                        let result = if updated.contains(path) {
+                            Ok(())
+                        } else {
+                            Err(StorageError::Conflict { key })
+                        };
+                        done.push((index, result));
+                    }
+                }
+                Err(e) => {
+                    let error = db_error("cannot store the objects", e);
+                    let errors = spread_error(error, batched.len());
+                    for ((index, ..), error) in batched.into_iter().zip(errors) {
+                        done.push((index, Err(error)));
+                    }
+                }
+            }
+        }
+        for (index, (key, body, options)) in alone {
+            done.push((index, self.put(&key, body, options).await));
+        }
+        done.sort_by_key(|(index, _)| *index);
+        done.into_iter().map(|(_, result)| result).collect()
     }
 
     async fn list_clients(&self) -> Result<Vec<String>, StorageError> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt as _};
 
+use crate::batch::{self, ClientObjects, Put};
 use crate::error::StorageError;
 use crate::key::BackupKey;
 
@@ -327,6 +328,31 @@ pub trait BackupStore: fmt::Debug + Send + Sync + 'static {
     fn stream_clients(&self) -> ClientStream<'_> {
         stream_of_list(self.list_clients())
     }
+
+    /// How many clients one [`read_clients`](Self::read_clients) call, or how many objects
+    /// one [`put_many`](Self::put_many) call, should carry: more than 1 where one call for a
+    /// batch costs much less than a call per item (one SQL statement on PostgreSQL). The
+    /// default, 1, is for stores whose batch calls would only do the items in turn.
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    /// Every object of each client of `client_ids`, one entry per client in their order:
+    /// what [`list`](Self::list) and then [`get_versioned`](Self::get_versioned) of each key
+    /// give ([`get`](Self::get), with no version, where the store cannot compare and swap).
+    /// Each client is read as those calls would read it, not as one snapshot of the batch.
+    /// The default, [`batch::read_clients_one_by_one`], makes exactly those calls.
+    async fn read_clients(&self, client_ids: &[String]) -> Vec<ClientObjects> {
+        batch::read_clients_one_by_one(self, client_ids).await
+    }
+
+    /// Each put of `puts` as [`put`](Self::put) does it, one result per put in their order.
+    /// Not a transaction: each put succeeds or fails on its own, with `put`'s errors. A key
+    /// should appear at most once in a batch. The default, [`batch::put_one_by_one`], puts
+    /// them one at a time.
+    async fn put_many(&self, puts: Vec<Put>) -> Vec<Result<(), StorageError>> {
+        batch::put_one_by_one(self, puts).await
+    }
 }
 
 /// What [`BackupStore::stream_clients`] returns: client ids, or the error that ended the
@@ -380,6 +406,15 @@ impl<T: BackupStore + ?Sized> BackupStore for Arc<T> {
     fn stream_clients(&self) -> ClientStream<'_> {
         (**self).stream_clients()
     }
+    fn batch_size(&self) -> usize {
+        (**self).batch_size()
+    }
+    async fn read_clients(&self, client_ids: &[String]) -> Vec<ClientObjects> {
+        (**self).read_clients(client_ids).await
+    }
+    async fn put_many(&self, puts: Vec<Put>) -> Vec<Result<(), StorageError>> {
+        (**self).put_many(puts).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -416,6 +451,15 @@ impl<T: BackupStore + ?Sized> BackupStore for Box<T> {
     }
     fn stream_clients(&self) -> ClientStream<'_> {
         (**self).stream_clients()
+    }
+    fn batch_size(&self) -> usize {
+        (**self).batch_size()
+    }
+    async fn read_clients(&self, client_ids: &[String]) -> Vec<ClientObjects> {
+        (**self).read_clients(client_ids).await
+    }
+    async fn put_many(&self, puts: Vec<Put>) -> Vec<Result<(), StorageError>> {
+        (**self).put_many(puts).await
     }
 }
 

@@ -59,7 +59,7 @@ async fn check_store_passes_through_arc_dyn_and_box_dyn() {
     check_store(&store).await.unwrap();
     let store: Box<dyn BackupStore> = Box::new(MemoryStore::new());
     check_store(&store).await.unwrap();
-    assert_eq!(conformance::CHECKS.len(), 12);
+    assert_eq!(conformance::CHECKS.len(), 13);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,4 +420,65 @@ async fn a_store_whose_client_stream_leaves_clients_out_or_repeats_them_is_caugh
     }
     // The memory store's default stream (its whole listing, streamed) passes.
     check_store(&MemoryStore::new()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_whose_batch_calls_differ_from_its_single_calls_is_caught() {
+    /// Batches that skip a step: `read_clients` drops the versions, or `put_many` answers
+    /// Ok for every put without writing the stale one's conflict.
+    #[derive(Debug)]
+    struct Sloppy(MemoryStore, bool);
+    #[async_trait::async_trait]
+    impl BackupStore for Sloppy {
+        fn name(&self) -> &'static str {
+            "sloppy"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn put(&self, k: &BackupKey, b: Bytes, o: PutOptions) -> Result<(), StorageError> {
+            self.0.put(k, b, o).await
+        }
+        async fn get(&self, k: &BackupKey) -> Result<Bytes, StorageError> {
+            self.0.get(k).await
+        }
+        async fn get_versioned(
+            &self,
+            k: &BackupKey,
+        ) -> Result<(Bytes, ObjectVersion), StorageError> {
+            self.0.get_versioned(k).await
+        }
+        async fn delete(&self, k: &BackupKey) -> Result<(), StorageError> {
+            self.0.delete(k).await
+        }
+        async fn list(&self, c: &str) -> Result<Vec<BackupKey>, StorageError> {
+            self.0.list(c).await
+        }
+        async fn read_clients(&self, ids: &[String]) -> Vec<storage::batch::ClientObjects> {
+            let mut read = storage::batch::read_clients_one_by_one(self, ids).await;
+            if self.1 {
+                for objects in read.iter_mut().flatten() {
+                    for (_, object) in objects.iter_mut() {
+                        if let Ok(object) = object {
+                            object.version = None;
+                        }
+                    }
+                }
+            }
+            read
+        }
+        async fn put_many(&self, puts: Vec<storage::batch::Put>) -> Vec<Result<(), StorageError>> {
+            let n = puts.len();
+            for (k, b, _) in puts {
+                let _ = self.0.put(&k, b, PutOptions::overwrite()).await;
+            }
+            std::iter::repeat_with(|| Ok(())).take(n).collect()
+        }
+    }
+    for drops_versions in [true, false] {
+        let failure = check_store(&Sloppy(MemoryStore::new(), drops_versions))
+            .await
+            .unwrap_err();
+        assert_eq!(failure.check, "batches", "{failure}");
+    }
 }

@@ -227,4 +227,14 @@ impl BackupStore for FlakyStore {
     fn stream_clients(&self) -> storage::ClientStream<'_> {
         self.inner.stream_clients()
     }
+    // One at a time, through this wrapper's own hooks.
+    fn batch_size(&self) -> usize {
+        1
+    }
+    async fn read_clients(&self, client_ids: &[String]) -> Vec<storage::batch::ClientObjects> {
+        storage::batch::read_clients_one_by_one(self, client_ids).await
+    }
+    async fn put_many(&self, puts: Vec<storage::batch::Put>) -> Vec<Result<(), StorageError>> {
+        storage::batch::put_one_by_one(self, puts).await
+    }
 }

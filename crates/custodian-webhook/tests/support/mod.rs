@@ -321,6 +321,16 @@ impl BackupStore for FlakyStore {
             Err(e) => futures_util::stream::iter([Err(e)]).boxed(),
         }
     }
+    // One at a time, through this wrapper's own hooks.
+    fn batch_size(&self) -> usize {
+        1
+    }
+    async fn read_clients(&self, client_ids: &[String]) -> Vec<storage::batch::ClientObjects> {
+        storage::batch::read_clients_one_by_one(self, client_ids).await
+    }
+    async fn put_many(&self, puts: Vec<storage::batch::Put>) -> Vec<Result<(), StorageError>> {
+        storage::batch::put_one_by_one(self, puts).await
+    }
 }
 
 /// A local KEK whose KMS calls are counted and which a test switches off (as unavailable):

@@ -435,4 +435,17 @@ impl BackupStore for ReplicatedStore {
     fn stream_clients(&self) -> crate::ClientStream<'_> {
         crate::store::stream_of_list(self.list_clients())
     }
+
+    /// One at a time: each read and put goes through the quorum logic above.
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    async fn read_clients(&self, client_ids: &[String]) -> Vec<crate::batch::ClientObjects> {
+        crate::batch::read_clients_one_by_one(self, client_ids).await
+    }
+
+    async fn put_many(&self, puts: Vec<crate::batch::Put>) -> Vec<Result<(), StorageError>> {
+        crate::batch::put_one_by_one(self, puts).await
+    }
 }

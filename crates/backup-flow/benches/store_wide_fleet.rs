@@ -254,26 +254,42 @@ async fn write_rate(store: &dyn BackupStore, clients: &[String], concurrency: us
     clients.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The store alone, doing a rotation's store work: list each client, read each object with
-/// its version, write it back in its place (compare-and-swap where the store can), then the
-/// proof (list again, read each object again).
+/// The store alone, doing a rotation's store work as rotate does it: list each client, read
+/// each object with its version, write it back in its place (compare-and-swap where the store
+/// can), then the proof (list again, read each object again). Where the store takes batches
+/// (`batch_size` > 1: PostgreSQL), a batch of clients at a time through `read_clients` and
+/// `put_many`, with as many batches in flight as rotate keeps.
 async fn rotate_store_rate(store: &dyn BackupStore, clients: &[String], concurrency: usize) -> f64 {
     let cas = store.capabilities().compare_and_swap;
-    rate(clients, concurrency, |client| async move {
-        for key in store.list(client).await.unwrap() {
-            let (body, version) = store.get_versioned(&key).await.unwrap();
-            let options = if cas {
-                PutOptions::update(version)
-            } else {
-                PutOptions::overwrite()
-            };
-            store.put(&key, body, options).await.unwrap();
+    let batch = store.batch_size().clamp(1, concurrency);
+    let in_flight = match batch {
+        1 => concurrency,
+        _ => (2 * concurrency).div_ceil(batch) + 1,
+    };
+    let batches: Vec<&[String]> = clients.chunks(batch).collect();
+    let achieved = rate(&batches, in_flight, |ids| async move {
+        let mut puts = Vec::new();
+        for objects in store.read_clients(ids).await {
+            for (key, object) in objects.unwrap() {
+                let object = object.unwrap();
+                let options = match (cas, object.version) {
+                    (true, Some(version)) => PutOptions::update(version),
+                    _ => PutOptions::overwrite(),
+                };
+                puts.push((key, object.body, options));
+            }
         }
-        for key in store.list(client).await.unwrap() {
-            store.get(&key).await.unwrap();
+        for put in store.put_many(puts).await {
+            put.unwrap();
+        }
+        for objects in store.read_clients(ids).await {
+            for (_, object) in objects.unwrap() {
+                object.unwrap();
+            }
         }
     })
-    .await
+    .await;
+    achieved * clients.len() as f64 / batches.len() as f64
 }
 
 /// The KMS alone, with its latency: backups a second of one unwrap each (and, to rotate, a

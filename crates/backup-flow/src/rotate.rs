@@ -13,6 +13,7 @@ use bytes::Bytes;
 use envelope::{KeyRef, Keyring, Rewrapper};
 use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Serialize;
+use storage::batch::StoredObject;
 use storage::{BackupKey, PutOptions, ShareKind, StorageError};
 
 use crate::error::{Error, Result};
@@ -165,20 +166,14 @@ impl Rotation {
     where
         S: Stream<Item = std::result::Result<String, StorageError>> + Send + 'a,
     {
-        Stages::run(concurrency, clients, move |listed, stages| async move {
-            match listed {
-                Ok(client_id) => self.client(client_id, &stages).await,
-                Err(source) => RotatedClient {
-                    client_id: String::new(),
-                    objects: Err(Error::Store {
-                        operation: "list clients",
-                        key: "the store".to_owned(),
-                        source: Box::new(source),
-                    }),
-                    not_under_target: Ok(0),
-                },
-            }
-        })
+        let batch = self.on.store.batch_size();
+        Stages::run_batches(
+            concurrency,
+            batch,
+            clients,
+            move |listed, stages| async move { self.batch(listed, &stages).await },
+        )
+        .flat_map(stream::iter)
     }
 
     /// Rewraps the sealed shares of every unfinished backup in the journal (after the store:
@@ -196,14 +191,190 @@ impl Rotation {
         Ok(done)
     }
 
-    /// One client: its objects read (a store step), rewrapped through one [`Rewrapper`]
-    /// (a KMS step: the shares sealed under one data key are rewrapped with one unwrap and
-    /// one wrap and keep one wrapped key), then written back and its proof counted (one more
-    /// store step). See [`Stages`].
-    async fn client(&self, client_id: String, stages: &Stages) -> RotatedClient {
-        let read = match stages.store(self.on.read_client_objects(&client_id)).await {
-            Ok(read) => read,
+    /// A batch of clients ([`BackupStore::batch_size`](storage::BackupStore::batch_size) of
+    /// them; one where the store gains nothing from batches): their objects read in one
+    /// store call (a store step); each client's rewrapped through one [`Rewrapper`] (a KMS
+    /// step per client, so the shares sealed under one data key are rewrapped with one
+    /// unwrap and one wrap and keep one wrapped key); then written back in one store call
+    /// and read again for the proof (one more store step). See [`Stages`].
+    async fn batch(
+        &self,
+        listed: Vec<std::result::Result<String, StorageError>>,
+        stages: &Stages,
+    ) -> Vec<RotatedClient> {
+        let mut done = Vec::new();
+        let mut ids = Vec::with_capacity(listed.len());
+        for item in listed {
+            match item {
+                Ok(client_id) => ids.push(client_id),
+                Err(source) => done.push(RotatedClient {
+                    client_id: String::new(),
+                    objects: Err(Error::Store {
+                        operation: "list clients",
+                        key: "the store".to_owned(),
+                        source: Box::new(source),
+                    }),
+                    not_under_target: Ok(0),
+                }),
+            }
+        }
+        if ids.is_empty() {
+            return done;
+        }
+        let read = stages.store(self.on.store.read_clients(&ids)).await;
+        let planned = futures_util::future::join_all(
+            ids.into_iter()
+                .zip(read)
+                .map(|(client_id, objects)| self.plan_client(client_id, objects, stages)),
+        )
+        .await;
+        let (written, proofs) = stages.store(self.write_and_prove(planned)).await;
+        for (client, proof) in written.into_iter().zip(proofs) {
+            done.push(self.settle(client, proof, stages).await);
+        }
+        done
+    }
+
+    /// One client's objects as read, each planned through one [`Rewrapper`] (a KMS step).
+    async fn plan_client<'s>(
+        &'s self,
+        client_id: String,
+        objects: storage::batch::ClientObjects,
+        stages: &Stages,
+    ) -> PlannedClient<'s> {
+        let rewrapper = Rewrapper::new(&self.on.flow.keyring, &self.to);
+        let objects = match objects {
+            Ok(objects) => objects,
             // Nothing was listed, so nothing was rotated: the proof would fail the same way.
+            Err(e) => {
+                return PlannedClient {
+                    client_id: client_id.clone(),
+                    rewrapper,
+                    steps: Err(Error::store_listing(&client_id, e)),
+                };
+            }
+        };
+        let steps = stages
+            .kms(async {
+                let mut steps = Vec::with_capacity(objects.len());
+                for (key, object) in objects {
+                    let step = match object
+                        .map_err(Error::store("get", &key))
+                        .and_then(|object| Versioned::of(&key, object))
+                    {
+                        Ok(object) => plan(&key, object, &rewrapper, &self.current).await,
+                        Err(e) => Err(e),
+                    };
+                    steps.push((key, step));
+                }
+                steps
+            })
+            .await;
+        PlannedClient {
+            client_id,
+            rewrapper,
+            steps: Ok(steps),
+        }
+    }
+
+    /// Writes back every planned rewrap of a batch in one store call, replacing only the
+    /// versions that were read; then reads again, in one call, the clients whose every object
+    /// is settled (none to be redone after a conflict), and counts their proof.
+    async fn write_and_prove<'s>(
+        &self,
+        planned: Vec<PlannedClient<'s>>,
+    ) -> (Vec<WrittenClient<'s>>, Vec<Option<Result<usize>>>) {
+        let mut puts = Vec::new();
+        let mut written: Vec<WrittenClient<'s>> = Vec::with_capacity(planned.len());
+        for client in planned {
+            let objects = client.steps.map(|steps| {
+                steps
+                    .into_iter()
+                    .map(|(key, step)| {
+                        let outcome = match step {
+                            Ok(Step::Current) => Ok(Written::Done(Rotated::AlreadyCurrent {
+                                conflicts_redone: 0,
+                            })),
+                            Ok(Step::Write { body, options }) => {
+                                puts.push((key.clone(), body, options));
+                                // Filled in from the put's result below.
+                                Ok(Written::Conflict)
+                            }
+                            Err(e) => Err(e),
+                        };
+                        (key, outcome)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            written.push(WrittenClient {
+                client_id: client.client_id,
+                rewrapper: client.rewrapper,
+                objects,
+            });
+        }
+        let mut results = self.on.store.put_many(puts).await.into_iter();
+        for client in &mut written {
+            let Ok(objects) = &mut client.objects else {
+                continue;
+            };
+            for (key, outcome) in objects.iter_mut() {
+                if matches!(outcome, Ok(Written::Conflict)) {
+                    *outcome = match results.next() {
+                        Some(Ok(())) => Ok(Written::Done(Rotated::Rewrapped {
+                            conflicts_redone: 0,
+                        })),
+                        Some(Err(e)) if e.is_conflict() => Ok(Written::Conflict),
+                        Some(Err(e)) => Err(Error::store("put", key)(e)),
+                        None => Err(Error::Invalid(format!(
+                            "the {} store answered fewer puts than it was given",
+                            self.on.store.name()
+                        ))),
+                    };
+                }
+            }
+        }
+        // The proof comes after every object of a client is settled: not yet if one is to be
+        // redone.
+        let settled: Vec<String> = written
+            .iter()
+            .filter(|client| client.is_settled())
+            .map(|client| client.client_id.clone())
+            .collect();
+        let mut reread = self.on.store.read_clients(&settled).await.into_iter();
+        let proofs = written
+            .iter()
+            .map(|client| {
+                if !client.is_settled() {
+                    return None;
+                }
+                Some(match reread.next() {
+                    Some(objects) => count_not_under(&client.client_id, objects, &self.current),
+                    None => Err(Error::Invalid(format!(
+                        "the {} store answered fewer clients than it was asked",
+                        self.on.store.name()
+                    ))),
+                })
+            })
+            .collect();
+        (written, proofs)
+    }
+
+    /// One client of a batch, finished: the objects a concurrent writer replaced since they
+    /// were read are redone from the newer object (rare enough to go in turn), then its proof
+    /// is counted if the batch could not.
+    async fn settle(
+        &self,
+        client: WrittenClient<'_>,
+        proof: Option<Result<usize>>,
+        stages: &Stages,
+    ) -> RotatedClient {
+        let WrittenClient {
+            client_id,
+            rewrapper,
+            objects,
+        } = client;
+        let written = match objects {
+            Ok(written) => written,
             Err(e) => {
                 return RotatedClient {
                     client_id,
@@ -212,49 +383,10 @@ impl Rotation {
                 };
             }
         };
-        let rewrapper = Rewrapper::new(&self.on.flow.keyring, &self.to);
-        let planned = stages
-            .kms(async {
-                let mut planned = Vec::with_capacity(read.len());
-                for (key, object) in read {
-                    let step = match object {
-                        Ok(object) => plan(&key, object, &rewrapper, &self.current).await,
-                        Err(e) => Err(e),
-                    };
-                    planned.push((key, step));
-                }
-                planned
-            })
-            .await;
-        let (written, proof) = stages
-            .store(async {
-                let mut written = Vec::with_capacity(planned.len());
-                for (key, step) in planned {
-                    let result = match step {
-                        Ok(step) => self.on.write_planned(&key, step).await,
-                        Err(e) => Err(e),
-                    };
-                    written.push((key, result));
-                }
-                // The proof comes after every object is settled: not yet if one is to be
-                // redone.
-                let settled = !written
-                    .iter()
-                    .any(|(_, result)| matches!(result, Ok(Written::Conflict)));
-                let proof = if settled {
-                    Some(self.count_not_under(&client_id).await)
-                } else {
-                    None
-                };
-                (written, proof)
-            })
-            .await;
         let mut objects = Vec::with_capacity(written.len());
-        for (key, result) in written {
-            let result = match result {
+        for (key, outcome) in written {
+            let result = match outcome {
                 Ok(Written::Done(rotated)) => Ok(rotated),
-                // Replaced since it was read (a live webhook stored a newer share): redone
-                // from the newer object, rare enough to go in turn.
                 Ok(Written::Conflict) => {
                     stages
                         .kms(self.on.rotate_one(&key, &rewrapper, &self.current, 1))
@@ -397,20 +529,6 @@ impl RotateReport {
 }
 
 impl OnStore {
-    /// Lists one client's objects and reads each, with the version to compare against when
-    /// writing it back.
-    async fn read_client_objects(
-        &self,
-        client_id: &str,
-    ) -> Result<Vec<(BackupKey, Result<Versioned>)>> {
-        let mut read = Vec::new();
-        for key in self.list_client(client_id).await? {
-            let object = self.read_versioned(&key).await;
-            read.push((key, object));
-        }
-        Ok(read)
-    }
-
     /// Writes back what [`plan`] decided, replacing only the version that was read.
     async fn write_planned(&self, key: &BackupKey, step: Step) -> Result<Written> {
         let (body, options) = match step {
@@ -459,27 +577,22 @@ impl OnStore {
     /// The stored envelope, the form it is stored in, and the version to compare against
     /// when writing it back (where the store can compare).
     async fn read_versioned(&self, key: &BackupKey) -> Result<Versioned> {
-        let (body, version) = if self.store.capabilities().compare_and_swap {
+        let object = if self.store.capabilities().compare_and_swap {
             let (body, version) = self
                 .store
                 .get_versioned(key)
                 .await
                 .map_err(Error::store("get", key))?;
-            (body, Some(version))
+            StoredObject::new(body, Some(version))
         } else {
             let body = self
                 .store
                 .get(key)
                 .await
                 .map_err(Error::store("get", key))?;
-            (body, None)
+            StoredObject::new(body, None)
         };
-        let (sealed, form) = decode(key, &body)?;
-        Ok(Versioned {
-            sealed,
-            form,
-            version,
-        })
+        Versioned::of(key, object)
     }
 
     /// Rewraps the sealed shares of every unfinished backup in the journal. A share the store
@@ -562,21 +675,64 @@ impl OnStore {
 
     /// How many objects of one client carry a wrapped key that is not exactly `current`.
     async fn count_client_not_under(&self, client_id: &str, current: &[KeyRef]) -> Result<usize> {
-        let mut count = 0usize;
-        for key in self.list_client(client_id).await? {
-            let under_target = match self.store.get(&key).await {
-                Ok(body) => decode(&key, &body).is_ok_and(|(sealed, _)| {
-                    envelope::inspect(&sealed).is_ok_and(|info| info.is_wrapped_only_by(current))
-                }),
-                // Deleted meanwhile (an older generation of a custodian share): nothing left.
-                Err(e) if e.is_not_found() => true,
-                Err(e) => return Err(Error::store("get", &key)(e)),
-            };
-            if !under_target {
-                count = count.saturating_add(1);
-            }
+        let ids = [client_id.to_owned()];
+        match self.store.read_clients(&ids).await.pop() {
+            Some(objects) => count_not_under(client_id, objects, current),
+            None => Err(Error::Invalid(format!(
+                "the {} store answered no client of one",
+                self.store.name()
+            ))),
         }
-        Ok(count)
+    }
+}
+
+/// The proof for one client as read: how many of its objects carry a wrapped key that is
+/// not exactly `current` (headers only, no KMS call).
+fn count_not_under(
+    client_id: &str,
+    objects: storage::batch::ClientObjects,
+    current: &[KeyRef],
+) -> Result<usize> {
+    let mut count = 0usize;
+    for (key, object) in objects.map_err(|e| Error::store_listing(client_id, e))? {
+        let under_target = match object {
+            Ok(object) => decode(&key, &object.body).is_ok_and(|(sealed, _)| {
+                envelope::inspect(&sealed).is_ok_and(|info| info.is_wrapped_only_by(current))
+            }),
+            // Deleted meanwhile (an older generation of a custodian share): nothing left.
+            Err(e) if e.is_not_found() => true,
+            Err(e) => return Err(Error::store("get", &key)(e)),
+        };
+        if !under_target {
+            count = count.saturating_add(1);
+        }
+    }
+    Ok(count)
+}
+
+/// One client of a batch, planned: each object's step, and the [`Rewrapper`] that made
+/// them (kept to redo a conflict with the data keys it has already unwrapped).
+struct PlannedClient<'s> {
+    client_id: String,
+    rewrapper: Rewrapper<'s>,
+    steps: Result<Vec<(BackupKey, Result<Step>)>>,
+}
+
+/// One client of a batch, written back.
+struct WrittenClient<'s> {
+    client_id: String,
+    rewrapper: Rewrapper<'s>,
+    objects: Result<Vec<(BackupKey, Result<Written>)>>,
+}
+
+impl WrittenClient<'_> {
+    /// Listed, and no object to be redone after a conflict.
+    fn is_settled(&self) -> bool {
+        self.objects.as_ref().is_ok_and(|objects| {
+            !objects
+                .iter()
+                .any(|(_, outcome)| matches!(outcome, Ok(Written::Conflict)))
+        })
     }
 }
 
@@ -586,6 +742,18 @@ struct Versioned {
     sealed: Vec<u8>,
     form: Form,
     version: Option<storage::ObjectVersion>,
+}
+
+impl Versioned {
+    /// The envelope of `object`, stored under `key`.
+    fn of(key: &BackupKey, object: StoredObject) -> Result<Self> {
+        let (sealed, form) = decode(key, &object.body)?;
+        Ok(Self {
+            sealed,
+            form,
+            version: object.version,
+        })
+    }
 }
 
 /// What to do with one object: leave it, or write this rewrap in its place.

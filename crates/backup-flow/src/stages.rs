@@ -58,6 +58,35 @@ impl Stages {
             .buffer_unordered(in_flight)
     }
 
+    /// [`run`](Self::run) over batches of up to `batch` items (`0` counts as 1; at most
+    /// `concurrency`): each batch is one store call where the store can take many items at
+    /// once. Enough batches are in flight to keep as many clients in flight as `run` does,
+    /// and one more, so that a batch's store step overlaps the others' KMS calls.
+    pub(crate) fn run_batches<'a, S, F, Fut>(
+        concurrency: usize,
+        batch: usize,
+        clients: S,
+        work: F,
+    ) -> impl Stream<Item = Fut::Output> + Send + 'a
+    where
+        S: Stream + Send + 'a,
+        S::Item: Send,
+        F: Fn(Vec<S::Item>, Self) -> Fut + Send + 'a,
+        Fut: Future + Send + 'a,
+        Fut::Output: Send,
+    {
+        let stages = Self::new(concurrency);
+        let batch = batch.clamp(1, stages.width);
+        let in_flight = match batch {
+            1 => stages.clients_in_flight(),
+            _ => stages.clients_in_flight().div_ceil(batch).saturating_add(1),
+        };
+        clients
+            .ready_chunks(batch)
+            .map(move |batch| work(batch, stages.clone()))
+            .buffer_unordered(in_flight)
+    }
+
     /// Runs `work` (KMS calls) once a KMS permit is free.
     pub(crate) async fn kms<F: Future>(&self, work: F) -> F::Output {
         // The semaphore is never closed, so a permit always comes.

@@ -304,11 +304,13 @@ async fn a_bad_object_is_reported_the_rest_rotate_and_the_proof_counts_it() {
     assert!(!report.is_complete());
 }
 
-/// Lets a "webhook" store a newer share between rotate's read and its write, once.
+/// Lets a "webhook" store a newer share between rotate's read and its write, once; takes
+/// batches of `batch` (the newer share lands just before a batch's puts).
 #[derive(Debug)]
 struct RacingStore {
     inner: Arc<dyn BackupStore>,
     newer: std::sync::Mutex<Option<Bytes>>,
+    batch: usize,
 }
 
 #[async_trait::async_trait]
@@ -353,15 +355,24 @@ impl BackupStore for RacingStore {
     fn stream_clients(&self) -> storage::ClientStream<'_> {
         self.inner.stream_clients()
     }
-    // One at a time, through this wrapper's own hooks.
     fn batch_size(&self) -> usize {
-        1
+        self.batch
     }
     async fn read_clients(&self, client_ids: &[String]) -> Vec<storage::batch::ClientObjects> {
         storage::batch::read_clients_one_by_one(self, client_ids).await
     }
     async fn put_many(&self, puts: Vec<storage::batch::Put>) -> Vec<Result<(), StorageError>> {
-        storage::batch::put_one_by_one(self, puts).await
+        if self.batch == 1 {
+            return storage::batch::put_one_by_one(self, puts).await;
+        }
+        let newer = self.newer.lock().unwrap().take();
+        if let (Some(newer), Some((key, ..))) = (newer, puts.first()) {
+            self.inner
+                .put(key, newer, PutOptions::overwrite())
+                .await
+                .unwrap();
+        }
+        storage::batch::put_one_by_one(&self.inner, puts).await
     }
 }
 
@@ -371,6 +382,13 @@ impl BackupStore for RacingStore {
 /// share would have come back.)
 #[tokio::test]
 async fn a_share_replaced_during_the_rotation_is_never_put_back() {
+    // One at a time, and in a batch (the conflict comes back from the batch's put).
+    for batch in [1, 64] {
+        share_replaced_during_the_rotation(batch).await;
+    }
+}
+
+async fn share_replaced_during_the_rotation(batch: usize) {
     let sim = sim(false).await;
     let (keys, client, _generate) = generated_client(&sim).await;
     let state = tempfile::tempdir().unwrap();
@@ -399,6 +417,7 @@ async fn a_share_replaced_during_the_rotation_is_never_put_back() {
     let racing: Arc<dyn BackupStore> = Arc::new(RacingStore {
         inner: Arc::clone(&memory),
         newer: std::sync::Mutex::new(Some(newer)),
+        batch,
     });
     let flow = flow(client, ring(&old), support::own(racing), state.path());
     let report = flow

@@ -1,7 +1,7 @@
 //! Verification: the restore drill on its own, for every completed backup of a client.
 
 use envelope::Opener;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt as _};
 use portal_api::SharePairStatus;
 use serde::Serialize;
 use storage::{BackupKey, BackupStoreExt as _, ShareKind, StorageError};
@@ -197,32 +197,46 @@ impl Flow {
                 Error::Invalid(reason) => reason,
                 other => other.to_string(),
             });
-        Stages::run(concurrency, clients, move |listed, stages| {
+        let batch = on.as_ref().map_or(1, |on| on.store.batch_size());
+        Stages::run_batches(concurrency, batch, clients, move |listed, stages| {
             let on = on.clone();
             async move {
-                let client_id = match listed {
-                    Ok(client_id) => client_id,
-                    Err(source) => {
-                        return StoredClientCheck {
+                let mut done = Vec::with_capacity(listed.len());
+                let mut ids = Vec::with_capacity(listed.len());
+                for item in listed {
+                    match item {
+                        Ok(client_id) => ids.push(client_id),
+                        Err(source) => done.push(StoredClientCheck {
                             client_id: String::new(),
                             shares: Err(Error::Store {
                                 operation: "list clients",
                                 key: "the store".to_owned(),
                                 source: Box::new(source),
                             }),
-                        };
+                        }),
                     }
+                }
+                let reads = match on {
+                    Ok(on) => stages.store(on.read_clients(ids)).await,
+                    Err(reason) => ids
+                        .into_iter()
+                        .map(|client_id| ReadClient {
+                            client_id,
+                            shares: Err(Error::Invalid(reason.clone())),
+                        })
+                        .collect(),
                 };
-                let read = match on {
-                    Ok(on) => stages.store(on.read_client(client_id)).await,
-                    Err(reason) => ReadClient {
-                        client_id,
-                        shares: Err(Error::Invalid(reason)),
-                    },
-                };
-                stages.kms(open_client(&self.keyring, read)).await
+                let opened = futures_util::future::join_all(
+                    reads
+                        .into_iter()
+                        .map(|read| stages.kms(open_client(&self.keyring, read))),
+                )
+                .await;
+                done.extend(opened);
+                done
             }
         })
+        .flat_map(stream::iter)
     }
 }
 
@@ -234,6 +248,42 @@ impl OnStore {
             self.read_client(client_id.to_owned()).await,
         )
         .await
+    }
+
+    /// [`read_client`](Self::read_client) of each client; in one store call where the store
+    /// takes batches.
+    async fn read_clients(&self, client_ids: Vec<String>) -> Vec<ReadClient> {
+        if self.store.batch_size() <= 1 {
+            let mut reads = Vec::with_capacity(client_ids.len());
+            for client_id in client_ids {
+                reads.push(self.read_client(client_id).await);
+            }
+            return reads;
+        }
+        let read = self.store.read_clients(&client_ids).await;
+        client_ids
+            .into_iter()
+            .zip(read)
+            .map(|(client_id, objects)| {
+                let shares = objects
+                    .map_err(|e| Error::store_listing(&client_id, e))
+                    .map(|objects| {
+                        objects
+                            .into_iter()
+                            .filter(|(key, _)| key.kind() == ShareKind::ClientBackup)
+                            .map(|(key, object)| {
+                                let body = match object {
+                                    Ok(object) => Ok(Some(object.body)),
+                                    Err(e) if e.is_not_found() => Ok(None),
+                                    Err(e) => Err(Error::store("get", &key)(e)),
+                                };
+                                (key, body)
+                            })
+                            .collect()
+                    });
+                ReadClient { client_id, shares }
+            })
+            .collect()
     }
 
     /// Lists one client's objects and reads each client backup share among them.

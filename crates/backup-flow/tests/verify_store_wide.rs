@@ -203,10 +203,31 @@ async fn a_rotation_over_postgresql_goes_in_batches_and_keeps_the_kms_bound() {
 /// every client is still checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_share_is_reported_and_the_others_go_on() {
-    let (data, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let data = tempfile::tempdir().unwrap();
     let store: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
+    bad_shares_among_good(store, "client").await;
+}
+
+/// The same over PostgreSQL, where the drill reads a batch of clients in one statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_share_is_reported_and_the_others_go_on_in_a_batch() {
+    let Some(pg) = test_services::postgres::shared() else {
+        return;
+    };
+    let store: Arc<dyn BackupStore> = Arc::new(
+        storage::postgres::PostgresStore::connect(&pg.url)
+            .await
+            .unwrap(),
+    );
+    assert!(store.batch_size() > 1);
+    let prefix = format!("drill-pg-{}", &test_services::random_hex()[..8]);
+    bad_shares_among_good(store, &prefix).await;
+}
+
+async fn bad_shares_among_good(store: Arc<dyn BackupStore>, prefix: &str) {
+    let state = tempfile::tempdir().unwrap();
     let kek = in_flight(Duration::ZERO);
-    let clients = seed(store.as_ref(), &ring(&kek), 6).await;
+    let clients = seed_as(prefix, store.as_ref(), &ring(&kek), 6).await;
     let key = |i: usize, curve: &str| {
         BackupKey::client_backup(&clients[i], format!("pair-{i}-{curve}"), curve).unwrap()
     };

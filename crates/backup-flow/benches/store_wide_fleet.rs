@@ -261,13 +261,7 @@ async fn write_rate(store: &dyn BackupStore, clients: &[String], concurrency: us
 /// `put_many`, with as many batches in flight as rotate keeps.
 async fn rotate_store_rate(store: &dyn BackupStore, clients: &[String], concurrency: usize) -> f64 {
     let cas = store.capabilities().compare_and_swap;
-    let batch = store.batch_size().clamp(1, concurrency);
-    let in_flight = match batch {
-        1 => concurrency,
-        _ => (2 * concurrency).div_ceil(batch) + 1,
-    };
-    let batches: Vec<&[String]> = clients.chunks(batch).collect();
-    let achieved = rate(&batches, in_flight, |ids| async move {
+    batched_rate(store, clients, concurrency, |ids| async move {
         let mut puts = Vec::new();
         for objects in store.read_clients(ids).await {
             for (key, object) in objects.unwrap() {
@@ -288,7 +282,44 @@ async fn rotate_store_rate(store: &dyn BackupStore, clients: &[String], concurre
             }
         }
     })
-    .await;
+    .await
+}
+
+/// The store alone, doing a drill's store work as verify does it: [`read_rate`], or where
+/// the store takes batches, a batch of clients at a time through `read_clients`.
+async fn drill_store_rate(store: &dyn BackupStore, clients: &[String], concurrency: usize) -> f64 {
+    if store.batch_size() <= 1 {
+        return read_rate(store, clients, concurrency).await;
+    }
+    batched_rate(store, clients, concurrency, |ids| async move {
+        for objects in store.read_clients(ids).await {
+            for (_, object) in objects.unwrap() {
+                object.unwrap();
+            }
+        }
+    })
+    .await
+}
+
+/// Clients a second of `work` over batches of the store's `batch_size` clients, with as many
+/// batches in flight as store-wide commands keep.
+async fn batched_rate<'a, F, Fut>(
+    store: &dyn BackupStore,
+    clients: &'a [String],
+    concurrency: usize,
+    mut work: F,
+) -> f64
+where
+    F: FnMut(&'a [String]) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let batch = store.batch_size().clamp(1, concurrency);
+    let in_flight = match batch {
+        1 => concurrency,
+        _ => (2 * concurrency).div_ceil(batch) + 1,
+    };
+    let batches: Vec<&[String]> = clients.chunks(batch).collect();
+    let achieved = rate(&batches, in_flight, |ids: &&'a [String]| work(ids)).await;
     achieved * clients.len() as f64 / batches.len() as f64
 }
 
@@ -427,6 +458,7 @@ async fn verify_level(
     state: &Path,
 ) -> Level {
     let store_alone = read_rate(store.as_ref(), clients, concurrency).await;
+    let store_work_alone = drill_store_rate(store.as_ref(), clients, concurrency).await;
     let kms_alone = kms_rate(keks, clients.len(), concurrency, false).await;
     let flow = flow(Arc::clone(store), keyring, state);
     keks.take_calls();
@@ -451,7 +483,7 @@ async fn verify_level(
         kms_nominal: keks.nominal(concurrency, 1),
         kms_alone,
         store_alone,
-        store_work_alone: store_alone,
+        store_work_alone,
         kms_calls_per_backup: keks.take_calls() as f64 / clients.len() as f64,
         runs: 1,
     }

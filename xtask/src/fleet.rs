@@ -69,13 +69,17 @@ pub(crate) fn markdown(value: &Value, md: &mut String) {
          alone* is the issue's definition: verify lists each client and reads its two objects; \
          rotate overwrites each client's two objects (writes only); migrate reads the file store \
          and creates in a fresh database. *command's store work alone* is everything the command \
-         asks of the store, without the KMS: rotate also lists, reads each object with its \
-         version, writes it back compare-and-swap, and its proof lists and reads every object \
-         again; migrate also reads back what it created. The last column sets the achieved rate \
-         against min(KMS alone, that). At concurrency c, a run keeps at most c KMS calls and c \
-         store steps in flight, for different clients (so at concurrency 1 a client's reads \
-         overlap the previous client's KMS call, and can beat a store alone that does one \
-         thing at a time). Every measurement starts after a `sync`, so that none pays for the \
+         asks of the store, without the KMS, made the way the command makes it: rotate also \
+         lists, reads each object with its version, writes it back compare-and-swap, and its \
+         proof lists and reads every object again; migrate also reads back what it created. \
+         On PostgreSQL, whose store takes batches (`BackupStore::batch_size` 64), verify and \
+         rotate send a batch of 64 clients per store call (one statement each: read, \
+         compare-and-swap write, proof read), so there the command's store work is far above \
+         the store's rate one object at a time, and the KMS bounds the command. The last \
+         column sets the achieved rate against min(KMS alone, that). At concurrency c, a run \
+         keeps at most c KMS calls and c store steps in flight, for different clients (so at \
+         concurrency 1 a client's reads overlap the previous client's KMS call, and can beat a \
+         store alone that does one thing at a time). Every measurement starts after a `sync`, so that none pays for the \
          writeback of the one before; *runs* > 1: each of the KMS alone, the store alone and \
          the command measured that many times in turn, medians shown. The runtime is the \
          CLI's (at most 64 blocking threads).\n\n\

@@ -276,9 +276,18 @@ async fn rotate_store_rate(store: &dyn BackupStore, clients: &[String], concurre
         for put in store.put_many(puts).await {
             put.unwrap();
         }
-        for objects in store.read_clients(ids).await {
-            for (_, object) in objects.unwrap() {
-                object.unwrap();
+        // The proof, as rotate reads it: one client at a time, or the batch in one call.
+        if store.batch_size() <= 1 {
+            for client in ids {
+                for key in store.list(client).await.unwrap() {
+                    store.get(&key).await.unwrap();
+                }
+            }
+        } else {
+            for objects in store.read_clients(ids).await {
+                for (_, object) in objects.unwrap() {
+                    object.unwrap();
+                }
             }
         }
     })

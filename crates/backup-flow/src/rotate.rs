@@ -335,13 +335,30 @@ impl Rotation {
         }
         // The proof comes after every object of a client is settled: not yet if one is to be
         // redone.
+        let proofs = if self.on.store.batch_size() <= 1 {
+            let mut proofs = Vec::with_capacity(written.len());
+            for client in &written {
+                proofs.push(match client.is_settled() {
+                    true => Some(self.count_not_under(&client.client_id).await),
+                    false => None,
+                });
+            }
+            proofs
+        } else {
+            self.prove_batch(&written).await
+        };
+        (written, proofs)
+    }
+
+    /// The proof of every settled client of a batch, read again in one store call.
+    async fn prove_batch(&self, written: &[WrittenClient<'_>]) -> Vec<Option<Result<usize>>> {
         let settled: Vec<String> = written
             .iter()
             .filter(|client| client.is_settled())
             .map(|client| client.client_id.clone())
             .collect();
         let mut reread = self.on.store.read_clients(&settled).await.into_iter();
-        let proofs = written
+        written
             .iter()
             .map(|client| {
                 if !client.is_settled() {
@@ -355,8 +372,7 @@ impl Rotation {
                     ))),
                 })
             })
-            .collect();
-        (written, proofs)
+            .collect()
     }
 
     /// One client of a batch, finished: the objects a concurrent writer replaced since they
@@ -675,15 +691,27 @@ impl OnStore {
 
     /// How many objects of one client carry a wrapped key that is not exactly `current`.
     async fn count_client_not_under(&self, client_id: &str, current: &[KeyRef]) -> Result<usize> {
-        let ids = [client_id.to_owned()];
-        match self.store.read_clients(&ids).await.pop() {
-            Some(objects) => count_not_under(client_id, objects, current),
-            None => Err(Error::Invalid(format!(
-                "the {} store answered no client of one",
-                self.store.name()
-            ))),
+        let mut count = 0usize;
+        for key in self.list_client(client_id).await? {
+            let under_target = match self.store.get(&key).await {
+                Ok(body) => is_under(&key, &body, current),
+                // Deleted meanwhile (an older generation of a custodian share): nothing left.
+                Err(e) if e.is_not_found() => true,
+                Err(e) => return Err(Error::store("get", &key)(e)),
+            };
+            if !under_target {
+                count = count.saturating_add(1);
+            }
         }
+        Ok(count)
     }
+}
+
+/// Whether `body`, stored under `key`, is wrapped exactly by `current` (headers only).
+fn is_under(key: &BackupKey, body: &[u8], current: &[KeyRef]) -> bool {
+    decode(key, body).is_ok_and(|(sealed, _)| {
+        envelope::inspect(&sealed).is_ok_and(|info| info.is_wrapped_only_by(current))
+    })
 }
 
 /// The proof for one client as read: how many of its objects carry a wrapped key that is
@@ -696,9 +724,7 @@ fn count_not_under(
     let mut count = 0usize;
     for (key, object) in objects.map_err(|e| Error::store_listing(client_id, e))? {
         let under_target = match object {
-            Ok(object) => decode(&key, &object.body).is_ok_and(|(sealed, _)| {
-                envelope::inspect(&sealed).is_ok_and(|info| info.is_wrapped_only_by(current))
-            }),
+            Ok(object) => is_under(&key, &object.body, current),
             // Deleted meanwhile (an older generation of a custodian share): nothing left.
             Err(e) if e.is_not_found() => true,
             Err(e) => return Err(Error::store("get", &key)(e)),

@@ -170,6 +170,15 @@ impl Error {
         }
     }
 
+    /// Listing the store's clients failed (an item of a streamed listing).
+    pub(crate) fn client_listing(source: StorageError) -> Self {
+        Self::Store {
+            operation: "list clients",
+            key: "the store".to_owned(),
+            source: Box::new(source),
+        }
+    }
+
     /// Listing a client's objects failed.
     pub(crate) fn store_listing(client_id: &str, source: StorageError) -> Self {
         Self::Store {

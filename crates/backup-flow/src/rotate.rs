@@ -202,22 +202,15 @@ impl Rotation {
         listed: Vec<std::result::Result<String, StorageError>>,
         stages: &Stages,
     ) -> Vec<RotatedClient> {
-        let mut done = Vec::new();
-        let mut ids = Vec::with_capacity(listed.len());
-        for item in listed {
-            match item {
-                Ok(client_id) => ids.push(client_id),
-                Err(source) => done.push(RotatedClient {
-                    client_id: String::new(),
-                    objects: Err(Error::Store {
-                        operation: "list clients",
-                        key: "the store".to_owned(),
-                        source: Box::new(source),
-                    }),
-                    not_under_target: Ok(0),
-                }),
-            }
-        }
+        let (ids, failed) = crate::stages::split_listed(listed);
+        let mut done: Vec<RotatedClient> = failed
+            .into_iter()
+            .map(|source| RotatedClient {
+                client_id: String::new(),
+                objects: Err(Error::client_listing(source)),
+                not_under_target: Ok(0),
+            })
+            .collect();
         if ids.is_empty() {
             return done;
         }

@@ -37,6 +37,16 @@ impl Stages {
         self.width.saturating_mul(2)
     }
 
+    /// How many batches of `batch` clients to keep in flight: as many clients as
+    /// [`clients_in_flight`](Self::clients_in_flight), and one batch more where batches hold
+    /// several, so that one batch's store step overlaps the others' KMS calls.
+    fn batches_in_flight(&self, batch: usize) -> usize {
+        match batch {
+            0 | 1 => self.clients_in_flight(),
+            _ => self.clients_in_flight().div_ceil(batch).saturating_add(1),
+        }
+    }
+
     /// Runs `work` over every item of `clients` with one set of permits of width
     /// `concurrency`, keeping [`clients_in_flight`](Self::clients_in_flight) items in flight:
     /// a stream of their results in the order they finish.
@@ -52,7 +62,7 @@ impl Stages {
         Fut::Output: Send,
     {
         let stages = Self::new(concurrency);
-        let in_flight = stages.clients_in_flight();
+        let in_flight = stages.batches_in_flight(1);
         clients
             .map(move |client| work(client, stages.clone()))
             .buffer_unordered(in_flight)
@@ -77,10 +87,7 @@ impl Stages {
     {
         let stages = Self::new(concurrency);
         let batch = batch.clamp(1, stages.width);
-        let in_flight = match batch {
-            1 => stages.clients_in_flight(),
-            _ => stages.clients_in_flight().div_ceil(batch).saturating_add(1),
-        };
+        let in_flight = stages.batches_in_flight(batch);
         clients
             .ready_chunks(batch)
             .map(move |batch| work(batch, stages.clone()))
@@ -99,6 +106,19 @@ impl Stages {
         let _permit = self.store.acquire().await.ok();
         work.await
     }
+}
+
+/// The client ids of a batch of listing items, and the listing's failures among them.
+pub(crate) fn split_listed<E>(listed: Vec<Result<String, E>>) -> (Vec<String>, Vec<E>) {
+    let mut ids = Vec::with_capacity(listed.len());
+    let mut failed = Vec::new();
+    for item in listed {
+        match item {
+            Ok(client_id) => ids.push(client_id),
+            Err(e) => failed.push(e),
+        }
+    }
+    (ids, failed)
 }
 
 #[cfg(test)]
@@ -150,6 +170,34 @@ mod tests {
             })
             .await;
         (store.peak(), kms.peak(), both.peak())
+    }
+
+    #[tokio::test]
+    async fn batches_hold_at_most_the_store_s_batch_and_the_width_and_every_item_once() {
+        for (concurrency, batch, widest) in [(4, 3, 3), (4, 64, 4), (4, 1, 1), (0, 8, 1)] {
+            let mut seen: Vec<usize> = Stages::run_batches(
+                concurrency,
+                batch,
+                futures_util::stream::iter(0..50),
+                |items, _| async move {
+                    assert!(
+                        (1..=widest).contains(&items.len()),
+                        "{concurrency}, {batch}: {items:?}"
+                    );
+                    items
+                },
+            )
+            .flat_map(futures_util::stream::iter)
+            .collect()
+            .await;
+            seen.sort_unstable();
+            assert_eq!(seen, (0..50).collect::<Vec<_>>());
+        }
+        // Batches of several: enough of them in flight to hold twice the width, and one more.
+        let stages = Stages::new(64);
+        assert_eq!(stages.batches_in_flight(1), 128);
+        assert_eq!(stages.batches_in_flight(64), 3);
+        assert_eq!(stages.batches_in_flight(48), 4);
     }
 
     #[tokio::test]

@@ -201,21 +201,14 @@ impl Flow {
         Stages::run_batches(concurrency, batch, clients, move |listed, stages| {
             let on = on.clone();
             async move {
-                let mut done = Vec::with_capacity(listed.len());
-                let mut ids = Vec::with_capacity(listed.len());
-                for item in listed {
-                    match item {
-                        Ok(client_id) => ids.push(client_id),
-                        Err(source) => done.push(StoredClientCheck {
-                            client_id: String::new(),
-                            shares: Err(Error::Store {
-                                operation: "list clients",
-                                key: "the store".to_owned(),
-                                source: Box::new(source),
-                            }),
-                        }),
-                    }
-                }
+                let (ids, failed) = crate::stages::split_listed(listed);
+                let mut done: Vec<StoredClientCheck> = failed
+                    .into_iter()
+                    .map(|source| StoredClientCheck {
+                        client_id: String::new(),
+                        shares: Err(Error::client_listing(source)),
+                    })
+                    .collect();
                 let reads = match on {
                     Ok(on) => stages.store(on.read_clients(ids)).await,
                     Err(reason) => ids

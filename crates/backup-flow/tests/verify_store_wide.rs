@@ -54,6 +54,16 @@ async fn seed_as(
     ids
 }
 
+/// A store over the test process's shared PostgreSQL (`None` after a loud skip). Its table
+/// is shared with other tests: seed client ids of your own.
+async fn postgres() -> Option<Arc<dyn BackupStore>> {
+    let pg = test_services::postgres::shared()?;
+    let store = storage::postgres::PostgresStore::connect(&pg.url)
+        .await
+        .unwrap();
+    Some(Arc::new(store))
+}
+
 fn flow_over(store: Arc<dyn BackupStore>, kek: &Kek, state: &std::path::Path) -> Flow {
     // The store-wide drill never calls Portal: the flow has no Portal role at all.
     Flow::new(ring(kek), store, state).unwrap()
@@ -145,14 +155,9 @@ async fn the_rotation_keeps_at_most_n_kms_calls_in_flight_and_more_than_one() {
 /// everything already current.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_over_postgresql_goes_in_batches_and_keeps_the_kms_bound() {
-    let Some(pg) = test_services::postgres::shared() else {
+    let Some(store) = postgres().await else {
         return;
     };
-    let store: Arc<dyn BackupStore> = Arc::new(
-        storage::postgres::PostgresStore::connect(&pg.url)
-            .await
-            .unwrap(),
-    );
     let state = tempfile::tempdir().unwrap();
     assert!(store.batch_size() > 1);
     let old = in_flight(Duration::from_millis(2));
@@ -211,14 +216,9 @@ async fn a_bad_share_is_reported_and_the_others_go_on() {
 /// The same over PostgreSQL, where the drill reads a batch of clients in one statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_share_is_reported_and_the_others_go_on_in_a_batch() {
-    let Some(pg) = test_services::postgres::shared() else {
+    let Some(store) = postgres().await else {
         return;
     };
-    let store: Arc<dyn BackupStore> = Arc::new(
-        storage::postgres::PostgresStore::connect(&pg.url)
-            .await
-            .unwrap(),
-    );
     assert!(store.batch_size() > 1);
     let prefix = format!("drill-pg-{}", &test_services::random_hex()[..8]);
     bad_shares_among_good(store, &prefix).await;

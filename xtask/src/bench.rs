@@ -66,6 +66,10 @@ pub(crate) const SECTIONS: &[(&str, &str)] = &[
         "store-wide verify, rotate and migrate of 10,000 backups on the file store, PostgreSQL and S3 behind KEKs with 5 ms per call, and the peak RSS of store-wide verify",
     ),
     (
+        "status",
+        "status over 10,000 clients of one custodian in portal-sim: Portal requests per client and the time under Portal's 200 a minute",
+    ),
+    (
         "build",
         "clean build time and dependency count, minimal versus all features (slow)",
     ),
@@ -73,7 +77,7 @@ pub(crate) const SECTIONS: &[(&str, &str)] = &[
 
 /// What `cargo xtask bench` runs without arguments: every section but `build`.
 const DEFAULT_SECTIONS: &[&str] = &[
-    "envelope", "bulk", "rate", "verify", "rss", "stores", "replicas", "fleet",
+    "envelope", "bulk", "rate", "verify", "rss", "stores", "replicas", "fleet", "status",
 ];
 
 /// The id prefix that marks a group's reference benchmark (see the module docs).
@@ -171,6 +175,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
             "stores" => doc.stores = Some(measure::stores(root, &target_dir)?),
             "replicas" => doc.replicas = Some(replicas(root, &target_dir)?),
             "fleet" => doc.fleet = Some(crate::fleet::run(root, &target_dir)?),
+            "status" => doc.status = Some(crate::fleet::run_status(root)?),
             "build" => doc.build = Some(measure::build(root, &target_dir)?),
             other => return Err(Error::msg(format!("unknown bench section `{other}`"))),
         }
@@ -425,6 +430,7 @@ struct Doc {
     stores: Option<Value>,
     replicas: Option<Value>,
     fleet: Option<Value>,
+    status: Option<Value>,
     build: Option<Value>,
 }
 
@@ -486,6 +492,7 @@ impl Doc {
             stores: value.get("stores").cloned(),
             replicas: value.get("replicas").cloned(),
             fleet: value.get("fleet").cloned(),
+            status: value.get("status").cloned(),
             build: value.get("build").cloned(),
         }
     }
@@ -551,6 +558,7 @@ impl Doc {
             ("stores", &self.stores),
             ("replicas", &self.replicas),
             ("fleet", &self.fleet),
+            ("status", &self.status),
             ("build", &self.build),
         ] {
             if let Some(value) = value {
@@ -641,6 +649,9 @@ impl Doc {
         }
         if let Some(fleet) = &self.fleet {
             crate::fleet::markdown(fleet, &mut md);
+        }
+        if let Some(status) = &self.status {
+            crate::fleet::status_markdown(status, &mut md);
         }
         if let Some(build) = &self.build {
             measure::build_markdown(build, &mut md);

@@ -46,7 +46,9 @@ Commands:
                 webhook as 1 and 3 replicas over one PostgreSQL and one S3 store, one
                 killed mid-run), fleet (store-wide verify, rotate and migrate of 10,000
                 backups on every store behind KEKs with 5 ms per call; peak RSS of
-                store-wide verify at 10k/100k), build (clean build time and
+                store-wide verify at 10k/100k), status (status over 10,000 clients in
+                portal-sim: Portal requests per client, time under 200 a minute), build
+                (clean build time and
                 dependency count by feature set; slow). No section: all but build; `all`:
                 every one; `render`: rewrite docs/benchmarks.md from the JSON, measuring
                 nothing.

@@ -17,13 +17,17 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use envelope::local::LocalKek;
-use envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer};
+use envelope::{KeyEncryptionKey, Keyring};
 use serde_json::Value;
 use storage::fs::FsStore;
 use storage::{BackupKey, BackupStore, PutOptions};
 
+// Backups as `backup` stores them; shared with backup-flow's tests and benches.
+#[path = "../../backup-flow/tests/support/backups.rs"]
+mod backups;
+use backups::store_backup;
+
 const BIN: &str = env!("CARGO_BIN_EXE_portal-backup");
-const CURVES: [&str; 2] = ["SECP256K1", "ED25519"];
 
 /// A working directory with a key file and a source file store of `clients` backups (two
 /// shares under one data key each) and one custodian share.
@@ -40,28 +44,14 @@ impl Work {
         let keyring = Keyring::new().with(Arc::new(kek) as Arc<dyn KeyEncryptionKey>);
         let source = FsStore::new(dir.path().join("source")).unwrap();
         for i in 0..clients {
-            let client_id = client(i);
-            let kek_context = EncryptionContext::new()
-                .with("client-id", client_id.as_str())
-                .and_then(|c| c.with("purpose", "client-backup"))
-                .unwrap();
-            let sealer = Sealer::new(&keyring, kek_context.clone()).await.unwrap();
-            for curve in CURVES {
-                let context = kek_context
-                    .clone()
-                    .with("backup-share-pair-id", pair(i, curve).as_str())
-                    .and_then(|c| c.with("curve", curve))
-                    .unwrap();
-                let sealed = sealer.seal(&context, b"a backup share").unwrap();
-                source
-                    .put(
-                        &key(i, curve),
-                        envelope::to_text(&sealed).into_bytes().into(),
-                        PutOptions::create(),
-                    )
-                    .await
-                    .unwrap();
-            }
+            store_backup(
+                &source,
+                &keyring,
+                &client(i),
+                |curve| pair(i, curve),
+                b"a backup share",
+            )
+            .await;
         }
         source
             .put(

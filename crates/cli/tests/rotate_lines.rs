@@ -13,14 +13,18 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use envelope::local::LocalKek;
-use envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer};
+use envelope::{KeyEncryptionKey, Keyring};
 use serde_json::Value;
 use storage::fs::FsStore;
 use storage::{BackupKey, BackupStore as _, PutOptions};
 
+// Backups as `backup` stores them; shared with backup-flow's tests and benches.
+#[path = "../../backup-flow/tests/support/backups.rs"]
+mod backups;
+use backups::store_backup;
+
 const BIN: &str = env!("CARGO_BIN_EXE_portal-backup");
 const CLIENTS: usize = 12;
-const CURVES: [&str; 2] = ["SECP256K1", "ED25519"];
 
 fn key(i: usize, curve: &str) -> BackupKey {
     BackupKey::client_backup(format!("client-{i:03}"), format!("pair-{i}-{curve}"), curve).unwrap()
@@ -41,28 +45,8 @@ impl Work {
         let store = FsStore::new(dir.path().join("store")).unwrap();
         for i in 0..CLIENTS {
             let client_id = format!("client-{i:03}");
-            let kek_context = EncryptionContext::new()
-                .with("client-id", client_id.as_str())
-                .and_then(|c| c.with("purpose", "client-backup"))
-                .unwrap();
-            let sealer = Sealer::new(&keyring, kek_context.clone()).await.unwrap();
-            for curve in CURVES {
-                let pair = format!("pair-{i}-{curve}");
-                let context = kek_context
-                    .clone()
-                    .with("backup-share-pair-id", pair.as_str())
-                    .and_then(|c| c.with("curve", curve))
-                    .unwrap();
-                let sealed = sealer.seal(&context, b"a backup share").unwrap();
-                store
-                    .put(
-                        &key(i, curve),
-                        envelope::to_text(&sealed).into_bytes().into(),
-                        PutOptions::create(),
-                    )
-                    .await
-                    .unwrap();
-            }
+            let pair = |curve: &str| format!("pair-{i}-{curve}");
+            store_backup(&store, &keyring, &client_id, pair, b"a backup share").await;
         }
         Self { dir }
     }

@@ -13,42 +13,32 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use envelope::local::LocalKek;
-use envelope::{EncryptionContext, KeyEncryptionKey, Keyring, Sealer};
+use envelope::{KeyEncryptionKey, Keyring};
 use serde_json::Value;
 use storage::fs::FsStore;
 use storage::{BackupKey, BackupStore, PutOptions};
 
+// Backups as `backup` stores them; shared with backup-flow's tests and benches.
+#[path = "../../backup-flow/tests/support/backups.rs"]
+mod backups;
+use backups::{CURVES, store_backup};
+
 const BIN: &str = env!("CARGO_BIN_EXE_portal-backup");
 const CLIENTS: usize = 5;
-const CURVES: [&str; 2] = ["SECP256K1", "ED25519"];
 
 /// Seals two shares per client under one data key, as a backup stores them.
 async fn seed(store: &FsStore, keyring: &Keyring) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..CLIENTS {
         let client_id = format!("client-{i}");
-        let kek_context = EncryptionContext::new()
-            .with("client-id", client_id.as_str())
-            .and_then(|c| c.with("purpose", "client-backup"))
-            .unwrap();
-        let sealer = Sealer::new(keyring, kek_context.clone()).await.unwrap();
-        for curve in CURVES {
-            let pair = pair(i, curve);
-            let context = kek_context
-                .clone()
-                .with("backup-share-pair-id", pair.as_str())
-                .and_then(|c| c.with("curve", curve))
-                .unwrap();
-            let sealed = sealer.seal(&context, b"a backup share").unwrap();
-            store
-                .put(
-                    &BackupKey::client_backup(&client_id, &pair, curve).unwrap(),
-                    envelope::to_text(&sealed).into_bytes().into(),
-                    PutOptions::create(),
-                )
-                .await
-                .unwrap();
-        }
+        store_backup(
+            store,
+            keyring,
+            &client_id,
+            |curve| pair(i, curve),
+            b"a backup share",
+        )
+        .await;
         ids.push(client_id);
     }
     ids

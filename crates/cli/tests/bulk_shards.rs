@@ -10,6 +10,10 @@
     missing_docs
 )] // test helpers: a broken fixture should panic
 
+#[path = "support/output.rs"]
+mod output;
+use output::text;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
@@ -182,15 +186,6 @@ fn run(cmd: &mut Command) -> Output {
         .stderr(Stdio::piped())
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 // ---- tests ------------------------------------------------------------------------------

@@ -4,6 +4,10 @@
 //! a bulk backup killed with SIGKILL at random moments then resumed, and the demo.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, missing_docs)] // test helpers: a broken fixture should panic
 
+#[path = "support/output.rs"]
+mod output;
+use output::text;
+
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher as _, RandomState};
 use std::io::Write as _;
@@ -112,15 +116,6 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
 
 fn refs(secrets: &[String]) -> Vec<&str> {
     secrets.iter().map(String::as_str).collect()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn json_out(out: &Output) -> Value {

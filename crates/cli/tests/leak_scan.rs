@@ -27,6 +27,10 @@
     missing_docs
 )] // test helpers: a broken fixture should panic; offsets are bounded by the buffers they index
 
+#[path = "support/output.rs"]
+mod output;
+use output::text;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -394,15 +398,6 @@ fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
         child.stdin.take().unwrap().write_all(input).unwrap();
     }
     child.wait_with_output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[cfg(unix)]

@@ -10,6 +10,10 @@
     missing_docs
 )] // tests: a broken fixture should panic
 
+#[path = "support/output.rs"]
+mod output;
+use output::text;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -98,15 +102,6 @@ fn pair(i: usize, curve: &str) -> String {
 
 fn key(i: usize, curve: &str) -> BackupKey {
     BackupKey::client_backup(client(i), pair(i, curve), curve).unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The JSON lines of a run: the object lines by key, and the summary (the last line).

@@ -10,6 +10,10 @@
     missing_docs
 )] // tests: a broken fixture should panic
 
+#[path = "support/output.rs"]
+mod output;
+use output::text;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
@@ -168,15 +172,6 @@ fn run(cmd: &mut Command) -> Output {
         .stderr(Stdio::piped())
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The object lines by key, the error lines, and the summary (the last line).

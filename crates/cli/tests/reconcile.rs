@@ -5,6 +5,10 @@
 //! that is not a dry run's output deletes nothing.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, missing_docs)] // tests: a broken fixture should panic
 
+#[path = "support/output.rs"]
+mod output;
+use output::text;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -70,15 +74,6 @@ fn lines(out: &Output) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,12 @@
     missing_docs
 )] // tests: a broken fixture should panic
 
+#[path = "support/output.rs"]
+mod output;
+use output::text;
+
 use std::collections::BTreeMap;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use envelope::local::LocalKek;
@@ -46,15 +50,6 @@ async fn seed(store: &FsStore, keyring: &Keyring) -> Vec<String> {
 
 fn pair(i: usize, curve: &str) -> String {
     format!("pair-{i}-{}", curve.to_lowercase())
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -277,55 +277,45 @@ impl Rotation {
         &self,
         planned: Vec<PlannedClient<'s>>,
     ) -> (Vec<WrittenClient<'s>>, Vec<Option<Result<usize>>>) {
-        let mut puts = Vec::new();
-        let mut written: Vec<WrittenClient<'s>> = Vec::with_capacity(planned.len());
-        for client in planned {
-            let objects = client.steps.map(|steps| {
-                steps
-                    .into_iter()
-                    .map(|(key, step)| {
-                        let outcome = match step {
-                            Ok(Step::Current) => Ok(Written::Done(Rotated::AlreadyCurrent {
-                                conflicts_redone: 0,
-                            })),
-                            Ok(Step::Write { body, options }) => {
-                                puts.push((key.clone(), body, options));
-                                // Filled in from the put's result below.
-                                Ok(Written::Conflict)
-                            }
-                            Err(e) => Err(e),
-                        };
-                        (key, outcome)
-                    })
-                    .collect::<Vec<_>>()
-            });
-            written.push(WrittenClient {
+        let puts: Vec<storage::batch::Put> = planned
+            .iter()
+            .filter_map(|client| client.steps.as_ref().ok())
+            .flatten()
+            .filter_map(|(key, step)| match step {
+                Ok(Step::Write { body, options }) => {
+                    Some((key.clone(), body.clone(), options.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        // One result per put, in the order the puts were taken from the steps.
+        let mut results = self.on.store.put_many(puts).await.into_iter();
+        let written: Vec<WrittenClient<'s>> = planned
+            .into_iter()
+            .map(|client| WrittenClient {
                 client_id: client.client_id,
                 rewrapper: client.rewrapper,
-                objects,
-            });
-        }
-        let mut results = self.on.store.put_many(puts).await.into_iter();
-        for client in &mut written {
-            let Ok(objects) = &mut client.objects else {
-                continue;
-            };
-            for (key, outcome) in objects.iter_mut() {
-                if matches!(outcome, Ok(Written::Conflict)) {
-                    *outcome = match results.next() {
-                        Some(Ok(())) => Ok(Written::Done(Rotated::Rewrapped {
-                            conflicts_redone: 0,
-                        })),
-                        Some(Err(e)) if e.is_conflict() => Ok(Written::Conflict),
-                        Some(Err(e)) => Err(Error::store("put", key)(e)),
-                        None => Err(Error::Invalid(format!(
-                            "the {} store answered fewer puts than it was given",
-                            self.on.store.name()
-                        ))),
-                    };
-                }
-            }
-        }
+                objects: client.steps.map(|steps| {
+                    steps
+                        .into_iter()
+                        .map(|(key, step)| {
+                            let outcome = match step {
+                                Ok(Step::Current) => Ok(Written::current()),
+                                Ok(Step::Write { .. }) => match results.next() {
+                                    Some(result) => Written::of(&key, result),
+                                    None => Err(Error::Invalid(format!(
+                                        "the {} store answered fewer puts than it was given",
+                                        self.on.store.name()
+                                    ))),
+                                },
+                                Err(e) => Err(e),
+                            };
+                            (key, outcome)
+                        })
+                        .collect()
+                }),
+            })
+            .collect();
         // The proof comes after every object of a client is settled: not yet if one is to be
         // redone.
         let proofs = if self.on.store.batch_size() <= 1 {
@@ -540,20 +530,11 @@ impl RotateReport {
 impl OnStore {
     /// Writes back what [`plan`] decided, replacing only the version that was read.
     async fn write_planned(&self, key: &BackupKey, step: Step) -> Result<Written> {
-        let (body, options) = match step {
-            Step::Current => {
-                return Ok(Written::Done(Rotated::AlreadyCurrent {
-                    conflicts_redone: 0,
-                }));
+        match step {
+            Step::Current => Ok(Written::current()),
+            Step::Write { body, options } => {
+                Written::of(key, self.store.put(key, body, options).await)
             }
-            Step::Write { body, options } => (body, options),
-        };
-        match self.store.put(key, body, options).await {
-            Ok(()) => Ok(Written::Done(Rotated::Rewrapped {
-                conflicts_redone: 0,
-            })),
-            Err(e) if e.is_conflict() => Ok(Written::Conflict),
-            Err(e) => Err(Error::store("put", key)(e)),
         }
     }
 
@@ -686,13 +667,7 @@ impl OnStore {
     async fn count_client_not_under(&self, client_id: &str, current: &[KeyRef]) -> Result<usize> {
         let mut count = 0usize;
         for key in self.list_client(client_id).await? {
-            let under_target = match self.store.get(&key).await {
-                Ok(body) => is_under(&key, &body, current),
-                // Deleted meanwhile (an older generation of a custodian share): nothing left.
-                Err(e) if e.is_not_found() => true,
-                Err(e) => return Err(Error::store("get", &key)(e)),
-            };
-            if !under_target {
+            if !read_is_under(&key, self.store.get(&key).await, current)? {
                 count = count.saturating_add(1);
             }
         }
@@ -700,11 +675,21 @@ impl OnStore {
     }
 }
 
-/// Whether `body`, stored under `key`, is wrapped exactly by `current` (headers only).
-fn is_under(key: &BackupKey, body: &[u8], current: &[KeyRef]) -> bool {
-    decode(key, body).is_ok_and(|(sealed, _)| {
-        envelope::inspect(&sealed).is_ok_and(|info| info.is_wrapped_only_by(current))
-    })
+/// Whether what was read under `key` for the proof is wrapped exactly by `current` (headers
+/// only); an object deleted meanwhile (an older generation of a custodian share) leaves
+/// nothing behind, so it counts as under.
+fn read_is_under(
+    key: &BackupKey,
+    read: std::result::Result<Bytes, StorageError>,
+    current: &[KeyRef],
+) -> Result<bool> {
+    match read {
+        Ok(body) => Ok(decode(key, &body).is_ok_and(|(sealed, _)| {
+            envelope::inspect(&sealed).is_ok_and(|info| info.is_wrapped_only_by(current))
+        })),
+        Err(e) if e.is_not_found() => Ok(true),
+        Err(e) => Err(Error::store("get", key)(e)),
+    }
 }
 
 /// The proof for one client as read: how many of its objects carry a wrapped key that is
@@ -716,13 +701,7 @@ fn count_not_under(
 ) -> Result<usize> {
     let mut count = 0usize;
     for (key, object) in objects.map_err(|e| Error::store_listing(client_id, e))? {
-        let under_target = match object {
-            Ok(object) => is_under(&key, &object.body, current),
-            // Deleted meanwhile (an older generation of a custodian share): nothing left.
-            Err(e) if e.is_not_found() => true,
-            Err(e) => return Err(Error::store("get", &key)(e)),
-        };
-        if !under_target {
+        if !read_is_under(&key, object.map(|object| object.body), current)? {
             count = count.saturating_add(1);
         }
     }
@@ -786,6 +765,26 @@ enum Written {
     Done(Rotated),
     /// A concurrent writer replaced the object since it was read.
     Conflict,
+}
+
+impl Written {
+    /// Left alone: already under the new keys.
+    fn current() -> Self {
+        Self::Done(Rotated::AlreadyCurrent {
+            conflicts_redone: 0,
+        })
+    }
+
+    /// What the put of a rewrap of `key` came to.
+    fn of(key: &BackupKey, put: std::result::Result<(), StorageError>) -> Result<Self> {
+        match put {
+            Ok(()) => Ok(Self::Done(Rotated::Rewrapped {
+                conflicts_redone: 0,
+            })),
+            Err(e) if e.is_conflict() => Ok(Self::Conflict),
+            Err(e) => Err(Error::store("put", key)(e)),
+        }
+    }
 }
 
 impl Rotated {

@@ -19,17 +19,9 @@ pub(crate) fn run(root: &Path, target_dir: &Path) -> Result<Value> {
         None => crate::tools::python_library(root, &tools, crate::tools::MOTO)?,
     };
     crate::postgres::install(root)?;
-    let out = cmd::cargo(root)
+    let out = flow_bench(root, "store_wide_fleet")
         .env(test_services::XTASK_ENV, "1")
         .env(test_services::moto::PYTHONPATH_ENV, &moto)
-        .args([
-            "bench",
-            "--locked",
-            "-p",
-            "portal-backup-flow",
-            "--bench",
-            "store_wide_fleet",
-        ])
         .read()?;
     result_with_table(&out)
 }
@@ -37,17 +29,19 @@ pub(crate) fn run(root: &Path, target_dir: &Path) -> Result<Value> {
 /// Runs the status bench (portal-sim in process; no service needed) and returns its JSON line
 /// with its Markdown table under `table`.
 pub(crate) fn run_status(root: &Path) -> Result<Value> {
-    let out = cmd::cargo(root)
-        .args([
-            "bench",
-            "--locked",
-            "-p",
-            "portal-backup-flow",
-            "--bench",
-            "status_fleet",
-        ])
-        .read()?;
-    result_with_table(&out)
+    result_with_table(&flow_bench(root, "status_fleet").read()?)
+}
+
+/// `cargo bench` of one of `portal-backup-flow`'s bench programs.
+fn flow_bench(root: &Path, bench: &str) -> cmd::Cmd {
+    cmd::cargo(root).args([
+        "bench",
+        "--locked",
+        "-p",
+        "portal-backup-flow",
+        "--bench",
+        bench,
+    ])
 }
 
 /// A bench's last JSON line, with the Markdown table lines it printed under `table`.
@@ -57,7 +51,7 @@ fn result_with_table(out: &str) -> Result<Value> {
         .lines()
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| Error::msg(format!("the fleet bench printed no result: {out:?}")))?;
+        .ok_or_else(|| Error::msg(format!("the bench printed no result: {out:?}")))?;
     let mut result = json::parse(line)?;
     let table: String = out
         .lines()

@@ -6,7 +6,8 @@
 //! about the cost of one for a single row, so [`BackupStore::read_clients`] and
 //! [`BackupStore::put_many`] let a store take a batch at once where it gains from it
 //! ([`BackupStore::batch_size`] says how large). The defaults, [`read_clients_one_by_one`]
-//! and [`put_one_by_one`], do each item in turn through the single-item methods.
+//! and [`put_one_by_one`], do each item in turn through the single-item methods;
+//! [`put_side_by_side`] overlaps them.
 
 use bytes::Bytes;
 
@@ -89,6 +90,33 @@ pub async fn put_one_by_one<S: BackupStore + ?Sized>(
         out.push(store.put(&key, body, options).await);
     }
     out
+}
+
+/// [`BackupStore::put_many`] with up to `in_flight` puts at once (`0` counts as 1), each
+/// through `put`, one result per put in their order; one at a time, in order, if a key comes
+/// twice (two puts of one key must not race). For a store whose puts are requests of their
+/// own that gain from overlapping (HTTP requests, `fsync`s), where the default waits for
+/// each in turn.
+pub async fn put_side_by_side<S: BackupStore + ?Sized>(
+    store: &S,
+    puts: Vec<Put>,
+    in_flight: usize,
+) -> Vec<Result<(), StorageError>> {
+    use futures_util::stream::{self, StreamExt as _};
+    let mut seen = std::collections::HashSet::with_capacity(puts.len());
+    if !puts.iter().all(|(key, _, _)| seen.insert(key.clone())) {
+        return put_one_by_one(store, puts).await;
+    }
+    // The futures made up front: a closure in the stream would not be `Send` for every
+    // lifetime, as an `async_trait` method's future must be.
+    let puts: Vec<_> = puts
+        .into_iter()
+        .map(|(key, body, options)| async move { store.put(&key, body, options).await })
+        .collect();
+    stream::iter(puts)
+        .buffered(in_flight.max(1))
+        .collect()
+        .await
 }
 
 /// One error of a call that carried a whole batch, as one error per item: the first item gets

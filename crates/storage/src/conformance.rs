@@ -994,6 +994,54 @@ pub async fn batches(store: &dyn BackupStore) -> Outcome {
                 );
             }
         }
+        if run.caps.conditional_create {
+            // Create-only puts of a batch: the new key is created, the taken one refused
+            // alone and left as it was.
+            let fresh = run.key("-b", "bsp_batch_2")?;
+            run.remember(&fresh);
+            let results = run
+                .store
+                .put_many(vec![
+                    (fresh.clone(), y2.clone(), PutOptions::create()),
+                    (a1.clone(), y1.clone(), PutOptions::create()),
+                ])
+                .await;
+            match results.as_slice() {
+                [Ok(()), Err(StorageError::AlreadyExists { key })] if *key == a1 => {}
+                other => {
+                    return Err(run.fail(format!(
+                        "put many of create-only puts of (a new key, a taken key) gave {other:?}, \
+                         not (Ok, AlreadyExists for {a1})"
+                    )));
+                }
+            }
+            run.expect_body(&fresh, y2, "after a create-only put of put many")
+                .await?;
+            run.expect_body(&a1, x1, "after a refused create-only put of put many")
+                .await?;
+        }
+        if run.caps.overwrite {
+            // Overwrites of a batch: one over an object, one where nothing was.
+            let (fresh, empty) = (run.key("-b", "bsp_batch_2")?, run.key("-b", "bsp_batch_3")?);
+            run.remember(&fresh);
+            run.remember(&empty);
+            let results = run
+                .store
+                .put_many(vec![
+                    (fresh.clone(), x1.clone(), PutOptions::overwrite()),
+                    (empty.clone(), x2.clone(), PutOptions::overwrite()),
+                ])
+                .await;
+            if !matches!(results.as_slice(), [Ok(()), Ok(())]) {
+                return Err(run.fail(format!(
+                    "put many of two overwrites gave {results:?}, not (Ok, Ok)"
+                )));
+            }
+            run.expect_body(&fresh, x1, "after an overwrite of put many")
+                .await?;
+            run.expect_body(&empty, x2, "after an overwrite of put many")
+                .await?;
+        }
         if !run.caps.compare_and_swap {
             let mode = run.write_mode();
             let results = run

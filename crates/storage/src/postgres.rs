@@ -110,6 +110,18 @@ const UPDATE_MANY_IF_VERSION: &str = "UPDATE portal_backup_objects AS o \
      WHERE o.client_id = u.client_id AND o.path = u.path AND o.version = u.version \
      AND (extract(epoch FROM o.created_at) * 1000000)::bigint = u.created \
      RETURNING o.path";
+/// A batch of create-only puts ([`BackupStore::put_many`]): `INSERT_NEW` for each row of the
+/// arrays at once; the rows it returns are the ones it created.
+const INSERT_MANY_NEW: &str = "INSERT INTO portal_backup_objects (client_id, path, body) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
+     ON CONFLICT (client_id, path) DO NOTHING RETURNING path";
+/// A batch of overwrites ([`BackupStore::put_many`]): `UPSERT` for each row of the arrays at
+/// once (a key comes at most once in it: `ON CONFLICT DO UPDATE` may touch a row only once).
+const UPSERT_MANY: &str = "INSERT INTO portal_backup_objects (client_id, path, body) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
+     ON CONFLICT (client_id, path) DO UPDATE \
+     SET body = EXCLUDED.body, version = portal_backup_objects.version + 1, updated_at = now() \
+     RETURNING path";
 /// Clients of one [`BackupStore::read_clients`] call, or objects of one
 /// [`BackupStore::put_many`] call, that a store-wide run should send at once.
 pub const BATCH_SIZE: usize = 64;
@@ -327,6 +339,24 @@ impl PostgresStore {
         })
     }
 
+    /// One `INSERT … SELECT … FROM unnest(…)` statement (`sql`) of `rows`: the paths of the
+    /// rows it wrote.
+    async fn insert_many(
+        &self,
+        sql: &'static str,
+        rows: &[(usize, BackupKey, Bytes)],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let clients: Vec<&str> = rows.iter().map(|(_, k, _)| k.client_id()).collect();
+        let paths: Vec<String> = rows.iter().map(|(_, k, _)| k.to_path()).collect();
+        let bodies: Vec<&[u8]> = rows.iter().map(|(_, _, b)| b.as_ref()).collect();
+        sqlx::query_scalar(sql)
+            .bind(&clients)
+            .bind(&paths)
+            .bind(&bodies)
+            .fetch_all(&self.pool)
+            .await
+    }
+
     /// The version column of an [`ObjectVersion`] this store reported (`None` for one it
     /// did not make).
     #[must_use]
@@ -470,31 +500,36 @@ impl BackupStore for PostgresStore {
             .collect()
     }
 
-    /// The compare-and-swap updates in one `UPDATE … FROM unnest(…)`; other puts, and a key
-    /// met again in the batch, one at a time after it.
+    /// The compare-and-swap updates in one `UPDATE … FROM unnest(…)`, the create-only puts in
+    /// one `INSERT … SELECT … FROM unnest(…)`, the overwrites in one `INSERT … ON CONFLICT DO
+    /// UPDATE`; a key met again in the batch one at a time after them.
     async fn put_many(&self, puts: Vec<Put>) -> Vec<Result<(), StorageError>> {
         let mut done: Vec<(usize, Result<(), StorageError>)> = Vec::with_capacity(puts.len());
-        let mut batched: Vec<(usize, BackupKey, Bytes, (i64, i64))> = Vec::new();
+        let mut updates: Vec<(usize, BackupKey, Bytes, (i64, i64))> = Vec::new();
+        let mut creates: Vec<(usize, BackupKey, Bytes)> = Vec::new();
+        let mut overwrites: Vec<(usize, BackupKey, Bytes)> = Vec::new();
         let mut alone: Vec<(usize, Put)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (index, (key, body, options)) in puts.into_iter().enumerate() {
-            let version = match &options.mode {
-                PutMode::Update(expected) => parse_version(expected),
-                _ => None,
-            };
-            match version {
-                Some(version) if seen.insert(key.to_path()) => {
-                    batched.push((index, key, body, version));
-                }
-                _ => alone.push((index, (key, body, options))),
+            if !seen.insert(key.to_path()) {
+                alone.push((index, (key, body, options)));
+                continue;
+            }
+            match &options.mode {
+                PutMode::Update(expected) => match parse_version(expected) {
+                    Some(version) => updates.push((index, key, body, version)),
+                    None => alone.push((index, (key, body, options))),
+                },
+                PutMode::Create => creates.push((index, key, body)),
+                PutMode::Overwrite => overwrites.push((index, key, body)),
             }
         }
-        if !batched.is_empty() {
-            let clients: Vec<&str> = batched.iter().map(|(_, k, _, _)| k.client_id()).collect();
-            let paths: Vec<String> = batched.iter().map(|(_, k, _, _)| k.to_path()).collect();
-            let bodies: Vec<&[u8]> = batched.iter().map(|(_, _, b, _)| b.as_ref()).collect();
-            let versions: Vec<i64> = batched.iter().map(|(_, _, _, (v, _))| *v).collect();
-            let created: Vec<i64> = batched.iter().map(|(_, _, _, (_, c))| *c).collect();
+        if !updates.is_empty() {
+            let clients: Vec<&str> = updates.iter().map(|(_, k, _, _)| k.client_id()).collect();
+            let paths: Vec<String> = updates.iter().map(|(_, k, _, _)| k.to_path()).collect();
+            let bodies: Vec<&[u8]> = updates.iter().map(|(_, _, b, _)| b.as_ref()).collect();
+            let versions: Vec<i64> = updates.iter().map(|(_, _, _, (v, _))| *v).collect();
+            let created: Vec<i64> = updates.iter().map(|(_, _, _, (_, c))| *c).collect();
             let updated: Result<Vec<String>, _> = sqlx::query_scalar(UPDATE_MANY_IF_VERSION)
                 .bind(&clients)
                 .bind(&paths)
@@ -503,26 +538,26 @@ impl BackupStore for PostgresStore {
                 .bind(&created)
                 .fetch_all(&self.pool)
                 .await;
-            match updated {
-                Ok(updated) => {
-                    let updated: std::collections::HashSet<String> = updated.into_iter().collect();
-                    for ((index, key, _, _), path) in batched.into_iter().zip(&paths) {
-                        let result = if updated.contains(path) {
-                            Ok(())
-                        } else {
-                            Err(StorageError::Conflict { key })
-                        };
-                        done.push((index, result));
-                    }
-                }
-                Err(e) => {
-                    let error = db_error("cannot store the objects", e);
-                    let errors = spread_error(error, batched.len());
-                    for ((index, ..), error) in batched.into_iter().zip(errors) {
-                        done.push((index, Err(error)));
-                    }
-                }
-            }
+            let keys = updates.into_iter().map(|(index, key, ..)| (index, key));
+            done.extend(rows_written(keys, updated, |key| StorageError::Conflict {
+                key,
+            }));
+        }
+        if !creates.is_empty() {
+            let inserted = self.insert_many(INSERT_MANY_NEW, &creates).await;
+            let keys = creates.into_iter().map(|(index, key, _)| (index, key));
+            done.extend(rows_written(keys, inserted, |key| {
+                StorageError::AlreadyExists { key }
+            }));
+        }
+        if !overwrites.is_empty() {
+            let written = self.insert_many(UPSERT_MANY, &overwrites).await;
+            let keys = overwrites.into_iter().map(|(index, key, _)| (index, key));
+            // Every row comes back from an upsert; one that did not was not written.
+            done.extend(rows_written(keys, written, |key| StorageError::Backend {
+                backend: NAME,
+                source: format!("the overwrite of {key} returned no row").into(),
+            }));
         }
         for (index, (key, body, options)) in alone {
             done.push((index, self.put(&key, body, options).await));
@@ -688,6 +723,36 @@ struct PgError {
 struct ServerError {
     code: String,
     message: String,
+}
+
+/// The result of each put of a batch statement (`keys`, with their places in the batch) from
+/// the paths of the rows it wrote: a put whose row was not written failed with `missed`
+/// (another version was there, or an object already was); a failed statement failed them all.
+fn rows_written(
+    keys: impl ExactSizeIterator<Item = (usize, BackupKey)>,
+    written: Result<Vec<String>, sqlx::Error>,
+    missed: impl Fn(BackupKey) -> StorageError,
+) -> Vec<(usize, Result<(), StorageError>)> {
+    match written {
+        Ok(written) => {
+            let written: std::collections::HashSet<String> = written.into_iter().collect();
+            keys.map(|(index, key)| {
+                let result = if written.contains(&key.to_path()) {
+                    Ok(())
+                } else {
+                    Err(missed(key))
+                };
+                (index, result)
+            })
+            .collect()
+        }
+        Err(e) => {
+            let errors = spread_error(db_error("cannot store the objects", e), keys.len());
+            keys.zip(errors)
+                .map(|((index, _), error)| (index, Err(error)))
+                .collect()
+        }
+    }
 }
 
 #[cfg(test)]

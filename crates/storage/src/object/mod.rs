@@ -34,6 +34,11 @@
 //! * **Deleting** a key with nothing stored succeeds.
 //! * **Bodies** go up in one request (no multipart upload), so an object is either all there
 //!   or absent.
+//! * **Batches** ([`BackupStore::read_clients`], [`BackupStore::put_many`]) keep a few
+//!   requests in flight. Where the bucket lists in ascending key order
+//!   ([`ObjectStoreStore::with_sorted_listing`]; [`ObjectStoreStore::from_url`] sets it for
+//!   S3 general purpose buckets, Cloud Storage and Azure), a batch of up to 64 clients is
+//!   found by one listing instead of a LIST request per client.
 //!
 //! # Errors
 //! object_store's `NotFound` and `AlreadyExists` (and a `Precondition` failure of a
@@ -74,6 +79,8 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 
+mod batch;
+
 use crate::error::StorageError;
 use crate::key::BackupKey;
 use crate::store::{
@@ -93,6 +100,7 @@ pub struct ObjectStoreStore {
     name: &'static str,
     conditional_create: bool,
     compare_and_swap: bool,
+    sorted_listing: bool,
 }
 
 impl fmt::Debug for ObjectStoreStore {
@@ -105,6 +113,7 @@ impl fmt::Debug for ObjectStoreStore {
             .field("prefix", &self.prefix())
             .field("conditional_create", &self.conditional_create)
             .field("compare_and_swap", &self.compare_and_swap)
+            .field("sorted_listing", &self.sorted_listing)
             .finish()
     }
 }
@@ -135,6 +144,7 @@ impl ObjectStoreStore {
             name: DEFAULT_NAME,
             conditional_create: true,
             compare_and_swap: true,
+            sorted_listing: false,
         })
     }
 
@@ -207,9 +217,10 @@ impl ObjectStoreStore {
                 "the bucket or container name holds a character other than ASCII letters, digits, '-', '_' and '.'",
             ));
         }
-        let inner = cloud.build(bucket)?;
+        let (inner, sorted_listing) = cloud.build(bucket)?;
         let mut store = Self::new(inner, prefix)?;
         store.name = cloud.name();
+        store.sorted_listing = sorted_listing;
         Ok(store)
     }
 
@@ -237,6 +248,19 @@ impl ObjectStoreStore {
     #[must_use]
     pub fn without_compare_and_swap(mut self) -> Self {
         self.compare_and_swap = false;
+        self
+    }
+
+    /// This store, relying on its backend to list objects in ascending byte order of their
+    /// names, as S3 general purpose buckets, Cloud Storage, Azure and object_store's
+    /// `InMemory` do (S3 Express directory buckets and `LocalFileSystem` do not). Batch reads
+    /// ([`BackupStore::read_clients`]) then find a batch of up to 64 clients by one listing
+    /// instead of a LIST request per client ([`BackupStore::batch_size`] is 64); a listing
+    /// seen out of order falls back to one per client. [`from_url`](Self::from_url) sets it
+    /// where the cloud promises that order.
+    #[must_use]
+    pub fn with_sorted_listing(mut self) -> Self {
+        self.sorted_listing = true;
         self
     }
 
@@ -268,6 +292,19 @@ impl ObjectStoreStore {
         let mut path = self.prefix.clone().unwrap_or_default();
         path.extend(parts);
         path
+    }
+
+    /// The key an object name under the prefix is the path form of; `None` for anything
+    /// else (not ours: skipped).
+    fn key_at(&self, location: &Path) -> Option<BackupKey> {
+        let skip = self.prefix.as_ref().map_or(0, |p| p.parts().count());
+        let parts: Vec<_> = location.parts().skip(skip).collect();
+        let path = parts
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&str>>()
+            .join("/");
+        BackupKey::from_path(&path).ok()
     }
 
     fn error(
@@ -380,11 +417,12 @@ impl Cloud {
         }
     }
 
-    fn build(self, bucket: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    /// The cloud's store for `bucket`, and whether it lists in ascending key order.
+    fn build(self, bucket: &str) -> Result<(Arc<dyn ObjectStore>, bool), StorageError> {
         match self {
             Self::S3 => build_s3(bucket),
-            Self::Gcs => build_gcs(bucket),
-            Self::Azure => build_azure(bucket),
+            Self::Gcs => Ok((build_gcs(bucket)?, true)),
+            Self::Azure => Ok((build_azure(bucket)?, true)),
         }
     }
 }
@@ -397,17 +435,22 @@ fn builder_error(backend: &'static str) -> impl FnOnce(object_store::Error) -> S
     }
 }
 
+/// S3 lists general purpose buckets in ascending key order; directory buckets (S3 Express
+/// One Zone, named `…--x-s3`) in no promised order.
 #[cfg(feature = "s3")]
-fn build_s3(bucket: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
-    let store = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .build()
-        .map_err(builder_error("s3"))?;
-    Ok(Arc::new(store))
+fn build_s3(bucket: &str) -> Result<(Arc<dyn ObjectStore>, bool), StorageError> {
+    use object_store::aws::AmazonS3ConfigKey;
+    let builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let express = bucket.ends_with("--x-s3")
+        || builder
+            .get_config_value(&AmazonS3ConfigKey::S3Express)
+            .is_some_and(|on| on.eq_ignore_ascii_case("true"));
+    let store = builder.build().map_err(builder_error("s3"))?;
+    Ok((Arc::new(store), !express))
 }
 
 #[cfg(not(feature = "s3"))]
-fn build_s3(_bucket: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+fn build_s3(_bucket: &str) -> Result<(Arc<dyn ObjectStore>, bool), StorageError> {
     Err(StorageError::NotSupported {
         operation: "s3:// URLs without the `s3` feature",
         backend: DEFAULT_NAME,
@@ -544,19 +587,10 @@ impl BackupStore for ObjectStoreStore {
             .try_collect()
             .await
             .map_err(|e| self.other_error("list", e))?;
-        let skip = self.prefix.as_ref().map_or(0, |p| p.parts().count());
         let mut keys: Vec<BackupKey> = objects
             .iter()
             .filter_map(|meta| {
-                let parts: Vec<_> = meta.location.parts().skip(skip).collect();
-                let path = parts
-                    .iter()
-                    .map(AsRef::as_ref)
-                    .collect::<Vec<&str>>()
-                    .join("/");
-                // Anything that is not a key's path form is not ours: skip it.
-                BackupKey::from_path(&path)
-                    .ok()
+                self.key_at(&meta.location)
                     .filter(|k| k.client_id() == client_id)
             })
             .collect();
@@ -617,6 +651,22 @@ impl BackupStore for ObjectStoreStore {
                 std::future::ready(item)
             })
             .boxed()
+    }
+
+    fn batch_size(&self) -> usize {
+        if self.sorted_listing {
+            batch::BATCH_SIZE
+        } else {
+            1
+        }
+    }
+
+    async fn read_clients(&self, client_ids: &[String]) -> Vec<crate::batch::ClientObjects> {
+        self.read_batch(client_ids).await
+    }
+
+    async fn put_many(&self, puts: Vec<crate::batch::Put>) -> Vec<Result<(), StorageError>> {
+        self.put_batch(puts).await
     }
 }
 

@@ -179,6 +179,14 @@ impl Error {
         }
     }
 
+    /// A store's batch call answered fewer items than it was given (a store bug): the item
+    /// left without an answer.
+    pub(crate) fn unanswered_put(store: &str) -> Self {
+        Self::Invalid(format!(
+            "the {store} store answered fewer puts than it was given"
+        ))
+    }
+
     /// Listing a client's objects failed.
     pub(crate) fn store_listing(client_id: &str, source: StorageError) -> Self {
         Self::Store {

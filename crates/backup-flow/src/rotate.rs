@@ -303,10 +303,7 @@ impl Rotation {
                                 Ok(Step::Current) => Ok(Written::current()),
                                 Ok(Step::Write { .. }) => match results.next() {
                                     Some(result) => Written::of(&key, result),
-                                    None => Err(Error::Invalid(format!(
-                                        "the {} store answered fewer puts than it was given",
-                                        self.on.store.name()
-                                    ))),
+                                    None => Err(Error::unanswered_put(self.on.store.name())),
                                 },
                                 Err(e) => Err(e),
                             };

@@ -110,6 +110,13 @@ fn tally(done: &[MigratedClient]) -> BTreeMap<&'static str, usize> {
     counts
 }
 
+/// `store` as a store that takes batches of `batch` (1: one client at a time), so that a
+/// migration takes its batch path (one read of the source, one create and one read-back of
+/// the target per batch) or its one-by-one path.
+fn batched(store: Arc<dyn BackupStore>, batch: usize) -> Arc<dyn BackupStore> {
+    Arc::new(support::FlakyStore::new(store).with_batch(batch))
+}
+
 /// A local KEK that counts its calls (an unwrap is the KMS call of a drill), and its keyring.
 fn counting() -> (Arc<CallCounter>, Keyring) {
     let calls = Arc::new(CallCounter::default());
@@ -122,15 +129,26 @@ fn counting() -> (Arc<CallCounter>, Keyring) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_cut_off_midway_and_a_rerun_move_everything_once_with_one_kms_call_per_backup() {
+    for batch in [1, 64] {
+        cut_off_and_rerun(batch).await;
+    }
+}
+
+async fn cut_off_and_rerun(batch: usize) {
     let (kek, keyring) = counting();
     let source = Arc::new(MemoryStore::new());
     seed(source.as_ref(), &keyring).await;
     let before = contents(source.as_ref()).await;
     let target = Arc::new(MemoryStore::new());
-    let cut = Arc::new(support::FlakyStore::new(Arc::clone(&target) as _));
+    let cut = Arc::new(support::FlakyStore::new(Arc::clone(&target) as _).with_batch(batch));
     cut.fail_puts_after(9);
 
-    let first = Migration::new(keyring.clone(), Arc::clone(&source) as _, cut).unwrap();
+    let first = Migration::new(
+        keyring.clone(),
+        batched(Arc::clone(&source) as _, batch),
+        cut,
+    )
+    .unwrap();
     let done = migrate(&first, source.as_ref(), 4).await;
     let counts = tally(&done);
     assert_eq!(counts["moved"], 9, "{counts:?}");
@@ -139,8 +157,12 @@ async fn a_target_cut_off_midway_and_a_rerun_move_everything_once_with_one_kms_c
     assert_eq!(client_backups(target.as_ref()).await.len(), 9);
 
     kek.reset();
-    let rerun =
-        Migration::new(keyring, Arc::clone(&source) as _, Arc::clone(&target) as _).unwrap();
+    let rerun = Migration::new(
+        keyring,
+        batched(Arc::clone(&source) as _, batch),
+        batched(Arc::clone(&target) as _, batch),
+    )
+    .unwrap();
     let done = migrate(&rerun, source.as_ref(), 4).await;
     let counts = tally(&done);
     assert_eq!(counts["already-moved"], 9, "{counts:?}");
@@ -158,6 +180,12 @@ async fn a_target_cut_off_midway_and_a_rerun_move_everything_once_with_one_kms_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_different_object_on_the_target_is_a_conflict_and_is_left_alone() {
+    for batch in [1, 64] {
+        conflict_left_alone(batch).await;
+    }
+}
+
+async fn conflict_left_alone(batch: usize) {
     let (_, keyring) = counting();
     let source = Arc::new(MemoryStore::new());
     seed(source.as_ref(), &keyring).await;
@@ -173,8 +201,12 @@ async fn a_different_object_on_the_target_is_a_conflict_and_is_left_alone() {
         .await
         .unwrap();
 
-    let migration =
-        Migration::new(keyring, Arc::clone(&source) as _, Arc::clone(&target) as _).unwrap();
+    let migration = Migration::new(
+        keyring,
+        batched(Arc::clone(&source) as _, batch),
+        batched(Arc::clone(&target) as _, batch),
+    )
+    .unwrap();
     let done = migrate(&migration, source.as_ref(), 3).await;
     let counts = tally(&done);
     assert_eq!(counts["conflict"], 1, "{counts:?}");
@@ -194,6 +226,12 @@ async fn a_different_object_on_the_target_is_a_conflict_and_is_left_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_source_object_is_reported_not_copied_and_the_rest_moves() {
+    for batch in [1, 64] {
+        corrupted_source_reported(batch).await;
+    }
+}
+
+async fn corrupted_source_reported(batch: usize) {
     let (_, keyring) = counting();
     let source = Arc::new(MemoryStore::new());
     seed(source.as_ref(), &keyring).await;
@@ -218,8 +256,12 @@ async fn a_corrupted_source_object_is_reported_not_copied_and_the_rest_moves() {
         .unwrap();
 
     let target = Arc::new(MemoryStore::new());
-    let migration =
-        Migration::new(keyring, Arc::clone(&source) as _, Arc::clone(&target) as _).unwrap();
+    let migration = Migration::new(
+        keyring,
+        batched(Arc::clone(&source) as _, batch),
+        batched(Arc::clone(&target) as _, batch),
+    )
+    .unwrap();
     let done = migrate(&migration, source.as_ref(), 2).await;
     let counts = tally(&done);
     assert_eq!(counts["bad-source"], 2, "{counts:?}");

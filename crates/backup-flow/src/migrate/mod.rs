@@ -20,8 +20,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use envelope::{Keyring, Opener};
-use futures_util::stream::Stream;
+use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Serialize;
+use storage::batch::{ClientObjects, Put};
 use storage::portal::PortalStore;
 use storage::{BackupKey, BackupStore, PutOptions, ShareKind, StorageError};
 
@@ -174,7 +175,9 @@ impl Migration {
     ///
     /// At most `concurrency` clients are at the KMS at once (`0` counts as 1), and meanwhile
     /// at most `concurrency` store steps (a client's reads of the source, its writes and
-    /// reads of the target) of other clients are in flight.
+    /// reads of the target) of other clients are in flight. Where both stores take batches
+    /// ([`BackupStore::batch_size`] > 1), a store step carries a batch of clients: the source
+    /// read in one call, the copies created in one, and read back in one.
     pub fn run<'a, S>(
         &'a self,
         clients: S,
@@ -183,16 +186,188 @@ impl Migration {
     where
         S: Stream<Item = Result<String, StorageError>> + Send + 'a,
     {
-        Stages::run(concurrency, clients, move |listed, stages| async move {
-            match listed {
-                Ok(client_id) => Ok(self.client(client_id, &stages).await),
-                Err(source) => Err(Error::Store {
-                    operation: "list clients",
-                    key: format!("the {} store", self.from.name()),
-                    source: Box::new(source),
-                }),
+        let batch = self.from.batch_size().min(self.to.batch_size());
+        if batch <= 1 {
+            return Stages::run(concurrency, clients, move |listed, stages| async move {
+                match listed {
+                    Ok(client_id) => Ok(self.client(client_id, &stages).await),
+                    Err(source) => Err(self.listing_error(source)),
+                }
+            })
+            .left_stream();
+        }
+        Stages::run_batches(
+            concurrency,
+            batch,
+            clients,
+            move |listed, stages| async move { self.batch(listed, &stages).await },
+        )
+        .flat_map(stream::iter)
+        .right_stream()
+    }
+
+    /// The error of a failed listing of the source's clients.
+    fn listing_error(&self, source: StorageError) -> Error {
+        Error::Store {
+            operation: "list clients",
+            key: format!("the {} store", self.from.name()),
+            source: Box::new(source),
+        }
+    }
+
+    /// A batch of clients: the source read in one store call, each client's objects drilled
+    /// through one [`Opener`] (a KMS step per client), then copied create-only in one store
+    /// call and read back from the target in one, and drilled there (the same wrapped keys:
+    /// no KMS call).
+    async fn batch(
+        &self,
+        listed: Vec<std::result::Result<String, StorageError>>,
+        stages: &Stages,
+    ) -> Vec<Result<MigratedClient>> {
+        let (ids, failed) = crate::stages::split_listed(listed);
+        let mut done: Vec<Result<MigratedClient>> = failed
+            .into_iter()
+            .map(|source| Err(self.listing_error(source)))
+            .collect();
+        if ids.is_empty() {
+            return done;
+        }
+        let read = stages.store(self.from.read_clients(&ids)).await;
+        let drilled = futures_util::future::join_all(
+            ids.into_iter()
+                .zip(read)
+                .map(|(client_id, objects)| self.drill_client(client_id, objects, stages)),
+        )
+        .await;
+        done.extend(
+            stages
+                .store(self.copy_batch(drilled))
+                .await
+                .into_iter()
+                .map(Ok),
+        );
+        done
+    }
+
+    /// One client of a batch as the source gave it, drilled (a KMS step).
+    async fn drill_client(
+        &self,
+        client_id: String,
+        objects: ClientObjects,
+        stages: &Stages,
+    ) -> DrilledClient<'_> {
+        let opener = Opener::new(&self.keyring);
+        let objects = match objects {
+            Ok(objects) => objects,
+            Err(source) => {
+                return DrilledClient {
+                    client_id,
+                    opener,
+                    objects: Err(source),
+                };
             }
-        })
+        };
+        let read = objects
+            .into_iter()
+            .map(|(key, object)| {
+                let source = source_of(&key, object.map(|object| object.body));
+                (key, source)
+            })
+            .collect();
+        let objects = stages.kms(drill_sources(&opener, read)).await;
+        DrilledClient {
+            client_id,
+            opener,
+            objects: Ok(objects),
+        }
+    }
+
+    /// Creates every drilled copy of a batch on the target in one call, reads the batch's
+    /// clients back from the target in one, and drills each copy there.
+    async fn copy_batch(&self, drilled: Vec<DrilledClient<'_>>) -> Vec<MigratedClient> {
+        // How many copies each client has to create, in the order of `drilled`.
+        let copies: Vec<usize> = drilled
+            .iter()
+            .map(|client| {
+                client
+                    .objects
+                    .iter()
+                    .flatten()
+                    .filter(|(_, step)| matches!(step, Ok(Source::Read { .. })))
+                    .count()
+            })
+            .collect();
+        let puts: Vec<Put> = drilled
+            .iter()
+            .flat_map(|client| client.objects.iter().flatten())
+            .filter_map(|(key, step)| match step {
+                Ok(Source::Read { body, .. }) => {
+                    Some((key.clone(), body.clone(), PutOptions::create()))
+                }
+                _ => None,
+            })
+            .collect();
+        // One result per put, in the order the puts were taken from the clients.
+        let mut created = self.to.put_many(puts).await.into_iter();
+        let copied: Vec<String> = drilled
+            .iter()
+            .zip(&copies)
+            .filter(|(_, copies)| **copies > 0)
+            .map(|(client, _)| client.client_id.clone())
+            .collect();
+        // One entry per client asked, in order (a short answer is a missing read-back).
+        let mut read_back = self.to.read_clients(&copied).await.into_iter();
+        let mut out = Vec::with_capacity(drilled.len());
+        for (client, copies) in drilled.into_iter().zip(copies) {
+            let mut on_target = match copies {
+                0 => None,
+                n => read_back.next().map(|objects| OnTarget::of(objects, n)),
+            };
+            let objects = match client.objects {
+                Ok(steps) => {
+                    let mut objects = Vec::with_capacity(steps.len());
+                    for (key, step) in steps {
+                        let result = match step {
+                            Ok(Source::Read { kind, body }) => {
+                                let created = created_of(&key, created.next(), self.to.name());
+                                let stored = on_target.as_mut().map_or_else(
+                                    || Err(self.missing_read_back(&key)),
+                                    |target| target.take(&key),
+                                );
+                                ShareId::of_stored(&key, kind, async |id| {
+                                    check_target(&client.opener, id, &key, &body, created?, stored?)
+                                        .await
+                                })
+                                .await
+                            }
+                            Ok(Source::Settled(moved)) => Ok(moved),
+                            Err(e) => Err(e),
+                        };
+                        objects.push(MigratedObject {
+                            key: key.to_string(),
+                            pair_status: None,
+                            result,
+                        });
+                    }
+                    Ok(objects)
+                }
+                Err(source) => Err(Error::store_listing(&client.client_id, source)),
+            };
+            out.push(MigratedClient {
+                client_id: client.client_id,
+                line: None,
+                objects,
+            });
+        }
+        out
+    }
+
+    /// The error of a copy the target's read-back did not cover.
+    fn missing_read_back(&self, key: &BackupKey) -> Error {
+        Error::Invalid(format!(
+            "the {} store read back fewer clients than it was asked for ({key})",
+            self.to.name()
+        ))
     }
 
     /// Every object of one client through one [`Opener`]: read from the source, drilled
@@ -203,39 +378,13 @@ impl Migration {
             Err(source) => {
                 return MigratedClient {
                     line: None,
-                    objects: Err(Error::Store {
-                        operation: "list",
-                        key: client_id.clone(),
-                        source: Box::new(source),
-                    }),
+                    objects: Err(Error::store_listing(&client_id, source)),
                     client_id,
                 };
             }
         };
         let opener = Opener::new(&self.keyring);
-        let drilled = stages
-            .kms(async {
-                let mut drilled = Vec::with_capacity(read.len());
-                for (key, source) in read {
-                    let step = match source {
-                        Ok(Source::Read { kind, body }) => {
-                            match ShareId::of_stored(&key, kind, async |id| {
-                                drill_source(&opener, id, &key, &body).await
-                            })
-                            .await
-                            {
-                                Ok(None) => Ok(Source::Read { kind, body }),
-                                Ok(Some(bad)) => Ok(Source::Settled(bad)),
-                                Err(e) => Err(e),
-                            }
-                        }
-                        other => other,
-                    };
-                    drilled.push((key, step));
-                }
-                drilled
-            })
-            .await;
+        let drilled = stages.kms(drill_sources(&opener, read)).await;
         let target = Target::Store(self.to.as_ref());
         let objects = stages
             .store(async {
@@ -282,18 +431,120 @@ impl Migration {
 
     /// One source object: its body to move, or what already came of it.
     async fn read_source(&self, key: &BackupKey) -> Result<Source> {
-        let kind = match movable(key) {
-            Ok(kind) => kind,
-            Err(skipped) => return Ok(Source::Settled(skipped)),
-        };
-        match self.from.get(key).await {
-            Ok(body) => Ok(Source::Read { kind, body }),
-            Err(e) if e.is_not_found() => Ok(Source::Settled(Moved::Skipped {
-                reason: "deleted from the source since it was listed",
-            })),
-            Err(e) => Err(Error::store("get", key)(e)),
+        if let Err(skipped) = movable(key) {
+            return Ok(Source::Settled(skipped));
+        }
+        source_of(key, self.from.get(key).await)
+    }
+}
+
+/// One client of a batch, its source read and drilled through its [`Opener`] (kept for the
+/// drill of the target), or why the source could not list it.
+struct DrilledClient<'k> {
+    client_id: String,
+    opener: Opener<'k>,
+    objects: std::result::Result<Vec<(BackupKey, Result<Source>)>, StorageError>,
+}
+
+/// What the target gave back for one client of a batch, taken key by key.
+enum OnTarget {
+    Read(std::collections::HashMap<BackupKey, std::result::Result<Bytes, StorageError>>),
+    /// The read-back of the client failed: one error for each of its copies, the first the
+    /// store's own, the others saying so (retryable as it is).
+    Failed(Vec<StorageError>),
+}
+
+impl OnTarget {
+    /// What the target gave back for a client with `copies` copies.
+    fn of(objects: ClientObjects, copies: usize) -> Self {
+        match objects {
+            Ok(objects) => Self::Read(
+                objects
+                    .into_iter()
+                    .map(|(key, object)| (key, object.map(|object| object.body)))
+                    .collect(),
+            ),
+            Err(e) => {
+                let mut errors = storage::batch::spread_error(e, copies);
+                errors.reverse();
+                Self::Failed(errors)
+            }
         }
     }
+
+    /// The bytes the target holds under `key`.
+    fn take(&mut self, key: &BackupKey) -> Result<Bytes> {
+        match self {
+            Self::Read(objects) => match objects.remove(key) {
+                Some(object) => object.map_err(Error::store("get", key)),
+                None => Err(Error::store("get", key)(StorageError::NotFound {
+                    key: key.clone(),
+                })),
+            },
+            Self::Failed(errors) => {
+                let error = errors
+                    .pop()
+                    .unwrap_or_else(|| StorageError::NotFound { key: key.clone() });
+                Err(Error::store("get", key)(error))
+            }
+        }
+    }
+}
+
+/// Whether a create-only put of a batch created the copy (`false`: something was there).
+fn created_of(
+    key: &BackupKey,
+    result: Option<std::result::Result<(), StorageError>>,
+    store: &str,
+) -> Result<bool> {
+    match result {
+        Some(Ok(())) => Ok(true),
+        Some(Err(e)) if e.is_already_exists() => Ok(false),
+        Some(Err(e)) => Err(Error::store("put", key)(e)),
+        None => Err(Error::unanswered_put(store)),
+    }
+}
+
+/// A source object as read: its body to move, or what already came of it.
+fn source_of(key: &BackupKey, read: std::result::Result<Bytes, StorageError>) -> Result<Source> {
+    let kind = match movable(key) {
+        Ok(kind) => kind,
+        Err(skipped) => return Ok(Source::Settled(skipped)),
+    };
+    match read {
+        Ok(body) => Ok(Source::Read { kind, body }),
+        Err(e) if e.is_not_found() => Ok(Source::Settled(Moved::Skipped {
+            reason: "deleted from the source since it was listed",
+        })),
+        Err(e) => Err(Error::store("get", key)(e)),
+    }
+}
+
+/// The drill of the source of each object read (the KMS step of a client): what does not
+/// open as its share is settled as [`Moved::BadSource`].
+async fn drill_sources(
+    opener: &Opener<'_>,
+    read: Vec<(BackupKey, Result<Source>)>,
+) -> Vec<(BackupKey, Result<Source>)> {
+    let mut drilled = Vec::with_capacity(read.len());
+    for (key, source) in read {
+        let step = match source {
+            Ok(Source::Read { kind, body }) => {
+                match ShareId::of_stored(&key, kind, async |id| {
+                    drill_source(opener, id, &key, &body).await
+                })
+                .await
+                {
+                    Ok(None) => Ok(Source::Read { kind, body }),
+                    Ok(Some(bad)) => Ok(Source::Settled(bad)),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        drilled.push((key, step));
+    }
+    drilled
 }
 
 /// One object of a [`Migration`] on its way: read from the source and still to move, or
@@ -420,6 +671,18 @@ async fn drill_target(
     target: Target<'_>,
 ) -> Result<Moved> {
     let stored = target.get(key).await?;
+    check_target(opener, id, key, body, created, stored).await
+}
+
+/// The drill of the target on what it gave back (`stored`): `body`, opening as the share.
+async fn check_target(
+    opener: &Opener<'_>,
+    id: &ShareId<'_>,
+    key: &BackupKey,
+    body: &Bytes,
+    created: bool,
+    stored: Bytes,
+) -> Result<Moved> {
     if stored != *body {
         if created {
             return Err(Error::Drill {

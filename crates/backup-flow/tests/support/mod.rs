@@ -152,6 +152,9 @@ pub struct FlakyStore {
     inner: Arc<dyn BackupStore>,
     /// Puts that may still pass; `usize::MAX`: all of them.
     puts_left: std::sync::atomic::AtomicUsize,
+    /// The batch size it claims (its batch calls still go one item at a time through its
+    /// hooks): 1 unless told otherwise.
+    batch: usize,
 }
 
 impl FlakyStore {
@@ -159,7 +162,15 @@ impl FlakyStore {
         Self {
             inner,
             puts_left: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            batch: 1,
         }
+    }
+
+    /// This store, claiming to take batches of `batch`, so that store-wide work takes its
+    /// batch paths over it.
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch;
+        self
     }
 
     /// Every put fails (`true`) or passes (`false`) from now on.
@@ -227,9 +238,9 @@ impl BackupStore for FlakyStore {
     fn stream_clients(&self) -> storage::ClientStream<'_> {
         self.inner.stream_clients()
     }
-    // One at a time, through this wrapper's own hooks.
+    // Batch calls go one item at a time, through this wrapper's own hooks.
     fn batch_size(&self) -> usize {
-        1
+        self.batch
     }
     async fn read_clients(&self, client_ids: &[String]) -> Vec<storage::batch::ClientObjects> {
         storage::batch::read_clients_one_by_one(self, client_ids).await

@@ -73,7 +73,8 @@ pub(crate) fn markdown(value: &Value, md: &mut String) {
          `crates/backup-flow/benches/store_wide_fleet.rs` (release): {} backups (one client \
          each, two shares sealed under one data key) on the file store and PostgreSQL, {} on \
          S3 (moto lists a prefix by walking every key of the bucket, about 30 ms a client at \
-         10,000 backups: a rotation of 10,000 there would take over an hour), behind local \
+         10,000 backups: the measurements that list one client at a time would take most of \
+         an hour there), behind local \
          KEKs with {} ms added to every call; concurrency 1 on the first {} backups (a rate), \
          64 on all of them. The rows *file, moto's KMS* are the same runs behind three keys of \
          moto's KMS through `envelope::aws::AwsKms` (aws-sdk-kms), for information: moto \
@@ -89,11 +90,18 @@ pub(crate) fn markdown(value: &Value, md: &mut String) {
          asks of the store, without the KMS, made the way the command makes it: rotate also \
          lists, reads each object with its version, writes it back compare-and-swap, and its \
          proof lists and reads every object again; migrate also reads back what it created. \
-         On PostgreSQL, whose store takes batches (`BackupStore::batch_size` 64), verify and \
-         rotate send a batch of 64 clients per store call (one statement each: read, \
-         compare-and-swap write, proof read), so there the command's store work is far above \
-         the store's rate one object at a time, and the KMS bounds the command. The last \
-         column sets the achieved rate against min(KMS alone, that). At concurrency c, a run \
+         Every store here takes batches (`BackupStore::batch_size`: 64 on PostgreSQL and S3, \
+         16 on files), and verify, rotate and migrate send a batch of clients per store \
+         call: on PostgreSQL one \
+         statement each (read, compare-and-swap write or create, proof read or read-back); on \
+         S3 one listing for the batch instead of one per client, then a request per object, \
+         16 at a time; on files one hand-off to the blocking pool for a batch's reads. So the \
+         command's store work can be above the store's rate one object at a time, and the \
+         last column sets the achieved rate against min(KMS alone, that). The second table \
+         is what any rotation can reach: *least rotation store work alone* is the store doing \
+         only what no rotation can skip (find each object, read it once, write it back once: \
+         no compare-and-swap, no proof), in batches; against the writes alone it is the most \
+         a rotation can reach of the issue's ideal on that store. At concurrency c, a run \
          keeps at most c KMS calls and c store steps in flight, for different clients (so at \
          concurrency 1 a client's reads overlap the previous client's KMS call, and can beat a \
          store alone that does one thing at a time). Every measurement starts after a `sync`, so that none pays for the \

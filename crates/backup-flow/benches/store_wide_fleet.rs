@@ -85,6 +85,19 @@ const RSS_KEY_ENV: &str = "FLEET_BENCH_RSS_KEY";
 const PARTS_ENV: &str = "FLEET_BENCH_PARTS";
 /// Optional: backups per store instead of [`BACKUPS`].
 const BACKUPS_ENV: &str = "FLEET_BENCH_BACKUPS";
+/// Optional: backups on moto's S3 instead of [`S3_BACKUPS`] (at most the backups per store),
+/// to measure S3 at the 10,000 once.
+const S3_BACKUPS_ENV: &str = "FLEET_BENCH_S3_BACKUPS";
+/// Optional: runs of each concurrency-64 level instead of [`C64_RUNS`] (1 to 3).
+const RUNS_ENV: &str = "FLEET_BENCH_RUNS";
+
+/// An optional count from the environment, or `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name).map_or(default, |n| {
+        n.parse()
+            .unwrap_or_else(|_| panic!("{name} is not a count: {n:?}"))
+    })
+}
 
 /// Whether `part` is to run (see [`PARTS_ENV`]).
 fn part(name: &str) -> bool {
@@ -878,9 +891,12 @@ fn main() {
     let (backups, c1_backups, rss_sizes) = if smoke {
         (40, 8, vec![20, 40])
     } else {
-        let backups = std::env::var(BACKUPS_ENV).map_or(BACKUPS, |n| n.parse().unwrap());
+        let backups = env_count(BACKUPS_ENV, BACKUPS);
         (backups, C1_BACKUPS.min(backups), RSS_SIZES.to_vec())
     };
+    let s3_backups = env_count(S3_BACKUPS_ENV, S3_BACKUPS).min(backups);
+    // Rotations at concurrency 64 go to keys 2, 0, 1 in turn: at most three runs.
+    let c64_runs = env_count(RUNS_ENV, C64_RUNS).clamp(1, 3);
     let runtime = cli_runtime();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("?").to_owned();
@@ -889,21 +905,26 @@ fn main() {
     let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let file: Arc<dyn BackupStore> = Arc::new(FsStore::new(data.path()).unwrap());
     let mut levels = Vec::new();
-    // Migrate copies the file store as its rotations left it.
-    let file_run = (part("file") || part("migrate")).then(|| {
-        runtime.block_on(store_levels(
+    // Migrate copies the file store as its rotations left it; or, with migrate alone, as
+    // seeded.
+    let file_run = if part("file") {
+        let (file_levels, keks, clients) = runtime.block_on(store_levels(
             "file",
             Arc::clone(&file),
             Keks::local(),
             backups,
             c1_backups,
-            C64_RUNS,
-        ))
-    });
-    let file_run = file_run.map(|(file_levels, keks, clients)| {
+            c64_runs,
+        ));
         levels.extend(file_levels);
-        (keks, clients)
-    });
+        Some((keks, clients))
+    } else if part("migrate") {
+        let keks = Keks::local();
+        let clients = runtime.block_on(seed(file.as_ref(), &keks.ring(&[0]), backups));
+        Some((keks, clients))
+    } else {
+        None
+    };
 
     let pg = test_services::postgres::shared();
     if let Some(pg) = pg.filter(|_| part("postgres")) {
@@ -918,7 +939,7 @@ fn main() {
                     Keks::local(),
                     backups,
                     c1_backups,
-                    C64_RUNS,
+                    c64_runs,
                 ))
                 .0,
         );
@@ -926,7 +947,7 @@ fn main() {
     if let Some(moto) = test_services::moto::shared().filter(|_| part("s3")) {
         let store = s3_store(moto);
         // moto lists a prefix by walking every key of the bucket: fewer backups there.
-        let backups = backups.min(S3_BACKUPS);
+        let backups = s3_backups;
         levels.extend(
             runtime
                 .block_on(store_levels(
@@ -935,7 +956,7 @@ fn main() {
                     Keks::local(),
                     backups,
                     c1_backups,
-                    C64_RUNS,
+                    c64_runs,
                 ))
                 .0,
         );
@@ -1000,7 +1021,7 @@ fn main() {
         .collect();
     println!(
         "{{\"backups\":{backups},\"s3Backups\":{},\"c1Backups\":{c1_backups},\"latencyMs\":{LATENCY_MS},\"cores\":{cores},\"loadAverage\":{load},\"levels\":[{}],\"rss\":[{}]}}",
-        backups.min(S3_BACKUPS),
+        s3_backups,
         json_levels.join(","),
         json_rss.join(",")
     );

@@ -344,11 +344,11 @@ impl PostgresStore {
     async fn insert_many(
         &self,
         sql: &'static str,
-        rows: &[(usize, BackupKey, Bytes)],
+        rows: &[BatchRow],
     ) -> Result<Vec<String>, sqlx::Error> {
-        let clients: Vec<&str> = rows.iter().map(|(_, k, _)| k.client_id()).collect();
-        let paths: Vec<String> = rows.iter().map(|(_, k, _)| k.to_path()).collect();
-        let bodies: Vec<&[u8]> = rows.iter().map(|(_, _, b)| b.as_ref()).collect();
+        let clients: Vec<&str> = rows.iter().map(|row| row.key.client_id()).collect();
+        let paths: Vec<&str> = rows.iter().map(|row| row.path.as_str()).collect();
+        let bodies: Vec<&[u8]> = rows.iter().map(|row| row.body.as_ref()).collect();
         sqlx::query_scalar(sql)
             .bind(&clients)
             .bind(&paths)
@@ -505,31 +505,39 @@ impl BackupStore for PostgresStore {
     /// UPDATE`; a key met again in the batch one at a time after them.
     async fn put_many(&self, puts: Vec<Put>) -> Vec<Result<(), StorageError>> {
         let mut done: Vec<(usize, Result<(), StorageError>)> = Vec::with_capacity(puts.len());
-        let mut updates: Vec<(usize, BackupKey, Bytes, (i64, i64))> = Vec::new();
-        let mut creates: Vec<(usize, BackupKey, Bytes)> = Vec::new();
-        let mut overwrites: Vec<(usize, BackupKey, Bytes)> = Vec::new();
+        let mut updates: Vec<(BatchRow, (i64, i64))> = Vec::new();
+        let mut creates: Vec<BatchRow> = Vec::new();
+        let mut overwrites: Vec<BatchRow> = Vec::new();
         let mut alone: Vec<(usize, Put)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (index, (key, body, options)) in puts.into_iter().enumerate() {
-            if !seen.insert(key.to_path()) {
+            let path = key.to_path();
+            if seen.contains(&path) {
                 alone.push((index, (key, body, options)));
                 continue;
             }
+            seen.insert(path.clone());
+            let row = BatchRow {
+                index,
+                key,
+                path,
+                body,
+            };
             match &options.mode {
                 PutMode::Update(expected) => match parse_version(expected) {
-                    Some(version) => updates.push((index, key, body, version)),
-                    None => alone.push((index, (key, body, options))),
+                    Some(version) => updates.push((row, version)),
+                    None => alone.push((index, (row.key, row.body, options))),
                 },
-                PutMode::Create => creates.push((index, key, body)),
-                PutMode::Overwrite => overwrites.push((index, key, body)),
+                PutMode::Create => creates.push(row),
+                PutMode::Overwrite => overwrites.push(row),
             }
         }
         if !updates.is_empty() {
-            let clients: Vec<&str> = updates.iter().map(|(_, k, _, _)| k.client_id()).collect();
-            let paths: Vec<String> = updates.iter().map(|(_, k, _, _)| k.to_path()).collect();
-            let bodies: Vec<&[u8]> = updates.iter().map(|(_, _, b, _)| b.as_ref()).collect();
-            let versions: Vec<i64> = updates.iter().map(|(_, _, _, (v, _))| *v).collect();
-            let created: Vec<i64> = updates.iter().map(|(_, _, _, (_, c))| *c).collect();
+            let clients: Vec<&str> = updates.iter().map(|(r, _)| r.key.client_id()).collect();
+            let paths: Vec<&str> = updates.iter().map(|(r, _)| r.path.as_str()).collect();
+            let bodies: Vec<&[u8]> = updates.iter().map(|(r, _)| r.body.as_ref()).collect();
+            let versions: Vec<i64> = updates.iter().map(|(_, (v, _))| *v).collect();
+            let created: Vec<i64> = updates.iter().map(|(_, (_, c))| *c).collect();
             let updated: Result<Vec<String>, _> = sqlx::query_scalar(UPDATE_MANY_IF_VERSION)
                 .bind(&clients)
                 .bind(&paths)
@@ -538,25 +546,25 @@ impl BackupStore for PostgresStore {
                 .bind(&created)
                 .fetch_all(&self.pool)
                 .await;
-            let keys = updates.into_iter().map(|(index, key, ..)| (index, key));
-            done.extend(rows_written(keys, updated, |key| StorageError::Conflict {
+            let rows = updates.into_iter().map(|(row, _)| row);
+            done.extend(rows_written(rows, updated, |key| StorageError::Conflict {
                 key,
             }));
         }
         if !creates.is_empty() {
             let inserted = self.insert_many(INSERT_MANY_NEW, &creates).await;
-            let keys = creates.into_iter().map(|(index, key, _)| (index, key));
-            done.extend(rows_written(keys, inserted, |key| {
+            done.extend(rows_written(creates.into_iter(), inserted, |key| {
                 StorageError::AlreadyExists { key }
             }));
         }
         if !overwrites.is_empty() {
             let written = self.insert_many(UPSERT_MANY, &overwrites).await;
-            let keys = overwrites.into_iter().map(|(index, key, _)| (index, key));
             // Every row comes back from an upsert; one that did not was not written.
-            done.extend(rows_written(keys, written, |key| StorageError::Backend {
-                backend: NAME,
-                source: format!("the overwrite of {key} returned no row").into(),
+            done.extend(rows_written(overwrites.into_iter(), written, |key| {
+                StorageError::Backend {
+                    backend: NAME,
+                    source: format!("the overwrite of {key} returned no row").into(),
+                }
             }));
         }
         for (index, (key, body, options)) in alone {
@@ -725,31 +733,40 @@ struct ServerError {
     message: String,
 }
 
-/// The result of each put of a batch statement (`keys`, with their places in the batch) from
-/// the paths of the rows it wrote: a put whose row was not written failed with `missed`
-/// (another version was there, or an object already was); a failed statement failed them all.
+/// One put of a batch statement: its place in the batch, its key, the key's path (the
+/// table's key, computed once) and its body.
+struct BatchRow {
+    index: usize,
+    key: BackupKey,
+    path: String,
+    body: Bytes,
+}
+
+/// The result of each put of a batch statement (`rows`) from the paths of the rows it wrote:
+/// a put whose row was not written failed with `missed` (another version was there, or an
+/// object already was); a failed statement failed them all.
 fn rows_written(
-    keys: impl ExactSizeIterator<Item = (usize, BackupKey)>,
+    rows: impl ExactSizeIterator<Item = BatchRow>,
     written: Result<Vec<String>, sqlx::Error>,
     missed: impl Fn(BackupKey) -> StorageError,
 ) -> Vec<(usize, Result<(), StorageError>)> {
     match written {
         Ok(written) => {
             let written: std::collections::HashSet<String> = written.into_iter().collect();
-            keys.map(|(index, key)| {
-                let result = if written.contains(&key.to_path()) {
+            rows.map(|row| {
+                let result = if written.contains(&row.path) {
                     Ok(())
                 } else {
-                    Err(missed(key))
+                    Err(missed(row.key))
                 };
-                (index, result)
+                (row.index, result)
             })
             .collect()
         }
         Err(e) => {
-            let errors = spread_error(db_error("cannot store the objects", e), keys.len());
-            keys.zip(errors)
-                .map(|((index, _), error)| (index, Err(error)))
+            let errors = spread_error(db_error("cannot store the objects", e), rows.len());
+            rows.zip(errors)
+                .map(|(row, error)| (row.index, Err(error)))
                 .collect()
         }
     }

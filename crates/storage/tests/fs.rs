@@ -174,6 +174,37 @@ async fn list_clients_names_clients_with_objects_only() {
     assert_eq!(store.list_clients().await.unwrap(), ["cl_a"]);
 }
 
+/// Directories left without a key (a put that crashed after creating them, leaving only its
+/// temporary file; a stray file that is no key) name no client, listed or streamed; a client
+/// whose first branches are empty and whose one key is further on is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_directories_but_no_key_is_not_listed() {
+    use futures_util::TryStreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::new(dir.path()).unwrap();
+    let crashed = BackupKey::client_backup("cl_crashed", "bsp_1", "SECP256K1").unwrap();
+    let pair_dir = store.path_of(&crashed).parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&pair_dir).unwrap();
+    std::fs::write(pair_dir.join(format!("{TEMP_PREFIX}crashed")), b"x").unwrap();
+    std::fs::write(pair_dir.join("not-a-method!"), b"x").unwrap();
+    // Empty branches first (in name order and, on most file systems, directory order too),
+    // then the one key.
+    let late = BackupKey::client_backup("cl_late", "bsp_9", "SECP256K1").unwrap();
+    let late_pair = store.path_of(&late).parent().unwrap().to_path_buf();
+    let curves = late_pair.parent().unwrap().parent().unwrap().to_path_buf();
+    for empty in ["AAAA/bsp_0", "BBBB"] {
+        std::fs::create_dir_all(curves.join(empty)).unwrap();
+    }
+    store
+        .put_new(&late, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+
+    assert_eq!(store.list_clients().await.unwrap(), ["cl_late"]);
+    let streamed: Vec<String> = store.stream_clients().try_collect().await.unwrap();
+    assert_eq!(streamed, ["cl_late"]);
+}
+
 /// Another process's writer, played by the test: it holds the key directory's `flock`,
 /// replaces the file meanwhile, and only then lets go. A compare-and-swap put from the
 /// version read before must wait for the lock, then find the file changed and refuse.

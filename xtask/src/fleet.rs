@@ -74,7 +74,9 @@ pub(crate) fn markdown(value: &Value, md: &mut String) {
          each, two shares sealed under one data key) on the file store and PostgreSQL, {} on \
          S3 (moto lists a prefix by walking every key of the bucket, about 30 ms a client at \
          10,000 backups: the measurements that list one client at a time would take most of \
-         an hour there), behind local \
+         an hour there; one run at 10,000, with `FLEET_BENCH_S3_BACKUPS=10000 \
+         FLEET_BENCH_RUNS=1`, is in [fleet operations](fleet.md#store-wide-work-at-kms-speed)), \
+         behind local \
          KEKs with {} ms added to every call; concurrency 1 on the first {} backups (a rate), \
          64 on all of them. The rows *file, moto's KMS* are the same runs behind three keys of \
          moto's KMS through `envelope::aws::AwsKms` (aws-sdk-kms), for information: moto \

@@ -61,22 +61,27 @@ pub async fn read_clients_one_by_one<S: BackupStore + ?Sized>(
         };
         let mut objects = Vec::with_capacity(keys.len());
         for key in keys {
-            let object = if versioned {
-                store
-                    .get_versioned(&key)
-                    .await
-                    .map(|(body, version)| StoredObject::new(body, Some(version)))
-            } else {
-                store
-                    .get(&key)
-                    .await
-                    .map(|body| StoredObject::new(body, None))
-            };
+            let object = read_object(store, &key, versioned).await;
             objects.push((key, object));
         }
         out.push(Ok(objects));
     }
     out
+}
+
+/// One object as [`BackupStore::read_clients`] gives it: through `get_versioned` where the
+/// store can compare and swap (`versioned`), else through `get`, with no version.
+pub(crate) async fn read_object<S: BackupStore + ?Sized>(
+    store: &S,
+    key: &BackupKey,
+    versioned: bool,
+) -> Result<StoredObject, StorageError> {
+    if versioned {
+        let (body, version) = store.get_versioned(key).await?;
+        Ok(StoredObject::new(body, Some(version)))
+    } else {
+        Ok(StoredObject::new(store.get(key).await?, None))
+    }
 }
 
 /// [`BackupStore::put_many`] one put at a time, in order. The default; a wrapper that hooks

@@ -19,7 +19,7 @@ use futures_util::stream::{self, StreamExt as _};
 use object_store::path::Path;
 
 use super::ObjectStoreStore;
-use crate::batch::{self, ClientObjects, Put, StoredObject};
+use crate::batch::{self, ClientObjects, Put};
 use crate::error::StorageError;
 use crate::key::BackupKey;
 
@@ -47,7 +47,7 @@ impl ObjectStoreStore {
             .iter()
             .flatten()
             .flatten()
-            .map(|key| self.read_object(key))
+            .map(|key| batch::read_object(self, key, self.compare_and_swap))
             .collect();
         let mut objects = stream::iter(reads)
             .buffered(REQUESTS_IN_FLIGHT)
@@ -63,18 +63,6 @@ impl ObjectStoreStore {
                 })
             })
             .collect()
-    }
-
-    /// One object as `read_clients` reads it: with its version where the store can compare
-    /// and swap.
-    async fn read_object(&self, key: &BackupKey) -> Result<StoredObject, StorageError> {
-        use crate::BackupStore as _;
-        if self.compare_and_swap {
-            let (body, version) = self.get_versioned(key).await?;
-            Ok(StoredObject::new(body, Some(version)))
-        } else {
-            Ok(StoredObject::new(self.get(key).await?, None))
-        }
     }
 
     /// [`BackupStore::put_many`](crate::BackupStore::put_many): the puts a few at a time,

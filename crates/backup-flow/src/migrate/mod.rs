@@ -325,31 +325,22 @@ impl Migration {
             };
             let objects = match client.objects {
                 Ok(steps) => {
-                    let mut objects = Vec::with_capacity(steps.len());
-                    for (key, step) in steps {
-                        let result = match step {
-                            Ok(Source::Read { kind, body }) => {
-                                let created = created_of(&key, created.next(), self.to.name());
-                                let stored = on_target.as_mut().map_or_else(
-                                    || Err(self.missing_read_back(&key)),
-                                    |target| target.take(&key),
-                                );
-                                ShareId::of_stored(&key, kind, async |id| {
-                                    check_target(&client.opener, id, &key, &body, created?, stored?)
-                                        .await
-                                })
-                                .await
-                            }
-                            Ok(Source::Settled(moved)) => Ok(moved),
-                            Err(e) => Err(e),
-                        };
-                        objects.push(MigratedObject {
-                            key: key.to_string(),
-                            pair_status: None,
-                            result,
-                        });
-                    }
-                    Ok(objects)
+                    let opener = &client.opener;
+                    Ok(settle_objects(steps, |key, kind, body| {
+                        // Taken in the batch's order, before the check runs.
+                        let created = created_of(&key, created.next(), self.to.name());
+                        let stored = on_target.as_mut().map_or_else(
+                            || Err(self.missing_read_back(&key)),
+                            |target| target.take(&key),
+                        );
+                        async move {
+                            ShareId::of_stored(&key, kind, async |id| {
+                                check_target(opener, id, &key, &body, created?, stored?).await
+                            })
+                            .await
+                        }
+                    })
+                    .await)
                 }
                 Err(source) => Err(Error::store_listing(&client.client_id, source)),
             };
@@ -387,27 +378,15 @@ impl Migration {
         let drilled = stages.kms(drill_sources(&opener, read)).await;
         let target = Target::Store(self.to.as_ref());
         let objects = stages
-            .store(async {
-                let mut objects = Vec::with_capacity(drilled.len());
-                for (key, step) in drilled {
-                    let result = match step {
-                        Ok(Source::Read { kind, body }) => {
-                            ShareId::of_stored(&key, kind, async |id| {
-                                copy_drilled(&opener, id, &key, body, target).await
-                            })
-                            .await
-                        }
-                        Ok(Source::Settled(moved)) => Ok(moved),
-                        Err(e) => Err(e),
-                    };
-                    objects.push(MigratedObject {
-                        key: key.to_string(),
-                        pair_status: None,
-                        result,
-                    });
+            .store(settle_objects(drilled, |key, kind, body| {
+                let opener = &opener;
+                async move {
+                    ShareId::of_stored(&key, kind, async |id| {
+                        copy_drilled(opener, id, &key, body, target).await
+                    })
+                    .await
                 }
-                objects
-            })
+            }))
             .await;
         MigratedClient {
             client_id,
@@ -518,6 +497,33 @@ fn source_of(key: &BackupKey, read: std::result::Result<Bytes, StorageError>) ->
         })),
         Err(e) => Err(Error::store("get", key)(e)),
     }
+}
+
+/// What came of each drilled object of one client, in turn: a source still to move goes
+/// through `copy` (with its key, kind and body); the others are settled as they came.
+async fn settle_objects<F, Fut>(
+    drilled: Vec<(BackupKey, Result<Source>)>,
+    mut copy: F,
+) -> Vec<MigratedObject>
+where
+    F: FnMut(BackupKey, ShareKind, Bytes) -> Fut,
+    Fut: Future<Output = Result<Moved>>,
+{
+    let mut objects = Vec::with_capacity(drilled.len());
+    for (key, step) in drilled {
+        let name = key.to_string();
+        let result = match step {
+            Ok(Source::Read { kind, body }) => copy(key, kind, body).await,
+            Ok(Source::Settled(moved)) => Ok(moved),
+            Err(e) => Err(e),
+        };
+        objects.push(MigratedObject {
+            key: name,
+            pair_status: None,
+            result,
+        });
+    }
+    objects
 }
 
 /// The drill of the source of each object read (the KMS step of a client): what does not
